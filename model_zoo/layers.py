@@ -1,0 +1,66 @@
+"""One T5 encoder layer and one decoder layer: pre-norm residual blocks."""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+from model_zoo.attention import MultiHeadAttention
+from model_zoo.config import ModelConfig
+from model_zoo.dropout import dropout, fold
+from model_zoo.mlp import MLP
+from model_zoo.norm import RMSNorm
+
+
+def _norm(cfg: ModelConfig, rngs: nnx.Rngs) -> RMSNorm:
+    return RMSNorm(cfg.d_model, cfg.layer_norm_epsilon, cfg.compute_dtype, rngs)
+
+
+def _attention(cfg: ModelConfig, rngs: nnx.Rngs) -> MultiHeadAttention:
+    return MultiHeadAttention(cfg.d_model, cfg.num_heads, cfg.d_kv, cfg.compute_dtype,
+                              cfg.attention_impl, cfg.dropout_rate, rngs)
+
+
+def _mlp(cfg: ModelConfig, rngs: nnx.Rngs) -> MLP:
+    return MLP(cfg.d_model, cfg.d_ff, cfg.gated, cfg.compute_dtype, cfg.dropout_rate, rngs)
+
+
+class EncoderLayer(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.pre_attention_norm = _norm(cfg, rngs)
+        self.attention = _attention(cfg, rngs)
+        self.pre_mlp_norm = _norm(cfg, rngs)
+        self.mlp = _mlp(cfg, rngs)
+        self.dropout_rate = cfg.dropout_rate
+
+    def __call__(self, x: jax.Array, bias, mask, *, rng=None, deterministic=True) -> jax.Array:
+        rate = self.dropout_rate
+        h = self.pre_attention_norm(x)
+        h = self.attention(h, h, bias, mask, rng=fold(rng, 0), deterministic=deterministic)
+        x = x + dropout(h, rate, fold(rng, 1), deterministic)
+        h = self.mlp(self.pre_mlp_norm(x), rng=fold(rng, 2), deterministic=deterministic)
+        return x + dropout(h, rate, fold(rng, 3), deterministic)
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.pre_self_attention_norm = _norm(cfg, rngs)
+        self.self_attention = _attention(cfg, rngs)
+        self.pre_cross_attention_norm = _norm(cfg, rngs)
+        self.cross_attention = _attention(cfg, rngs)
+        self.pre_mlp_norm = _norm(cfg, rngs)
+        self.mlp = _mlp(cfg, rngs)
+        self.dropout_rate = cfg.dropout_rate
+
+    def __call__(self, x: jax.Array, bias, mask, encoded, cross_mask, *, rng=None,
+                 deterministic=True) -> jax.Array:
+        rate = self.dropout_rate
+        h = self.pre_self_attention_norm(x)
+        h = self.self_attention(h, h, bias, mask, rng=fold(rng, 0), deterministic=deterministic)
+        x = x + dropout(h, rate, fold(rng, 1), deterministic)
+        h = self.pre_cross_attention_norm(x)
+        h = self.cross_attention(h, encoded, None, cross_mask, rng=fold(rng, 2),
+                                 deterministic=deterministic)
+        x = x + dropout(h, rate, fold(rng, 3), deterministic)
+        h = self.mlp(self.pre_mlp_norm(x), rng=fold(rng, 4), deterministic=deterministic)
+        return x + dropout(h, rate, fold(rng, 5), deterministic)

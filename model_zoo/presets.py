@@ -1,0 +1,50 @@
+"""Published T5 dimensions (Raffel et al. 2020; T5 1.1 release notes).
+
+T5 1.0: relu MLP, tied input/output embeddings, vocab 32128.
+T5 1.1: gated-GELU MLP, untied output layer, no dropout in pretraining.
+"""
+
+from __future__ import annotations
+
+from model_zoo.config import ModelConfig
+
+_V = 32128
+
+
+def _t5_1_0(d_model, d_ff, num_heads, d_kv, layers):
+    return ModelConfig(vocab_size=_V, d_model=d_model, d_ff=d_ff, num_heads=num_heads, d_kv=d_kv,
+                       num_encoder_layers=layers, num_decoder_layers=layers,
+                       feed_forward_proj="relu", tie_word_embeddings=True, dropout_rate=0.1)
+
+
+def _t5_1_1(d_model, d_ff, num_heads, d_kv, layers):
+    return ModelConfig(vocab_size=_V, d_model=d_model, d_ff=d_ff, num_heads=num_heads, d_kv=d_kv,
+                       num_encoder_layers=layers, num_decoder_layers=layers,
+                       feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "t5_1_0_small": _t5_1_0(512, 2048, 8, 64, 6),
+    "t5_1_0_base": _t5_1_0(768, 3072, 12, 64, 12),
+    "t5_1_0_large": _t5_1_0(1024, 4096, 16, 64, 24),
+    "t5_1_0_3b": _t5_1_0(1024, 16384, 32, 128, 24),
+    "t5_1_0_11b": _t5_1_0(1024, 65536, 128, 128, 24),
+    "t5_1_1_small": _t5_1_1(512, 1024, 6, 64, 8),
+    "t5_1_1_base": _t5_1_1(768, 2048, 12, 64, 12),
+    "t5_1_1_large": _t5_1_1(1024, 2816, 16, 64, 24),
+    "t5_1_1_xl": _t5_1_1(2048, 5120, 32, 64, 24),
+    "t5_1_1_xxl": _t5_1_1(4096, 10240, 64, 64, 24),
+    # Not published: a tiny config for tests and the CPU quickstart.
+    "t5_1_1_tiny": ModelConfig(vocab_size=_V, d_model=64, d_ff=128, num_heads=4, d_kv=16,
+                               num_encoder_layers=2, num_decoder_layers=2,
+                               feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+                               dropout_rate=0.0),
+}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    """The named preset, optionally with fields replaced (validated)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; valid presets: {sorted(PRESETS)}")
+    cfg = PRESETS[name]
+    return cfg.replace(**overrides) if overrides else cfg

@@ -1,0 +1,60 @@
+"""A stack of identical layers with params stacked on a leading `layers` axis, run by lax.scan.
+
+The stack holds ONE layer module whose params carry the extra leading dimension. The
+forward pass splits it to (graphdef, state), scans over the state and merges one slice
+per step, so compile time does not grow with depth.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from model_zoo.axes import with_leading_axis
+from model_zoo.dropout import fold
+
+REMAT = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "save_attention_out": jax.checkpoint_policies.save_only_these_names("attention_out"),
+}
+
+
+def _is_variable(x) -> bool:
+    return isinstance(x, nnx.Variable)
+
+
+class ScannedLayers(nnx.Module):
+    def __init__(self, make_layer: Callable[[nnx.Rngs], nnx.Module], num_layers: int,
+                 remat_policy: str, rngs: nnx.Rngs):
+        graphdefs = []
+
+        def init_one(key):
+            graphdef, state = nnx.split(make_layer(nnx.Rngs(params=key)))
+            graphdefs.append(graphdef)
+            return state
+
+        stacked = jax.vmap(init_one)(jax.random.split(rngs.params(), num_layers))
+        stacked = jax.tree.map(lambda v: with_leading_axis(v, "layers", v.get_value()),
+                               stacked, is_leaf=_is_variable)
+        self.layer = nnx.merge(graphdefs[0], stacked)
+        self.num_layers = num_layers
+        self.remat_policy = remat_policy
+
+    def __call__(self, x: jax.Array, *args, rng=None, deterministic: bool = True) -> jax.Array:
+        graphdef, state = nnx.split(self.layer)
+
+        def body(carry, slice_and_index):
+            layer_state, index = slice_and_index
+            layer = nnx.merge(graphdef, layer_state)
+            return layer(carry, *args, rng=fold(rng, index), deterministic=deterministic), None
+
+        if self.remat_policy != "none":
+            body = jax.checkpoint(body, policy=REMAT[self.remat_policy], prevent_cse=False)
+        x, _ = jax.lax.scan(body, x, (state, jnp.arange(self.num_layers)))
+        return x

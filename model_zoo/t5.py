@@ -1,0 +1,145 @@
+"""The dense T5 encoder-decoder (Raffel et al. 2020) in Flax NNX.
+
+Called with t5x/seqio feature names and returns float32 logits [batch, target_len, vocab].
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from model_zoo import masks
+from model_zoo.axes import constrain, param
+from model_zoo.config import ModelConfig
+from model_zoo.dropout import dropout, fold
+from model_zoo.layers import DecoderLayer, EncoderLayer
+from model_zoo.norm import RMSNorm
+from model_zoo.relative_position import RelativePositionBias
+from model_zoo.scan import ScannedLayers
+
+
+def _relpos(cfg: ModelConfig, bidirectional: bool, rngs: nnx.Rngs) -> RelativePositionBias:
+    return RelativePositionBias(cfg.relative_attention_num_buckets,
+                                cfg.relative_attention_max_distance, cfg.num_heads,
+                                bidirectional, cfg.d_model ** -0.5, rngs)
+
+
+def _check_tokens(name: str, tokens, batch: int | None = None) -> None:
+    if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise ValueError(f"{name} must be integer ids of shape [batch, length]; "
+                         f"got {tokens.dtype} of shape {tokens.shape}")
+    if batch is not None and tokens.shape[0] != batch:
+        raise ValueError(f"{name} has batch {tokens.shape[0]}, expected {batch} "
+                         "(the batch of encoder_input_tokens)")
+
+
+def _check_same_shape(name: str, feature, tokens_name: str, tokens) -> None:
+    if feature is not None and feature.shape != tokens.shape:
+        raise ValueError(f"{name} has shape {feature.shape}; expected {tokens.shape}, "
+                         f"the shape of {tokens_name}")
+
+
+class Encoder(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.relative_position_bias = _relpos(cfg, True, rngs)
+        self.layers = ScannedLayers(lambda r: EncoderLayer(cfg, r), cfg.num_encoder_layers,
+                                    cfg.remat_policy, rngs)
+        self.final_norm = RMSNorm(cfg.d_model, cfg.layer_norm_epsilon, cfg.compute_dtype, rngs)
+        self.dropout_rate = cfg.dropout_rate
+
+    def __call__(self, x, tokens, segment_ids, positions, *, rng, deterministic):
+        positions = masks.default_positions(tokens) if positions is None else positions
+        bias = self.relative_position_bias(positions, positions)
+        mask = masks.encoder_mask(tokens, segment_ids)
+        x = dropout(x, self.dropout_rate, fold(rng, 0), deterministic)
+        x = self.layers(x, bias, mask, rng=fold(rng, 1), deterministic=deterministic)
+        x = self.final_norm(x)
+        return dropout(x, self.dropout_rate, fold(rng, 2), deterministic)
+
+
+class Decoder(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.relative_position_bias = _relpos(cfg, False, rngs)
+        self.layers = ScannedLayers(lambda r: DecoderLayer(cfg, r), cfg.num_decoder_layers,
+                                    cfg.remat_policy, rngs)
+        self.final_norm = RMSNorm(cfg.d_model, cfg.layer_norm_epsilon, cfg.compute_dtype, rngs)
+        self.dropout_rate = cfg.dropout_rate
+
+    def __call__(self, x, tokens, encoded, cross_mask, segment_ids, positions, *, rng,
+                 deterministic):
+        positions = masks.default_positions(tokens) if positions is None else positions
+        bias = self.relative_position_bias(positions, positions)
+        mask = masks.decoder_mask(tokens.shape[1], segment_ids)
+        x = dropout(x, self.dropout_rate, fold(rng, 0), deterministic)
+        x = self.layers(x, bias, mask, encoded, cross_mask, rng=fold(rng, 1),
+                        deterministic=deterministic)
+        x = self.final_norm(x)
+        return dropout(x, self.dropout_rate, fold(rng, 2), deterministic)
+
+
+class EncoderDecoder(nnx.Module):
+    """T5: shared input embedding, encoder, decoder, tied (scaled) or untied output logits."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        d, v = config.d_model, config.vocab_size
+        self.shared = param(rngs, jax.nn.initializers.normal(1.0), (v, d), ("vocab", "embed"))
+        self.encoder = Encoder(config, rngs)
+        self.decoder = Decoder(config, rngs)
+        if not config.tie_word_embeddings:
+            self.lm_head = param(rngs, jax.nn.initializers.normal(d ** -0.5), (d, v),
+                                 ("embed", "vocab"))
+
+    def embed(self, tokens: jax.Array) -> jax.Array:
+        x = jnp.take(self.shared[...], tokens, axis=0).astype(self.config.compute_dtype)
+        return constrain(x, ("batch", "length", "embed"))
+
+    def encode(self, encoder_input_tokens, encoder_segment_ids=None, encoder_positions=None, *,
+               deterministic: bool = True, dropout_rng=None) -> jax.Array:
+        """Encoder outputs [batch, input_len, d_model] in the compute dtype."""
+        _check_tokens("encoder_input_tokens", encoder_input_tokens)
+        _check_same_shape("encoder_segment_ids", encoder_segment_ids,
+                          "encoder_input_tokens", encoder_input_tokens)
+        _check_same_shape("encoder_positions", encoder_positions,
+                          "encoder_input_tokens", encoder_input_tokens)
+        return self.encoder(self.embed(encoder_input_tokens), encoder_input_tokens,
+                            encoder_segment_ids, encoder_positions, rng=fold(dropout_rng, 0),
+                            deterministic=deterministic)
+
+    def decode(self, encoded, encoder_input_tokens, decoder_input_tokens,
+               encoder_segment_ids=None, decoder_segment_ids=None, decoder_positions=None, *,
+               deterministic: bool = True, dropout_rng=None) -> jax.Array:
+        """Float32 logits [batch, target_len, vocab] given the encoder outputs."""
+        _check_tokens("decoder_input_tokens", decoder_input_tokens, encoded.shape[0])
+        _check_same_shape("decoder_segment_ids", decoder_segment_ids,
+                          "decoder_input_tokens", decoder_input_tokens)
+        _check_same_shape("decoder_positions", decoder_positions,
+                          "decoder_input_tokens", decoder_input_tokens)
+        cross = masks.cross_mask(encoder_input_tokens, decoder_segment_ids, encoder_segment_ids)
+        x = self.decoder(self.embed(decoder_input_tokens), decoder_input_tokens, encoded, cross,
+                         decoder_segment_ids, decoder_positions, rng=fold(dropout_rng, 1),
+                         deterministic=deterministic)
+        return self.logits(x)
+
+    def logits(self, x: jax.Array) -> jax.Array:
+        cfg = self.config
+        if cfg.tie_word_embeddings:  # Mesh-TF T5 rescales before the tied projection
+            x = x * (cfg.d_model ** -0.5)
+            kernel = self.shared[...].astype(cfg.compute_dtype).T
+        else:
+            kernel = self.lm_head[...].astype(cfg.compute_dtype)
+        logits = jnp.einsum("btd,dv->btv", x, kernel, preferred_element_type=jnp.float32)
+        return constrain(logits, ("batch", "length", "vocab"))
+
+    def __call__(self, encoder_input_tokens, decoder_input_tokens, encoder_segment_ids=None,
+                 decoder_segment_ids=None, encoder_positions=None, decoder_positions=None, *,
+                 deterministic: bool = True, dropout_rng=None) -> jax.Array:
+        if not deterministic and self.config.dropout_rate > 0 and dropout_rng is None:
+            raise ValueError("deterministic=False with dropout_rate="
+                             f"{self.config.dropout_rate} needs a dropout_rng")
+        encoded = self.encode(encoder_input_tokens, encoder_segment_ids, encoder_positions,
+                              deterministic=deterministic, dropout_rng=dropout_rng)
+        return self.decode(encoded, encoder_input_tokens, decoder_input_tokens,
+                           encoder_segment_ids, decoder_segment_ids, decoder_positions,
+                           deterministic=deterministic, dropout_rng=dropout_rng)
