@@ -55,8 +55,9 @@ class ModelConfig:
         if self.relative_attention_num_buckets < 2:
             _fail("relative_attention_num_buckets", self.relative_attention_num_buckets, ">= 2")
         if self.relative_attention_max_distance <= self.relative_attention_num_buckets // 4:
+            quarter = self.relative_attention_num_buckets // 4
             _fail("relative_attention_max_distance", self.relative_attention_max_distance,
-                  f"> relative_attention_num_buckets // 4 = {self.relative_attention_num_buckets // 4}"
+                  f"> relative_attention_num_buckets // 4 = {quarter}"
                   " (the log-spaced buckets start there)")
         if not isinstance(self.tie_word_embeddings, bool):
             _fail("tie_word_embeddings", self.tie_word_embeddings, "a bool")

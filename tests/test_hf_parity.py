@@ -54,8 +54,10 @@ def test_export_round_trip_gives_hf_the_same_logits(pair, tmp_path):
     mask = (enc > 0).astype(np.int64)
     np.testing.assert_allclose(hf_logits(exported, enc, dec, mask), hf_logits(ref, enc, dec, mask),
                                atol=1e-6, rtol=0)
-    for (name, a), b in zip(ref.state_dict().items(), exported.state_dict().values()):
-        assert torch.equal(a, b), name
+    theirs = exported.state_dict()
+    assert set(theirs) == set(ref.state_dict())
+    for name, tensor in ref.state_dict().items():
+        assert torch.equal(tensor, theirs[name]), name
 
 
 def test_sharded_safetensors_load(pair, tmp_path):

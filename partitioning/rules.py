@@ -1,0 +1,100 @@
+"""Logical-to-mesh axis rules: ordered tables resolved first-match-wins.
+
+A rule set is a tuple of `(logical_name, mesh_axes)` pairs, where mesh_axes is one mesh
+axis, a tuple of them (sharded over their product) or None (replicate). For each dimension
+the resolver takes the FIRST rule for its logical name whose mesh axes are all unused so
+far in the spec and divide the dimension; size-1 mesh axes are dropped, and a rule left
+with no axes falls through to the next one. A name no rule mentions is an error.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from jax.sharding import PartitionSpec
+
+from partitioning.mesh import AXES
+
+Rules = tuple[tuple[str, object], ...]
+
+_BATCH = ("batch", ("data", "fsdp", "expert"))
+_COMMON = (("length", None), ("kv", None), ("relpos_buckets", None), ("layers", None))
+
+DATA_PARALLEL: Rules = (_BATCH, ("embed", None), ("heads", None), ("mlp", None),
+                        ("vocab", None), ("expert", None)) + _COMMON
+# ZeRO-3: every large param sharded on fsdp along its first shardable dim.
+FSDP: Rules = (_BATCH, ("embed", "fsdp"), ("mlp", "fsdp"), ("vocab", "fsdp"),
+               ("embed", None), ("mlp", None), ("vocab", None), ("heads", "fsdp"),
+               ("heads", None), ("expert", None)) + _COMMON
+# Megatron: attention heads and MLP hidden units split over `tensor`.
+TENSOR: Rules = (_BATCH, ("heads", "tensor"), ("mlp", "tensor"), ("vocab", "tensor"),
+                 ("heads", None), ("mlp", None), ("vocab", None), ("embed", None),
+                 ("expert", None)) + _COMMON
+# 2-D: FSDP on embed plus tensor on heads/mlp/vocab.
+FSDP_TENSOR: Rules = (_BATCH, ("heads", "tensor"), ("mlp", "tensor"), ("vocab", "tensor"),
+                      ("embed", "fsdp"), ("heads", None), ("mlp", None), ("vocab", None),
+                      ("embed", None), ("expert", None)) + _COMMON
+# Expert parallelism: experts over `expert`, the rest as in FSDP_TENSOR.
+EXPERT: Rules = (("expert", "expert"), ("expert", None)) + FSDP_TENSOR
+
+RULE_SETS: dict[str, Rules] = {
+    "data_parallel": DATA_PARALLEL, "fsdp": FSDP, "tensor": TENSOR,
+    "fsdp_tensor": FSDP_TENSOR, "expert": EXPERT,
+}
+
+
+def rule_set(name: str) -> Rules:
+    if name not in RULE_SETS:
+        raise ValueError(f"unknown rule set {name!r}; valid: {sorted(RULE_SETS)}")
+    return RULE_SETS[name]
+
+
+def _as_tuple(mesh_axes) -> tuple[str, ...]:
+    if mesh_axes is None:
+        return ()
+    return (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes)
+
+
+def validate_rules(rules: Rules, mesh_axes: Sequence[str] = AXES) -> None:
+    """Refuse rules that name mesh axes the mesh does not have."""
+    for logical, target in rules:
+        if not isinstance(logical, str):
+            raise ValueError(f"rule {(logical, target)}: logical name must be a string")
+        unknown = [a for a in _as_tuple(target) if a not in mesh_axes]
+        if unknown:
+            raise ValueError(f"rule ({logical!r}, {target!r}) names mesh axes {unknown} that "
+                             f"do not exist; mesh axes are {tuple(mesh_axes)}")
+
+
+def resolve(names: Sequence[str | None], rules: Rules, mesh_shape: dict[str, int],
+            shape: Sequence[int] | None = None) -> PartitionSpec:
+    """The PartitionSpec for an array whose dims have logical `names` (and optional `shape`)."""
+    known = {logical for logical, _ in rules}
+    unknown = [n for n in names if n is not None and n not in known]
+    if unknown:
+        raise ValueError(f"logical axes {unknown} have no rule; rules cover {sorted(known)}")
+    used: set[str] = set()
+    spec = []
+    for dim, name in enumerate(names):
+        chosen = None
+        for logical, target in rules if name is not None else ():
+            if logical != name:
+                continue
+            axes = tuple(a for a in _as_tuple(target) if mesh_shape.get(a, 1) > 1)
+            if target is not None and not axes:
+                continue  # only size-1 axes: fall through to the next rule
+            if used & set(axes):
+                continue
+            size = 1
+            for a in axes:
+                size *= mesh_shape[a]
+            if shape is not None and shape[dim] % size:
+                continue
+            chosen = axes
+            break
+        if chosen:
+            used.update(chosen)
+            spec.append(chosen[0] if len(chosen) == 1 else chosen)
+        else:
+            spec.append(None)
+    return PartitionSpec(*spec)

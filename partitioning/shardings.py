@@ -1,0 +1,82 @@
+"""Shardings derived from logical axis names and a rule set, and the sufficient-sharding check."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from partitioning.mesh import mesh_shape
+from partitioning.rules import Rules, resolve, validate_rules
+
+MODEL_AXES = ("fsdp", "tensor", "expert")
+
+
+def _is_names(x) -> bool:
+    """Leaves of a logical-axes tree: tuples of names or objects iterating over names."""
+    return isinstance(x, tuple) or (hasattr(x, "names") and not isinstance(x, dict))
+
+
+def tree_specs(logical, shapes, rules: Rules, mesh: Mesh):
+    """PartitionSpecs for a tree of logical names and a matching tree of arrays/shapes."""
+    validate_rules(rules, mesh.axis_names)
+    ms = mesh_shape(mesh)
+    return jax.tree.map(lambda names, x: resolve(tuple(names), rules, ms, np.shape(x)),
+                        logical, shapes, is_leaf=_is_names)
+
+
+def tree_shardings(logical, shapes, rules: Rules, mesh: Mesh):
+    return jax.tree.map(lambda spec: NamedSharding(mesh, spec),
+                        tree_specs(logical, shapes, rules, mesh),
+                        is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+
+def batch_sharding(rules: Rules, mesh: Mesh, ndim: int = 2) -> NamedSharding:
+    """Sharding of a [batch, ...] input array: batch as the rules say, the rest replicated."""
+    spec = resolve(("batch",), rules, mesh_shape(mesh))
+    return NamedSharding(mesh, PartitionSpec(*spec, *([None] * (ndim - 1))))
+
+
+def data_parallel_degree(rules: Rules, mesh: Mesh) -> int:
+    """How many ways the batch dimension is split."""
+    spec = resolve(("batch",), rules, mesh_shape(mesh))[0]
+    axes = () if spec is None else (spec,) if isinstance(spec, str) else spec
+    return int(np.prod([mesh_shape(mesh)[a] for a in axes]))
+
+
+def activation_resolver(rules: Rules, mesh: Mesh) -> Callable:
+    """names -> NamedSharding, for `model_zoo.axes.activation_rules`."""
+    validate_rules(rules, mesh.axis_names)
+    ms = mesh_shape(mesh)
+    return lambda names: NamedSharding(mesh, resolve(names, rules, ms))
+
+
+def check_sufficient_sharding(logical, shapes, rules: Rules, mesh: Mesh,
+                              max_replicated_fraction: float = 0.25) -> float:
+    """Refuse rules that leave over `max_replicated_fraction` of param bytes replicated.
+
+    Applies when the mesh has model-parallel axes (fsdp, tensor, expert) of size > 1, where
+    replication wastes memory the user asked to save. Returns the replicated fraction.
+    """
+    ms = mesh_shape(mesh)
+    if all(ms.get(a, 1) == 1 for a in MODEL_AXES):
+        return 0.0
+    specs = tree_specs(logical, shapes, rules, mesh)
+    sizes = jax.tree.map(lambda x: int(np.prod(np.shape(x))) * np.dtype(x.dtype).itemsize, shapes)
+    flat_specs = jax.tree_util.tree_flatten_with_path(
+        specs, is_leaf=lambda x: isinstance(x, PartitionSpec))[0]
+    flat_sizes = jax.tree.leaves(sizes)
+    total = sum(flat_sizes)
+    replicated = [(jax.tree_util.keystr(p), n)
+                  for (p, s), n in zip(flat_specs, flat_sizes, strict=True)
+                  if all(a is None for a in s)]
+    fraction = sum(n for _, n in replicated) / max(total, 1)
+    if fraction > max_replicated_fraction:
+        largest = sorted(replicated, key=lambda x: -x[1])[:5]
+        raise ValueError(
+            f"{fraction:.0%} of parameter bytes stay replicated on mesh {ms} (limit "
+            f"{max_replicated_fraction:.0%}); largest replicated params: {largest}. Use a rule "
+            "set that shards them (fsdp, tensor, fsdp_tensor) or raise max_replicated_fraction.")
+    return fraction

@@ -1,0 +1,1 @@
+"""seqio vocabularies, preprocessors, tasks and mixtures (the only place TensorFlow is imported)."""

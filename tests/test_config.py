@@ -1,0 +1,111 @@
+"""ModelConfig validation, presets at published sizes, and clear errors on bad input."""
+
+import json
+
+import jax
+
+import numpy as np
+import pytest
+import torch
+from transformers import T5Config, T5ForConditionalGeneration
+
+from flax import nnx
+
+from model_zoo import PRESETS, EncoderDecoder, ModelConfig, hf, preset
+from model_zoo.functional import model_def
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("d_model", 0, "positive integer"),
+    ("num_heads", 2.5, "positive integer"),
+    ("feed_forward_proj", "swish", "relu"),
+    ("dropout_rate", 1.0, "[0, 1)"),
+    ("dtype", "float64", "bfloat16"),
+    ("param_dtype", "bfloat16", "float32"),
+    ("remat_policy", "sometimes", "dots"),
+    ("relative_attention_max_distance", 4, "num_buckets // 4"),
+])
+def test_invalid_config_names_field_and_valid_values(field, value, expected):
+    with pytest.raises(ValueError) as err:
+        preset("t5_1_1_small", **{field: value})
+    assert f"ModelConfig.{field}={value!r}" in str(err.value) and expected in str(err.value)
+
+
+def test_unknown_preset_and_field():
+    with pytest.raises(ValueError, match="valid presets"):
+        preset("t5_1_1_huge")
+    with pytest.raises(ValueError, match="no field"):
+        preset("t5_1_1_small", n_layers=3)
+
+
+def _hf_param_count(cfg: ModelConfig) -> int:
+    hf_cfg = T5Config(**{k: v for k, v in hf.config_to_hf(cfg).items() if k != "architectures"})
+    hf_cfg.tie_word_embeddings = cfg.tie_word_embeddings
+    with torch.device("meta"):
+        model = T5ForConditionalGeneration(hf_cfg)
+    return sum(p.numel() for n, p in model.named_parameters()
+               if not n.endswith("embed_tokens.weight"))
+
+
+@pytest.mark.parametrize("name", sorted(n for n in PRESETS if n != "t5_1_1_tiny"))
+def test_presets_have_the_parameter_count_of_hf(name):
+    cfg = PRESETS[name]
+    abstract = model_def(lambda r: EncoderDecoder(cfg, rngs=r)).abstract_params()
+    ours = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract))
+    assert ours == _hf_param_count(cfg)
+
+
+def test_published_sizes():
+    counts = {n: PRESETS[n] for n in ("t5_1_0_small", "t5_1_0_base", "t5_1_1_xxl")}
+    assert counts["t5_1_0_small"].d_model == 512 and counts["t5_1_0_base"].num_heads == 12
+    assert (counts["t5_1_1_xxl"].d_model, counts["t5_1_1_xxl"].d_ff) == (4096, 10240)
+
+
+def _write_hf_dir(path, **config):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(config))
+    return str(path)
+
+
+def test_unsupported_architecture_is_refused(tmp_path):
+    path = _write_hf_dir(tmp_path / "bert", architectures=["BertForMaskedLM"], model_type="bert")
+    with pytest.raises(ValueError, match="BertForMaskedLM.*not supported.*T5ForConditionalGen"):
+        hf.load(path)
+
+
+def test_missing_safetensors_is_refused(tmp_path):
+    cfg = hf.config_to_hf(preset("t5_1_1_tiny"))
+    path = _write_hf_dir(tmp_path / "bin", **cfg)
+    (tmp_path / "bin" / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="pytorch_model.bin.*safetensors only"):
+        hf.load(path)
+
+
+def test_vocab_mismatch_is_refused(tmp_path):
+    cfg = preset("t5_1_1_tiny", vocab_size=64)
+    hf.save(EncoderDecoder(cfg, rngs=nnx.Rngs(0)), str(tmp_path))
+    meta = json.loads((tmp_path / "config.json").read_text())
+    meta["vocab_size"] = 80
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"shared.weight has shape \(64, 64\).*vocab_size=80"):
+        hf.load(str(tmp_path))
+
+
+def test_param_shape_mismatch_names_the_param():
+    cfg = preset("t5_1_1_tiny", vocab_size=64)
+    pure = model_def(lambda r: EncoderDecoder(cfg, rngs=r)).abstract_params()
+    pure = jax.tree.map(lambda x: np.zeros(x.shape, np.float32), pure)
+    pure["encoder"]["final_norm"]["scale"] = np.zeros(3, np.float32)
+    with pytest.raises(ValueError, match=r"\['encoder'\]\['final_norm'\]\['scale'\].*\(3,\)"):
+        hf.model_from_params(cfg, pure)
+
+
+def test_bad_features_fail_before_compiling():
+    model = EncoderDecoder(preset("t5_1_1_tiny", vocab_size=64), rngs=nnx.Rngs(0))
+    enc = np.ones((2, 5), np.int32)
+    with pytest.raises(ValueError, match="decoder_input_tokens must be integer"):
+        model(enc, np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match="decoder_input_tokens has batch 3"):
+        model(enc, np.ones((3, 3), np.int32))
+    with pytest.raises(ValueError, match="encoder_segment_ids has shape"):
+        model(enc, np.ones((2, 3), np.int32), encoder_segment_ids=np.ones((2, 4), np.int32))

@@ -1,0 +1,1 @@
+"""Training: train state, optimizers, precision and loss scaling, steps, checkpoints, loop."""
