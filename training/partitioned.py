@@ -1,0 +1,190 @@
+"""The partitioned trainer: sharded state init, and train/eval steps jitted with shardings.
+
+Everything a bad config can get wrong is checked here, before anything compiles: batch and
+microbatch divisibility, rules against the mesh, params left replicated, fp16 on TPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+import partitioning
+from model_zoo.axes import activation_rules
+from model_zoo.functional import init_params, model_def
+from training.loss_scale import LossScaleConfig
+from training.optimizers import OptimizerConfig, make_optimizer
+from training.schedules import make_schedule
+from training.step import LossConfig, make_eval_step, make_train_step
+from training.train_state import TrainState, init_train_state
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int
+    microbatches: int = 1
+    seed: int = 0
+    rules: str = "data_parallel"
+    max_replicated_fraction: float = 0.25
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    loss_scale: LossScaleConfig | None = None  # None: dynamic for float16, off otherwise
+    deterministic: bool = False  # True disables dropout
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"TrainConfig.batch_size={self.batch_size} must be >= 1")
+        if self.microbatches < 1 or self.batch_size % self.microbatches:
+            raise ValueError(f"TrainConfig.microbatches={self.microbatches} must divide "
+                             f"batch_size={self.batch_size}")
+        partitioning.rule_set(self.rules)
+
+
+def _suffix_match(path, table: dict):
+    """The longest suffix of `path` (dict keys only) that is a key of `table`, or None."""
+    keys = tuple(p.key for p in path if isinstance(p, jax.tree_util.DictKey))
+    for start in range(len(keys)):
+        if keys[start:] in table:
+            return table[keys[start:]]
+    return None
+
+
+def _reduced_names(names: tuple, shape: tuple, leaf_shape: tuple) -> tuple:
+    """Names for an optimizer leaf whose shape is the param's with one dim dropped (factored)."""
+    if tuple(leaf_shape) == tuple(shape):
+        return tuple(names)
+    if len(leaf_shape) == len(shape) - 1:
+        for drop in reversed(range(len(shape))):
+            if tuple(shape[:drop] + shape[drop + 1:]) == tuple(leaf_shape):
+                return tuple(names[:drop] + names[drop + 1:])
+    return (None,) * len(leaf_shape)
+
+
+def state_shardings(abstract: TrainState, logical_params, rules, mesh: Mesh) -> TrainState:
+    """Params by the rules; optimizer leaves like the param they track; scalars replicated."""
+    ms = partitioning.mesh_shape(mesh)
+    params_flat = jax.tree_util.tree_flatten_with_path(abstract.params)[0]
+    names_flat = jax.tree.leaves(logical_params, is_leaf=lambda x: hasattr(x, "names"))
+    table = {tuple(p.key for p in path): (tuple(n), x.shape)
+             for (path, x), n in zip(params_flat, names_flat, strict=True)}
+
+    def opt_leaf(path, x):
+        hit = _suffix_match(path, table)
+        if hit is None or x.ndim == 0:
+            return NamedSharding(mesh, PartitionSpec())
+        names = _reduced_names(hit[0], tuple(hit[1]), tuple(x.shape))
+        return NamedSharding(mesh, partitioning.resolve(names, rules, ms, x.shape))
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return TrainState(
+        step=replicated,
+        params=partitioning.tree_shardings(logical_params, abstract.params, rules, mesh),
+        opt_state=jax.tree_util.tree_map_with_path(opt_leaf, abstract.opt_state),
+        rng=replicated,
+        loss_scale=jax.tree.map(lambda _: replicated, abstract.loss_scale))
+
+
+class Trainer:
+    """Builds the sharded train state and the jitted steps for one model on one mesh."""
+
+    def __init__(self, make_model: Callable[[nnx.Rngs], nnx.Module], compute_dtype: str,
+                 config: TrainConfig, mesh: Mesh):
+        self.config, self.mesh = config, mesh
+        self.rules = partitioning.rule_set(config.rules)
+        partitioning.validate_rules(self.rules, mesh.axis_names)
+        dp = partitioning.data_parallel_degree(self.rules, mesh)
+        micro = config.batch_size // config.microbatches
+        if micro % dp:
+            raise ValueError(
+                f"batch_size={config.batch_size} / microbatches={config.microbatches} = {micro} "
+                f"is not divisible by the data-parallel degree {dp} of mesh "
+                f"{partitioning.mesh_shape(mesh)} under rules {config.rules!r}")
+        platform = mesh.devices.flat[0].platform
+        if compute_dtype == "float16" and platform == "tpu":
+            raise ValueError("dtype='float16' is not supported on TPU (no fp16 matmul units); "
+                             "use dtype='bfloat16', which needs no loss scaling")
+        self.loss_scale = config.loss_scale or LossScaleConfig(dynamic=compute_dtype == "float16")
+
+        self.model_def = model_def(make_model)
+        logical = self.model_def.logical_axes()
+        abstract_params = self.model_def.abstract_params()
+        self.replicated_fraction = partitioning.check_sufficient_sharding(
+            logical, abstract_params, self.rules, mesh, config.max_replicated_fraction)
+
+        self.optimizer = make_optimizer(config.optimizer)
+        self.schedule = make_schedule(config.optimizer.schedule)
+
+        def init():
+            params = init_params(make_model, config.seed)
+            return init_train_state(params, self.optimizer, config.seed, self.loss_scale)
+
+        abstract = jax.eval_shape(init)
+        self.state_shardings = state_shardings(abstract, logical, self.rules, mesh)
+        self.batch_sharding = partitioning.batch_sharding(self.rules, mesh)
+        self._init = jax.jit(init, out_shardings=self.state_shardings)
+        step = make_train_step(self.model_def, self.optimizer, self.schedule, config.loss,
+                               self.loss_scale, config.microbatches, config.deterministic)
+        replicated = NamedSharding(mesh, PartitionSpec())
+        self._train = jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding),
+                              out_shardings=(self.state_shardings, replicated),
+                              donate_argnums=(0,))
+        self._eval = jax.jit(make_eval_step(self.model_def, config.loss),
+                             in_shardings=(self.state_shardings.params, self.batch_sharding),
+                             out_shardings=replicated)
+
+    def _context(self):
+        ctx = jax.set_mesh(self.mesh)
+        rules = activation_rules(partitioning.activation_resolver(self.rules, self.mesh))
+        return _Both(ctx, rules)
+
+    def init_state(self) -> TrainState:
+        """A freshly initialised state, created already sharded."""
+        with self._context():
+            return self._init()
+
+    def shard_batch(self, batch: dict) -> dict:
+        """This process's rows of the global batch -> global jax.Arrays on the mesh."""
+        return {k: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(v))
+                for k, v in batch.items()}
+
+    def train_step(self, state: TrainState, batch: dict):
+        with self._context():
+            return self._train(state, self.shard_batch(batch))
+
+    def eval_step(self, params, batch: dict) -> dict:
+        with self._context():
+            return self._eval(params, self.shard_batch(batch))
+
+    def compile_train_step(self, batch_shapes: dict):
+        """Ahead-of-time compile for {feature: (shape, dtype)}; returns the Compiled object."""
+        abstract_state = jax.eval_shape(lambda: self._init())
+        batch = {k: jax.ShapeDtypeStruct(s, d, sharding=self.batch_sharding)
+                 for k, (s, d) in batch_shapes.items()}
+        with self._context():
+            return self._train.lower(abstract_state, batch).compile()
+
+
+class _Both:
+    """Enter several context managers as one."""
+
+    def __init__(self, *managers):
+        self.managers = managers
+
+    def __enter__(self):
+        for m in self.managers:
+            m.__enter__()
+
+    def __exit__(self, *exc):
+        for m in reversed(self.managers):
+            m.__exit__(*exc)
+        return False
+
+
+def cast_params(params, dtype=jnp.float32):
+    return jax.tree.map(lambda p: p.astype(dtype), params)

@@ -1,0 +1,122 @@
+"""The train step (gradient accumulation, loss scaling, skip-on-overflow) and the eval step.
+
+Both are pure functions of (state, batch) built around a `ModelDef`; `training.partitioned`
+jits them with shardings. Batches use t5x feature names: encoder_input_tokens,
+decoder_input_tokens, decoder_target_tokens, decoder_loss_weights (+ optional segment ids
+and positions for packed inputs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from model_zoo.functional import ModelDef
+from model_zoo.losses import LossSums, cross_entropy_loss
+from training.loss_scale import LossScaleConfig, all_finite, update_loss_scale
+from training.train_state import TrainState
+
+MODEL_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "encoder_segment_ids",
+                  "decoder_segment_ids", "encoder_positions", "decoder_positions")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    z_loss: float = 1e-4
+    label_smoothing: float = 0.0
+
+
+def _forward_sums(mdef: ModelDef, params, batch, loss: LossConfig, *, rng,
+                  deterministic: bool) -> LossSums:
+    features = {k: batch[k] for k in MODEL_FEATURES if k in batch}
+    logits = mdef.bind(params)(**features, deterministic=deterministic, dropout_rng=rng)
+    weights = batch.get("decoder_loss_weights")
+    if weights is None:
+        weights = batch["decoder_target_tokens"] > 0
+    return cross_entropy_loss(logits, batch["decoder_target_tokens"], weights,
+                              z_loss=loss.z_loss, label_smoothing=loss.label_smoothing)
+
+
+def split_microbatches(batch: dict, k: int) -> dict:
+    """[B, ...] -> [k, B/k, ...] taking every k-th example, so a data-sharded batch stays local."""
+    def split(x):
+        return jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1)
+    return jax.tree.map(split, batch)
+
+
+def _global_norm(tree) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
+def make_train_step(mdef: ModelDef, optimizer: optax.GradientTransformation,
+                    schedule: Callable, loss: LossConfig, loss_scale: LossScaleConfig,
+                    microbatches: int = 1, deterministic: bool = False):
+    """(state, batch) -> (state, metrics). Grads of every microbatch are summed in fp32."""
+
+    def train_step(state: TrainState, batch: dict):
+        weights = batch.get("decoder_loss_weights")
+        if weights is None:
+            weights = batch["decoder_target_tokens"] > 0
+        total_weight = jnp.maximum(jnp.sum(weights.astype(jnp.float32)), 1.0)
+        scale = state.loss_scale.scale
+        step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+        def grads_of(micro, index):
+            def objective(params):
+                sums = _forward_sums(mdef, params, micro, loss,
+                                     rng=jax.random.fold_in(step_rng, index),
+                                     deterministic=deterministic)
+                return sums.loss / total_weight * scale, sums
+            return jax.grad(objective, has_aux=True)(state.params)
+
+        if microbatches == 1:
+            grads, sums = grads_of(batch, 0)
+        else:
+            zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+            zero_sums = LossSums(*(jnp.zeros((), jnp.float32),) * 4)
+
+            def body(carry, xs):
+                acc, acc_sums = carry
+                micro, index = xs
+                g, s = grads_of(micro, index)
+                return (jax.tree.map(jnp.add, acc, g), jax.tree.map(jnp.add, acc_sums, s)), None
+
+            (grads, sums), _ = jax.lax.scan(
+                body, (zeros, zero_sums),
+                (split_microbatches(batch, microbatches), jnp.arange(microbatches)))
+
+        grads = jax.tree.map(lambda g: g.astype(jnp.float32) / scale, grads)
+        finite = all_finite(grads)
+        updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
+        new_params = optax.apply_updates(state.params, updates)
+        keep = lambda new, old: jax.tree.map(  # noqa: E731
+            lambda n, o: jnp.where(finite, n, o), new, old)
+        new_state = TrainState(
+            step=state.step + 1, params=keep(new_params, state.params),
+            opt_state=keep(new_opt, state.opt_state), rng=state.rng,
+            loss_scale=update_loss_scale(loss_scale, state.loss_scale, finite))
+        metrics = {
+            "loss": sums.loss / total_weight, "z_loss": sums.z_loss / total_weight,
+            "accuracy": sums.correct / total_weight, "tokens": sums.weight,
+            "grad_norm": jnp.where(finite, _global_norm(grads), jnp.inf),
+            "loss_scale": scale, "skipped": new_state.loss_scale.skipped,
+            "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),
+        }
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(mdef: ModelDef, loss: LossConfig):
+    """(params, batch) -> metric sums (loss, z_loss, correct, weight) for aggregation."""
+
+    def eval_step(params, batch):
+        sums = _forward_sums(mdef, params, batch, loss, rng=None, deterministic=True)
+        return {"loss": sums.loss, "z_loss": sums.z_loss, "correct": sums.correct,
+                "weight": sums.weight}
+
+    return eval_step
