@@ -43,7 +43,13 @@ RULE_SETS: dict[str, Rules] = {
 }
 
 
-def rule_set(name: str) -> Rules:
+def rule_set(name: str | Rules) -> Rules:
+    """A named rule set, or a user's own table (validated for shape here, axes later)."""
+    if not isinstance(name, str):
+        table = tuple(tuple(rule) for rule in name)
+        if any(len(rule) != 2 for rule in table):
+            raise ValueError(f"rules must be (logical_name, mesh_axes) pairs; got {name!r}")
+        return table
     if name not in RULE_SETS:
         raise ValueError(f"unknown rule set {name!r}; valid: {sorted(RULE_SETS)}")
     return RULE_SETS[name]

@@ -30,7 +30,7 @@ class TrainConfig:
     batch_size: int
     microbatches: int = 1
     seed: int = 0
-    rules: str = "data_parallel"
+    rules: str | tuple = "data_parallel"  # a name in partitioning.RULE_SETS or a table
     max_replicated_fraction: float = 0.25
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
@@ -90,6 +90,12 @@ def state_shardings(abstract: TrainState, logical_params, rules, mesh: Mesh) -> 
         loss_scale=jax.tree.map(lambda _: replicated, abstract.loss_scale))
 
 
+def check_precision_platform(compute_dtype: str, platform: str) -> None:
+    if compute_dtype == "float16" and platform == "tpu":
+        raise ValueError("dtype='float16' is not supported on TPU (no fp16 matmul units); "
+                         "use dtype='bfloat16', which needs no loss scaling")
+
+
 class Trainer:
     """Builds the sharded train state and the jitted steps for one model on one mesh."""
 
@@ -105,10 +111,7 @@ class Trainer:
                 f"batch_size={config.batch_size} / microbatches={config.microbatches} = {micro} "
                 f"is not divisible by the data-parallel degree {dp} of mesh "
                 f"{partitioning.mesh_shape(mesh)} under rules {config.rules!r}")
-        platform = mesh.devices.flat[0].platform
-        if compute_dtype == "float16" and platform == "tpu":
-            raise ValueError("dtype='float16' is not supported on TPU (no fp16 matmul units); "
-                             "use dtype='bfloat16', which needs no loss scaling")
+        check_precision_platform(compute_dtype, mesh.devices.flat[0].platform)
         self.loss_scale = config.loss_scale or LossScaleConfig(dynamic=compute_dtype == "float16")
 
         self.model_def = model_def(make_model)

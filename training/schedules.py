@@ -23,7 +23,8 @@ class ScheduleConfig:
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise ValueError(f"ScheduleConfig.kind={self.kind!r} is invalid: expected one of {KINDS}")
+            raise ValueError(f"ScheduleConfig.kind={self.kind!r} is invalid: expected one of "
+                             f"{KINDS}")
         if not self.learning_rate > 0:
             raise ValueError(f"ScheduleConfig.learning_rate={self.learning_rate} must be > 0")
         if self.warmup_steps < 0:
