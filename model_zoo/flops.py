@@ -1,0 +1,32 @@
+"""Matmul FLOPs of an encoder-decoder step, for TFLOP/s and MFU (Kaplan/PaLM style counting).
+
+Counted: encoder self-attention over the full square, decoder self-attention over the
+causal half, cross-attention, every projection and MLP, and the output logits. Training
+is 3x the forward pass (backward = 2x forward); remat recompute is not counted (MFU, not
+hardware FLOPs). Norms, softmax and embeddings lookups are negligible and left out.
+"""
+
+from __future__ import annotations
+
+from model_zoo.config import ModelConfig
+
+
+def forward_flops_per_example(cfg: ModelConfig, input_len: int, target_len: int) -> float:
+    d, inner = cfg.d_model, cfg.num_heads * cfg.d_kv
+    mlp_mats = 3 if cfg.gated else 2
+    li, lt = input_len, target_len
+
+    def mlp(length):
+        return 2 * length * d * cfg.d_ff * mlp_mats
+
+    encoder_layer = 2 * li * d * inner * 4 + 2 * 2 * li * li * inner + mlp(li)
+    decoder_layer = (2 * lt * d * inner * 4 + 2 * 2 * lt * lt * inner * 0.5    # causal self
+                     + 2 * lt * d * inner * 2 + 2 * li * d * inner * 2         # cross q,o / k,v
+                     + 2 * 2 * lt * li * inner + mlp(lt))
+    logits = 2 * lt * d * cfg.vocab_size
+    return (cfg.num_encoder_layers * encoder_layer + cfg.num_decoder_layers * decoder_layer
+            + logits)
+
+
+def train_flops_per_step(cfg: ModelConfig, batch: int, input_len: int, target_len: int) -> float:
+    return 3.0 * batch * forward_flops_per_example(cfg, input_len, target_len)

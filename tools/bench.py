@@ -1,0 +1,124 @@
+"""Time the partitioned train step on synthetic batches; one JSON line per config.
+
+    python -m tools.bench --preset t5_1_1_base --batch 64 --inputs 512 --targets 128 \
+        --dtype bfloat16 [--mesh data=-1] [--rules data_parallel] [--remat none]
+
+No TensorFlow: batches are random ids with the real shapes. MFU is against the chip's
+dense bf16 peak (null where unknown, e.g. CPU). tokens/s counts inputs + targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+import numpy as np
+
+import partitioning
+from model_zoo import EncoderDecoder, preset
+from model_zoo.flops import train_flops_per_step
+from training.optimizers import OptimizerConfig
+from training.partitioned import TrainConfig, Trainer
+
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v4": 275.0,
+                    "TPU v5": 459.0, "L4": 121.0}
+
+
+def peak_tflops(device) -> float | None:
+    kind = device.device_kind
+    for name, peak in PEAK_BF16_TFLOPS.items():
+        if name.lower() in kind.lower():
+            return peak
+    return None
+
+
+def parse_mesh(spec: str) -> dict[str, int]:
+    out = {}
+    for part in filter(None, spec.split(",")):
+        axis, _, degree = part.partition("=")
+        out[axis.strip()] = int(degree)
+    return out
+
+
+def synthetic_batch(batch: int, inputs: int, targets: int, vocab: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    tgt = rng.integers(2, vocab, (batch, targets)).astype(np.int32)
+    dec = np.concatenate([np.zeros((batch, 1), np.int32), tgt[:, :-1]], axis=1)
+    return {"encoder_input_tokens": rng.integers(2, vocab, (batch, inputs)).astype(np.int32),
+            "decoder_input_tokens": dec, "decoder_target_tokens": tgt,
+            "decoder_loss_weights": np.ones((batch, targets), np.float32)}
+
+
+def bench(args, preset_name: str) -> dict:
+    cfg = preset(preset_name, dtype=args.dtype, remat_policy=args.remat,
+                 attention_impl=args.attention, dropout_rate=0.0)
+    mesh = partitioning.make_mesh(partitioning.MeshConfig(ici=parse_mesh(args.mesh)))
+    train = TrainConfig(batch_size=args.batch, microbatches=args.microbatches, rules=args.rules,
+                        optimizer=OptimizerConfig(name=args.optimizer), deterministic=True,
+                        max_replicated_fraction=1.0)
+    trainer = Trainer(lambda r: EncoderDecoder(cfg, rngs=r), cfg.dtype, train, mesh)
+    state = trainer.init_state()
+    batch = trainer.shard_batch(synthetic_batch(args.batch, args.inputs, args.targets,
+                                                cfg.vocab_size))
+    t0 = time.perf_counter()
+    state, metrics = trainer.train_step(state, batch)
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - t0
+    for _ in range(args.warmup):
+        state, metrics = trainer.train_step(state, batch)
+    jax.block_until_ready(metrics)
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        state, metrics = trainer.train_step(state, batch)
+    jax.block_until_ready(metrics)
+    step_s = (time.perf_counter() - t0) / args.steps
+    n_dev = mesh.devices.size
+    flops = train_flops_per_step(cfg, args.batch, args.inputs, args.targets)
+    tflops_dev = flops / step_s / n_dev / 1e12
+    peak = peak_tflops(mesh.devices.flat[0])
+    mem = None
+    stats = getattr(mesh.devices.flat[0], "memory_stats", lambda: None)()
+    if stats:
+        mem = stats.get("peak_bytes_in_use")
+    return {"model": preset_name, "dtype": args.dtype, "batch": args.batch,
+            "inputs": args.inputs, "targets": args.targets,
+            "mesh": partitioning.mesh_shape(mesh),
+            "rules": args.rules, "remat": args.remat, "attention": args.attention,
+            "devices": n_dev, "device_kind": mesh.devices.flat[0].device_kind,
+            "step_time_s": round(step_s, 5),
+            "tokens_per_s": round(args.batch * (args.inputs + args.targets) / step_s, 1),
+            "tflops_per_device": round(tflops_dev, 3),
+            "mfu": None if peak is None else round(tflops_dev / peak, 4),
+            "compile_s": round(compile_s, 2), "peak_bytes_in_use": mem,
+            "final_loss": float(metrics["loss"]), "jax": jax.__version__}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--preset", action="append", help="model preset (repeatable)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--inputs", type=int, default=64)
+    p.add_argument("--targets", type=int, default=16)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--mesh", default="data=-1", help="ici degrees, e.g. data=2,tensor=4")
+    p.add_argument("--rules", default="data_parallel")
+    p.add_argument("--remat", default="none")
+    p.add_argument("--attention", default="einsum", choices=["einsum", "xla", "cudnn"])
+    p.add_argument("--optimizer", default="adafactor", choices=["adafactor", "adamw"])
+    p.add_argument("--microbatches", type=int, default=1)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--out", help="also append the JSON lines to this file")
+    args = p.parse_args(argv)
+    for name in args.preset or ["t5_1_1_tiny"]:
+        line = json.dumps(bench(args, name))
+        print(line, flush=True)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()
