@@ -1,0 +1,16 @@
+"""tools.bench runs on CPU with synthetic batches and prints one JSON line per preset."""
+
+import json
+
+from tools import bench
+
+
+def test_bench_prints_json_lines(capsys, tmp_path):
+    out = tmp_path / "bench.jsonl"
+    bench.main(["--preset", "t5_1_1_tiny", "--batch", "8", "--inputs", "16", "--targets", "8",
+                "--mesh", "data=2,tensor=4", "--rules", "tensor", "--steps", "1", "--warmup",
+                "0", "--out", str(out)])
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["mesh"] == {"data": 2, "fsdp": 1, "tensor": 4, "expert": 1}
+    assert line["step_time_s"] > 0 and line["tokens_per_s"] > 0 and line["mfu"] is None
+    assert json.loads(out.read_text()) == line

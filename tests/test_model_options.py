@@ -1,0 +1,52 @@
+"""Dropout, remat policies and attention kernels: options that must not change the maths."""
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from model_zoo import EncoderDecoder, preset
+from model_zoo.functional import split_params
+from model_zoo.losses import cross_entropy_loss
+from tests.batches import padded_batch
+
+CFG = preset("t5_1_1_tiny", vocab_size=64, d_model=32, d_ff=64, num_heads=4, d_kv=8)
+
+
+def loss_and_grads(cfg, **call):
+    mdef, params = split_params(EncoderDecoder(cfg, rngs=nnx.Rngs(0)))
+    enc, dec, tgt = padded_batch(cfg.vocab_size, 2, 10, 8)
+
+    def f(p):
+        logits = mdef.bind(p)(enc, dec, **call)
+        return cross_entropy_loss(logits, tgt).loss
+
+    return jax.jit(jax.value_and_grad(f))(params)
+
+
+def assert_same(a, b, atol):
+    np.testing.assert_allclose(a[0], b[0], atol=atol)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=atol), a[1], b[1])
+
+
+@pytest.mark.parametrize("policy", ["full", "dots", "save_attention_out"])
+def test_remat_policies_give_the_same_gradients(policy):
+    assert_same(loss_and_grads(CFG.replace(remat_policy=policy)), loss_and_grads(CFG), 1e-6)
+
+
+def test_xla_attention_kernel_equals_einsum():
+    assert_same(loss_and_grads(CFG.replace(attention_impl="xla")), loss_and_grads(CFG), 2e-5)
+
+
+def test_dropout_is_seeded_and_off_when_deterministic():
+    model = EncoderDecoder(CFG.replace(dropout_rate=0.3), rngs=nnx.Rngs(0))
+    enc, dec, _ = padded_batch(64, 2, 10, 8)
+    key = jax.random.key(1)
+    a = model(enc, dec, deterministic=False, dropout_rng=key)
+    b = model(enc, dec, deterministic=False, dropout_rng=key)
+    c = model(enc, dec, deterministic=False, dropout_rng=jax.random.key(2))
+    d = model(enc, dec)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c) and not np.allclose(a, d)
+    with pytest.raises(ValueError, match="needs a dropout_rng"):
+        model(enc, dec, deterministic=False)
