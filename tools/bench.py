@@ -63,15 +63,15 @@ def bench(args, preset_name: str) -> dict:
     batch = trainer.shard_batch(synthetic_batch(args.batch, args.inputs, args.targets,
                                                 cfg.vocab_size))
     t0 = time.perf_counter()
-    state, metrics = trainer.train_step(state, batch)
-    jax.block_until_ready(metrics)
+    step = trainer.compile_train_step({k: (v.shape, v.dtype) for k, v in batch.items()})
     compile_s = time.perf_counter() - t0
+    memory = step.memory_analysis()
     for _ in range(args.warmup):
-        state, metrics = trainer.train_step(state, batch)
-    jax.block_until_ready(metrics)
+        state, metrics = step(state, batch)
+    jax.block_until_ready(state)
     t0 = time.perf_counter()
     for _ in range(args.steps):
-        state, metrics = trainer.train_step(state, batch)
+        state, metrics = step(state, batch)
     jax.block_until_ready(metrics)
     step_s = (time.perf_counter() - t0) / args.steps
     n_dev = mesh.devices.size
@@ -92,6 +92,8 @@ def bench(args, preset_name: str) -> dict:
             "tflops_per_device": round(tflops_dev, 3),
             "mfu": None if peak is None else round(tflops_dev / peak, 4),
             "compile_s": round(compile_s, 2), "peak_bytes_in_use": mem,
+            "xla_temp_bytes": getattr(memory, "temp_size_in_bytes", None),
+            "xla_argument_bytes": getattr(memory, "argument_size_in_bytes", None),
             "final_loss": float(metrics["loss"]), "jax": jax.__version__}
 
 
@@ -112,6 +114,8 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--out", help="also append the JSON lines to this file")
     args = p.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0:
+        p.error(f"--steps={args.steps} must be >= 1 and --warmup={args.warmup} >= 0")
     for name in args.preset or ["t5_1_1_tiny"]:
         line = json.dumps(bench(args, name))
         print(line, flush=True)
