@@ -1,0 +1,167 @@
+"""Per-host input feeding with a saveable position.
+
+Each process reads its own shard of a task or mixture (seqio ShardInfo from the process
+index and count), converts it with seqio's encoder-decoder feature converter (packing gives
+segment ids and positions) and batches its rows of the global batch. The position is the
+number of batches consumed, a plain int: restoring rebuilds the same deterministic pipeline
+and skips that many batches, so a resumed run sees exactly the examples it would have seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import queue
+import threading
+from typing import Iterator
+
+import numpy as np
+import seqio
+
+from tasks.tf_setup import tf
+
+
+@dataclasses.dataclass(frozen=True)
+class FeedConfig:
+    mixture_or_task_name: str
+    task_feature_lengths: dict
+    batch_size: int                 # global, across all hosts
+    split: str = "train"
+    shuffle: bool = True
+    seed: int = 0
+    pack: bool = True
+    num_epochs: int | None = None   # None: repeat forever (training)
+    tfds_data_dir: str | None = None
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"FeedConfig.batch_size={self.batch_size} must be >= 1")
+        bad = {k: v for k, v in self.task_feature_lengths.items()
+               if not isinstance(v, int) or v < 1}
+        if bad or set(self.task_feature_lengths) != {"inputs", "targets"}:
+            raise ValueError(f"FeedConfig.task_feature_lengths={self.task_feature_lengths} must "
+                             "give positive int lengths for exactly 'inputs' and 'targets'")
+
+
+def lookup(name: str):
+    """The seqio Task or Mixture called `name`, or an error listing close names."""
+    tasks, mixtures = seqio.TaskRegistry.names(), seqio.MixtureRegistry.names()
+    if name in tasks or name in mixtures:
+        return seqio.get_mixture_or_task(name)
+    close = difflib.get_close_matches(name, list(tasks) + list(mixtures), n=5, cutoff=0.5)
+    raise ValueError(f"unknown task or mixture {name!r}; "
+                     + (f"did you mean {close}?" if close else
+                        f"registered: {sorted(tasks) + sorted(mixtures)}"))
+
+
+def _tfds_sources(provider) -> list:
+    tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
+    return [t.source for t in tasks if isinstance(t.source, seqio.TfdsDataSource)]
+
+
+def check_tfds_prepared(provider, data_dir: str | None) -> None:
+    """Refuse, early and clearly, a TFDS dataset that was never downloaded and prepared."""
+    import tensorflow_datasets as tfds
+
+    for source in _tfds_sources(provider):
+        name = source.tfds_dataset.name
+        builder = tfds.builder(name, data_dir=data_dir)
+        if not tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json")):
+            searched = data_dir or os.environ.get("TFDS_DATA_DIR") or tfds.core.constants.DATA_DIR
+            raise FileNotFoundError(
+                f"TFDS dataset {name!r} is not prepared (searched data dir {searched}). "
+                f"Prepare it with `tfds build {name.split(':')[0]} --data_dir {searched}` on a "
+                "machine with network access (or copy a prepared one there), or point "
+                "FeedConfig.tfds_data_dir / TFDS_DATA_DIR at it.")
+
+
+def dataset(config: FeedConfig, process_index: int = 0, process_count: int = 1):
+    """The unbatched, converted tf.data for this host's shard."""
+    provider = lookup(config.mixture_or_task_name)
+    if config.tfds_data_dir:
+        seqio.set_tfds_data_dir_override(config.tfds_data_dir)
+    if not _under_tfds_mock():
+        check_tfds_prepared(provider, config.tfds_data_dir)
+    return seqio.get_dataset(
+        provider, task_feature_lengths=dict(config.task_feature_lengths),
+        feature_converter=seqio.EncDecFeatureConverter(pack=config.pack),
+        dataset_split=config.split, shuffle=config.shuffle, num_epochs=config.num_epochs,
+        shard_info=(seqio.ShardInfo(process_index, process_count) if process_count > 1
+                    else None), seed=config.seed,
+        verbose=False)
+
+
+def _under_tfds_mock() -> bool:
+    """True inside `tfds.testing.mock_data`, which fakes every dataset (tests)."""
+    import tensorflow_datasets as tfds
+
+    prepare = tfds.core.DatasetBuilder.download_and_prepare
+    return "testing" in getattr(prepare, "__module__", "")
+
+
+class HostFeed:
+    """Iterator of this host's rows of each global batch, as dicts of numpy arrays."""
+
+    def __init__(self, config: FeedConfig, process_index: int | None = None,
+                 process_count: int | None = None, position: int = 0):
+        import jax
+
+        self.config = config
+        self.process_index = jax.process_index() if process_index is None else process_index
+        self.process_count = jax.process_count() if process_count is None else process_count
+        if config.batch_size % self.process_count:
+            raise ValueError(f"batch_size={config.batch_size} is not divisible by the "
+                             f"{self.process_count} hosts feeding it")
+        self.local_batch = config.batch_size // self.process_count
+        self.position = int(position)
+        ds = dataset(config, self.process_index, self.process_count)
+        ds = ds.batch(self.local_batch, drop_remainder=config.num_epochs is None)
+        self._iterator = ds.skip(self.position).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+
+    def __iter__(self) -> Iterator[dict]:
+        return self
+
+    def __next__(self) -> dict:
+        batch = next(self._iterator)
+        self.position += 1
+        return {k: np.asarray(v) for k, v in batch.items()}
+
+    def state(self) -> dict:
+        """JSON-serialisable position, saved with checkpoints."""
+        return {"position": self.position, "mixture_or_task_name":
+                self.config.mixture_or_task_name, "seed": self.config.seed,
+                "process_count": self.process_count}
+
+    @classmethod
+    def restore(cls, config: FeedConfig, state: dict, **kwargs) -> "HostFeed":
+        if state.get("mixture_or_task_name") != config.mixture_or_task_name:
+            raise ValueError(f"input state is for {state.get('mixture_or_task_name')!r}, not "
+                             f"{config.mixture_or_task_name!r}")
+        return cls(config, position=state["position"], **kwargs)
+
+
+def prefetch_global(batches: Iterator[dict], sharding, size: int = 2) -> Iterator[dict]:
+    """Turn host-local numpy batches into global jax.Arrays on a background thread."""
+    import jax
+
+    q: queue.Queue = queue.Queue(maxsize=size)
+    done = object()
+
+    def work():
+        try:
+            for batch in batches:
+                q.put({k: jax.make_array_from_process_local_data(sharding, v)
+                       for k, v in batch.items()})
+        except BaseException as e:  # surfaced to the consumer
+            q.put(e)
+        q.put(done)
+
+    threading.Thread(target=work, daemon=True).start()
+    while True:
+        item = q.get()
+        if item is done:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item

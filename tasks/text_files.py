@@ -1,0 +1,90 @@
+"""A user's own corpus: plain text (one example per line) or JSONL files, bound by gin.
+
+    tasks.text_corpus.train = '/data/my_corpus/*.txt'
+    tasks.text_corpus.validation = '/data/held_out.jsonl'
+    tasks.text_corpus.field = 'text'          # JSONL key
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+from typing import Iterable
+
+import gin
+
+from tasks.tf_setup import tf
+
+
+@dataclasses.dataclass(frozen=True)
+class TextCorpus:
+    train: tuple[str, ...] = ()
+    validation: tuple[str, ...] = ()
+    field: str = "text"
+
+
+@gin.configurable(module="tasks")
+def text_corpus(train=(), validation=(), field: str = "text") -> TextCorpus:
+    as_tuple = (lambda x: (x,) if isinstance(x, str) else tuple(x))
+    return TextCorpus(as_tuple(train), as_tuple(validation), field)
+
+
+def resolve_files(patterns: Iterable[str]) -> list[str]:
+    """Files matching `patterns`; every pattern must match a non-empty readable file."""
+    files = []
+    for pattern in patterns:
+        matched = sorted(glob.glob(os.path.expanduser(pattern)))
+        if not matched:
+            raise FileNotFoundError(f"corpus pattern {pattern!r} matches no file")
+        for path in matched:
+            if not os.access(path, os.R_OK):
+                raise PermissionError(f"corpus file {path} is not readable")
+            if os.path.getsize(path) == 0:
+                raise ValueError(f"corpus file {path} is empty")
+        files.extend(matched)
+    return files
+
+
+def _texts_of(path: str, field: str):
+    jsonl = path.endswith((".jsonl", ".json"))
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                if not jsonl:
+                    yield line.rstrip("\n")
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{number} is not valid JSON: {e}") from None
+                if field not in record:
+                    raise KeyError(f"{path}:{number} has no field {field!r} (fields: "
+                                   f"{sorted(record)}); set tasks.text_corpus.field")
+                yield str(record[field])
+    except UnicodeDecodeError as e:
+        raise ValueError(f"corpus file {path} is not UTF-8 text: {e}") from None
+
+
+def read_texts(patterns: Iterable[str], field: str = "text") -> list[str]:
+    texts = [t for path in resolve_files(patterns) for t in _texts_of(path, field)]
+    if not texts:
+        raise ValueError(f"corpus {list(patterns)} holds no text")
+    return texts
+
+
+def text_dataset(split: str, shuffle_files: bool = False, seed: int | None = None):
+    """tf.data of {'text'} from the gin-bound corpus; a seqio FunctionDataSource dataset_fn."""
+    corpus = text_corpus()
+    patterns = {"train": corpus.train, "validation": corpus.validation}.get(split)
+    if patterns is None:
+        raise ValueError(f"text corpus has no split {split!r}; use 'train' or 'validation'")
+    if not patterns:
+        raise ValueError(f"no files bound for the {split!r} split of text_span_corruption: "
+                         f"set tasks.text_corpus.{split} = '/path/to/*.txt' (gin)")
+    texts = read_texts(patterns, corpus.field)
+    ds = tf.data.Dataset.from_tensor_slices({"text": tf.constant(texts)})
+    return ds.shuffle(len(texts), seed=seed) if shuffle_files else ds

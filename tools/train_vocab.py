@@ -1,0 +1,37 @@
+"""Train a T5-style SentencePiece model from a user's corpus (no hub needed).
+
+    python -m tools.train_vocab --input 'data/*.txt' --out vocab/my_spm --vocab_size 32000
+    python -m tools.train_vocab --demo --out tasks/data/demo_spm   # the shipped demo model
+
+Text files give one example per line; .jsonl files take the --field of each line.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from tasks.corpus import split
+from tasks.sentencepiece_training import train_sentencepiece
+from tasks.text_files import read_texts
+from tasks.vocabularies import DEMO_SPM_VOCAB_SIZE
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--input", action="append", default=[], help="file or glob (repeatable)")
+    p.add_argument("--field", default="text", help="JSONL field holding the text")
+    p.add_argument("--demo", action="store_true", help="use the embedded demo corpus")
+    p.add_argument("--out", required=True, help="output prefix: writes PREFIX.model/.vocab")
+    p.add_argument("--vocab_size", type=int, default=None)
+    p.add_argument("--model_type", default="unigram", choices=["unigram", "bpe"])
+    args = p.parse_args(argv)
+    if args.demo == bool(args.input):
+        p.error("give either --demo or --input FILES")
+    texts = split("train") if args.demo else read_texts(args.input, args.field)
+    size = args.vocab_size or (DEMO_SPM_VOCAB_SIZE if args.demo else 32000)
+    path = train_sentencepiece(texts, args.out, vocab_size=size, model_type=args.model_type)
+    print(f"wrote {path} ({size} pieces; add T5's 100 extra ids in the vocabulary)")
+
+
+if __name__ == "__main__":
+    main()
