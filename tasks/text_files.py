@@ -27,7 +27,8 @@ class TextCorpus:
 
 @gin.configurable(module="tasks")
 def text_corpus(train=(), validation=(), field: str = "text") -> TextCorpus:
-    as_tuple = (lambda x: (x,) if isinstance(x, str) else tuple(x))
+    def as_tuple(patterns):
+        return (patterns,) if isinstance(patterns, str) else tuple(patterns)
     return TextCorpus(as_tuple(train), as_tuple(validation), field)
 
 

@@ -14,3 +14,11 @@ def test_bench_prints_json_lines(capsys, tmp_path):
     assert line["mesh"] == {"data": 2, "fsdp": 1, "tensor": 4, "expert": 1}
     assert line["step_time_s"] > 0 and line["tokens_per_s"] > 0 and line["mfu"] is None
     assert json.loads(out.read_text()) == line
+
+
+def test_bench_data_mode_reports_pipeline_throughput(capsys):
+    bench.main(["--data", "demo_span_corruption", "--batch", "4", "--inputs", "64",
+                "--targets", "16", "--steps", "3"])
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["data"] == "demo_span_corruption" and line["batches"] == 3
+    assert line["examples_per_s"] > 0 and line["tokens_per_s"] > line["examples_per_s"]

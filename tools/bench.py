@@ -5,6 +5,8 @@
 
 No TensorFlow: batches are random ids with the real shapes. MFU is against the chip's
 dense bf16 peak (null where unknown, e.g. CPU). tokens/s counts inputs + targets.
+`--data TASK` instead times that task's input pipeline (examples/s, tokens/s; this mode
+imports TensorFlow).
 """
 
 from __future__ import annotations
@@ -97,6 +99,29 @@ def bench(args, preset_name: str) -> dict:
             "final_loss": float(metrics["loss"]), "jax": jax.__version__}
 
 
+def bench_data(args) -> dict:
+    """Examples/s and tokens/s of a task's input pipeline on this host (imports TensorFlow)."""
+    from tasks.feeding import FeedConfig, HostFeed
+
+    lengths = {"inputs": args.inputs, "targets": args.targets}
+    feed = HostFeed(FeedConfig(args.data, lengths, args.batch, seed=0), 0, 1)
+    batch = next(feed)  # pipeline start-up
+    t0 = time.perf_counter()
+    examples = tokens = 0
+    for _ in range(args.steps):
+        batch = next(feed)
+        seg = batch.get("encoder_segment_ids", batch["encoder_input_tokens"] > 0)
+        examples += int(sum(np.max(row) for row in seg))
+        tokens += int((batch["encoder_input_tokens"] > 0).sum()
+                      + (batch["decoder_target_tokens"] > 0).sum())
+    seconds = time.perf_counter() - t0
+    return {"data": args.data, "batch": args.batch, "inputs": args.inputs,
+            "targets": args.targets, "batches": args.steps,
+            "examples_per_s": round(examples / seconds, 1),
+            "tokens_per_s": round(tokens / seconds, 1),
+            "batches_per_s": round(args.steps / seconds, 2)}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", action="append", help="model preset (repeatable)")
@@ -112,12 +137,15 @@ def main(argv=None):
     p.add_argument("--microbatches", type=int, default=1)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--data", help="time this task's input pipeline instead of the model")
     p.add_argument("--out", help="also append the JSON lines to this file")
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
         p.error(f"--steps={args.steps} must be >= 1 and --warmup={args.warmup} >= 0")
-    for name in args.preset or ["t5_1_1_tiny"]:
-        line = json.dumps(bench(args, name))
+    rows = ([lambda: bench_data(args)] if args.data else
+            [lambda n=n: bench(args, n) for n in args.preset or ["t5_1_1_tiny"]])
+    for row in rows:
+        line = json.dumps(row())
         print(line, flush=True)
         if args.out:
             with open(args.out, "a") as f:
