@@ -1,0 +1,98 @@
+"""What gin files can configure: typed, validated config dataclasses and their builders.
+
+Nothing here is bound through `__main__`: gin files name `model_zoo.model`,
+`partitioning.mesh`, `training.TrainConfig`, `tasks.FeedConfig`, `run.train` and friends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gin
+
+from model_zoo.config import ModelConfig
+from model_zoo.presets import preset
+from partitioning.mesh import MeshConfig
+from training.loop import LoopConfig
+from training.loss_scale import LossScaleConfig
+from training.optimizers import OptimizerConfig
+from training.partitioned import TrainConfig
+from training.schedules import ScheduleConfig
+from training.step import LossConfig
+
+
+@gin.configurable(module="model_zoo")
+def model(preset_name: str = gin.REQUIRED, **overrides) -> ModelConfig:
+    """A preset with ModelConfig fields replaced, e.g. `model_zoo.model.dtype = 'bfloat16'`."""
+    return preset(preset_name, **overrides)
+
+
+@gin.configurable(module="partitioning")
+def mesh(ici: dict | None = None, dcn: dict | None = None) -> MeshConfig:
+    return MeshConfig(ici=dict(ici or {"data": -1}), dcn=dict(dcn or {}))
+
+
+for _cls in (TrainConfig, OptimizerConfig, ScheduleConfig, LossConfig, LossScaleConfig,
+             LoopConfig):
+    gin.external_configurable(_cls, module="training")
+
+
+def feed_config():
+    from tasks.feeding import FeedConfig
+
+    return FeedConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainRun:
+    model: ModelConfig
+    mesh: MeshConfig
+    train: TrainConfig
+    loop: LoopConfig
+    feed: object            # tasks.FeedConfig
+    eval_feed: object | None = None
+    eval_batches: int = 8
+    initial_checkpoint_path: str | None = None
+
+
+@gin.configurable(module="run")
+def train(model=gin.REQUIRED, mesh=gin.REQUIRED, train=gin.REQUIRED, loop=gin.REQUIRED,
+          feed=gin.REQUIRED, eval_feed=None, eval_batches: int = 8,
+          initial_checkpoint_path: str | None = None) -> TrainRun:
+    return TrainRun(model, mesh, train, loop, feed, eval_feed, eval_batches,
+                    initial_checkpoint_path or None)
+
+
+def known_configurables() -> dict[str, list[str]]:
+    """t5pod's configurable names and their parameters (for error suggestions)."""
+    import inspect
+
+    def params(obj):
+        if dataclasses.is_dataclass(obj):
+            return [f.name for f in dataclasses.fields(obj)]
+        return [p for p in inspect.signature(obj).parameters if p != "overrides"]
+
+    known = {"model_zoo.model": params(ModelConfig) + ["preset_name"],
+             "partitioning.mesh": params(mesh.__wrapped__ if hasattr(mesh, "__wrapped__")
+                                         else mesh),
+             "run.train": params(TrainRun)}
+    for cls in (TrainConfig, OptimizerConfig, ScheduleConfig, LossConfig, LossScaleConfig,
+                LoopConfig):
+        known[f"training.{cls.__name__}"] = params(cls)
+    try:
+        from tasks.feeding import FeedConfig
+
+        known["tasks.FeedConfig"] = params(FeedConfig)
+        known["tasks.text_corpus"] = ["train", "validation", "field"]
+    except ImportError:  # no TensorFlow on this machine
+        pass
+    return known
+
+
+def register_tasks_configurables() -> None:
+    """FeedConfig lives in tasks/ (TensorFlow); registered only by tools that read data."""
+    from tasks.feeding import FeedConfig
+
+    if not getattr(FeedConfig, "_t5pod_gin", False):
+        gin.external_configurable(FeedConfig, module="tasks")
+        FeedConfig._t5pod_gin = True

@@ -1,0 +1,98 @@
+"""t5x-style command lines: `--gin_file=F` (repeatable) and `--gin.NAME=VALUE` bindings.
+
+VALUE is a gin literal (`3`, `'text'`, `{'inputs': 512}`, `@ref()`, `%MACRO`); a bare word
+such as a task name is taken as a string, so no escaped quotes are needed.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import os
+import re
+
+import gin
+
+GIN_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+
+
+def split_gin_args(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(gin files, gin bindings, remaining argv)."""
+    files, bindings, rest = [], [], []
+    it = iter(argv)
+    for arg in it:
+        if arg.startswith("--gin_file"):
+            files.append(arg.split("=", 1)[1] if "=" in arg else next(it))
+        elif arg.startswith("--gin."):
+            name, sep, value = arg[len("--gin."):].partition("=")
+            if not sep:
+                raise ValueError(f"gin binding {arg!r} needs a value: --gin.{name}=VALUE")
+            bindings.append(f"{name} = {as_gin_value(value)}")
+        else:
+            rest.append(arg)
+    return files, bindings, rest
+
+
+def as_gin_value(value: str) -> str:
+    value = value.strip()
+    if value[:1] in "@%" or value in ("True", "False", "None"):
+        return value
+    try:
+        ast.literal_eval(value)
+        return value
+    except (ValueError, SyntaxError):
+        return repr(value)
+
+
+def resolve_gin_file(path: str) -> str:
+    for candidate in (path, os.path.join(GIN_ROOT, path), os.path.join(GIN_ROOT, path + ".gin")):
+        if os.path.isfile(candidate):
+            return candidate
+    shipped = sorted(os.path.relpath(os.path.join(d, f), GIN_ROOT)
+                     for d, _, fs in os.walk(GIN_ROOT) for f in fs if f.endswith(".gin"))
+    close = difflib.get_close_matches(path, shipped, n=3, cutoff=0.4)
+    raise FileNotFoundError(f"gin file {path!r} not found" +
+                            (f"; did you mean {close}?" if close else f"; shipped: {shipped}"))
+
+
+def parse(files: list[str], bindings: list[str]) -> None:
+    """Parse gin files then bindings, turning gin's errors into ones that suggest a fix."""
+    gin.clear_config()
+    gin.add_config_file_search_path(GIN_ROOT)
+    gin.add_config_file_search_path(os.path.dirname(GIN_ROOT))
+    try:
+        gin.parse_config_files_and_bindings([resolve_gin_file(f) for f in files], bindings,
+                                            finalize_config=False)
+    except ValueError as e:
+        raise ValueError(_suggest(str(e))) from None
+
+
+def _suggest(message: str) -> str:
+    from tools.configurables import known_configurables
+
+    known = known_configurables()
+    missing = re.search(r"No configurable matching '([^']+)'", message)
+    if missing:
+        close = difflib.get_close_matches(missing.group(1), list(known), n=3, cutoff=0.5)
+        return (f"unknown configurable {missing.group(1)!r}"
+                + (f"; did you mean {close}?" if close else f"; t5pod's: {sorted(known)}")
+                + f"\n(gin: {message})")
+    param = re.search(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'",
+                      message)
+    if param:
+        matches = [k for k in known if k.split(".")[-1] == param.group(1)]
+        names = known[matches[0]] if matches else []
+        close = difflib.get_close_matches(param.group(2), names, n=3, cutoff=0.5)
+        return (f"{param.group(1)} has no parameter {param.group(2)!r}"
+                + (f"; did you mean {close}?" if close else "")
+                + (f" valid: {names}" if names else "") + f"\n(gin: {message})")
+    return message
+
+
+def require_macros(names: list[str]) -> None:
+    for name in names:
+        try:
+            gin.query_parameter(f"%{name}")
+        except ValueError:
+            raise ValueError(f"required macro {name} is not set: define it in a gin file or "
+                             f"pass --gin.{name}=VALUE") from None

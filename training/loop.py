@@ -1,0 +1,149 @@
+"""The train loop: resume, step, log, evaluate, checkpoint, and stop cleanly on SIGTERM.
+
+The loop is data-agnostic: it calls `make_feed(input_state)` for an iterator of host-local
+numpy batches that also has `.state()` (a JSON-able position), so a resumed run continues
+with exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+import threading
+import time
+from typing import Callable, Iterable
+
+import jax
+import numpy as np
+
+from training.checkpoints import Checkpointer, abstract_with_shardings
+from training.metrics_writer import MetricsWriter
+from training.partitioned import Trainer
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    train_steps: int
+    checkpoint_every: int = 1000
+    eval_every: int = 0          # 0: only at the end when an eval feed is given
+    log_every: int = 10
+    keep_checkpoints: int = 3
+    async_checkpoints: bool = True
+
+    def __post_init__(self):
+        for name in ("train_steps", "checkpoint_every", "log_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"LoopConfig.{name}={getattr(self, name)} must be >= 1")
+        if self.eval_every < 0:
+            raise ValueError(f"LoopConfig.eval_every={self.eval_every} must be >= 0")
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+
+def evaluate(trainer: Trainer, params, batches: Iterable[dict]) -> dict:
+    """Per-token means over every batch of a (finite) eval feed."""
+    totals = None
+    for batch in batches:
+        sums = jax.device_get(trainer.eval_step(params, batch))
+        totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
+    if totals is None:
+        raise ValueError("the eval feed yielded no batches")
+    weight = max(float(totals["weight"]), 1.0)
+    return {"loss": float(totals["loss"]) / weight, "z_loss": float(totals["z_loss"]) / weight,
+            "accuracy": float(totals["correct"]) / weight, "tokens": float(totals["weight"])}
+
+
+def run(trainer: Trainer, config: LoopConfig, model_dir: str,
+        make_feed: Callable[[dict | None], object],
+        make_eval_feed: Callable[[], Iterable[dict]] | None = None,
+        identity: dict | None = None, initial_params=None, progress: bool | None = None) -> dict:
+    """Train to `config.train_steps`, resuming from the latest complete checkpoint in model_dir."""
+    ckpt = Checkpointer(f"{model_dir}/checkpoints", keep=config.keep_checkpoints,
+                        async_save=config.async_checkpoints, identity=identity)
+    ckpt.check_identity()
+    abstract = abstract_with_shardings(jax.eval_shape(trainer._init), trainer.state_shardings)
+    latest = ckpt.latest_step()
+    if latest is not None:
+        state, input_state = ckpt.restore(abstract, latest)
+        print(f"resumed from {ckpt.directory}/{latest}", file=sys.stderr)
+    else:
+        state, input_state = trainer.init_state(), None
+        if initial_params is not None:
+            state.params = jax.device_put(initial_params, trainer.state_shardings.params)
+    step = int(jax.device_get(state.step))
+    if step >= config.train_steps:
+        ckpt.close()
+        return {"step": step, "preempted": False, "resumed": latest is not None}
+    feed = make_feed(input_state)
+    writer = MetricsWriter(model_dir)
+    bar = _progress(progress, step, config.train_steps)
+    last = {}
+    t0, tokens = time.perf_counter(), 0.0
+    with _Preemption() as preemption:
+        try:
+            while step < config.train_steps:
+                state, metrics = trainer.train_step(state, next(feed))
+                step += 1
+                if step % config.log_every == 0 or step == config.train_steps:
+                    last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    tokens += last["tokens"]
+                    last["seconds_per_step"] = (time.perf_counter() - t0) / config.log_every
+                    t0 = time.perf_counter()
+                    writer.write(step, last)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{last['loss']:.3f}")
+                if bar is not None:
+                    bar.update(1)
+                if step % config.checkpoint_every == 0 or step == config.train_steps:
+                    ckpt.save(step, state, feed.state())
+                if make_eval_feed is not None and (
+                        (config.eval_every and step % config.eval_every == 0)
+                        or step == config.train_steps):
+                    writer.write(step, evaluate(trainer, state.params, make_eval_feed()),
+                                 prefix="eval/")
+                if preemption.requested:
+                    ckpt.save(step, state, feed.state(), force=True)
+                    print(f"SIGTERM: saved step {step} to {ckpt.directory}", file=sys.stderr)
+                    break
+        finally:
+            ckpt.close()
+            writer.close()
+            if bar is not None:
+                bar.close()
+    return {"step": step, "preempted": preemption.requested, "resumed": latest is not None,
+            "metrics": last, "state": state}
+
+
+def _progress(enabled: bool | None, start: int, total: int):
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+
+
+def params_checksum(params) -> float:
+    """A cheap fingerprint of params for logs and tests."""
+    return float(sum(np.sum(np.abs(np.asarray(x, np.float64))) for x in jax.tree.leaves(params)))
