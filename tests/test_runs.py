@@ -1,0 +1,144 @@
+"""End-to-end runs: gin + tools.train, exact resume after SIGKILL, SIGTERM, restore anywhere."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import gin
+import jax
+import numpy as np
+import pytest
+
+from tests.train_helpers import copy_batch, make_trainer
+from training.checkpoints import Checkpointer, abstract_with_shardings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--gin_file=runs/quickstart.gin", "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, "
+         "'targets': 16}", "--gin.BATCH_SIZE=8", "--gin.EVAL_EVERY=0",
+         "--gin.training.LoopConfig.log_every=1", "--gin.training.ScheduleConfig.warmup_steps=2",
+         "--gin.model_zoo.model.dtype=float32"]
+
+
+def train_cmd(model_dir, steps, every, *extra):
+    return [sys.executable, "-m", "tools.train", f"--model_dir={model_dir}", *SMALL,
+            f"--gin.TRAIN_STEPS={steps}", f"--gin.CHECKPOINT_EVERY={every}", "--no-progress",
+            *extra]
+
+
+def env():
+    e = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
+             XLA_FLAGS="--xla_force_host_platform_device_count=8", TF_CPP_MIN_LOG_LEVEL="3")
+    return e
+
+
+def run(cmd, timeout=600):
+    out = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True,
+                         timeout=timeout)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def final_state(model_dir):
+    ckpt = Checkpointer(os.path.join(model_dir, "checkpoints"), async_save=False)
+    step = ckpt.latest_step()
+    state = ckpt.manager.restore(step)  # as saved, onto the default device
+    return step, jax.tree.map(np.asarray, state["state"])
+
+
+def last_loss(model_dir):
+    import json
+
+    lines = [json.loads(x) for x in open(os.path.join(model_dir, "metrics.jsonl"))]
+    return [x for x in lines if "loss" in x][-1]
+
+
+def wait_for(path, proc, timeout=300):
+    start = time.time()
+    while not os.path.exists(path):
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.time() - start < timeout, f"{path} never appeared"
+        time.sleep(0.2)
+
+
+def test_sigkill_and_restart_equals_uninterrupted_run(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    run(train_cmd(straight, 24, 8))
+    proc = subprocess.Popen(train_cmd(killed, 24, 8), cwd=ROOT, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(killed / "checkpoints" / "16", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    out = run(train_cmd(killed, 24, 8))
+    assert '"resumed": true' in out.stdout
+    step_a, a = final_state(straight)
+    step_b, b = final_state(killed)
+    assert step_a == step_b == 24
+    jax.tree.map(np.testing.assert_array_equal, a["params"], b["params"])
+    jax.tree.map(np.testing.assert_array_equal, a["opt_state"], b["opt_state"])
+    assert last_loss(straight)["loss"] == last_loss(killed)["loss"]
+
+
+def test_sigterm_saves_the_current_step_and_exits_cleanly(tmp_path):
+    proc = subprocess.Popen(train_cmd(tmp_path, 100000, 1000), cwd=ROOT, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(tmp_path / "metrics.jsonl", proc)
+    while len(open(tmp_path / "metrics.jsonl").readlines()) < 3:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert '"preempted": true' in out
+    saved = int(err.split("SIGTERM: saved step ")[1].split()[0])
+    assert 3 <= saved < 1000
+    assert Checkpointer(str(tmp_path / "checkpoints")).latest_step() == saved
+
+
+def test_cut_off_checkpoint_is_never_restored(tmp_path):
+    trainer = make_trainer({"data": 2})
+    state = trainer.init_state()
+    ckpt = Checkpointer(str(tmp_path), async_save=False)
+    state, _ = trainer.train_step(state, copy_batch(8))
+    ckpt.save(1, state, {"position": 1})
+    ckpt.wait()
+    # What a kill mid-write leaves: orbax's temporary directory for step 2, never renamed.
+    torn = tmp_path / "2.orbax-checkpoint-tmp-1234"
+    (torn / "state").mkdir(parents=True)
+    (torn / "state" / "garbage").write_bytes(b"\x00" * 100)
+    fresh = Checkpointer(str(tmp_path), async_save=False)
+    assert fresh.latest_step() == 1
+    abstract = abstract_with_shardings(jax.eval_shape(trainer._init), trainer.state_shardings)
+    restored, input_state = fresh.restore(abstract)
+    assert input_state == {"position": 1} and int(restored.step) == 1
+
+
+def test_checkpoint_from_2x4_restores_on_8x1_and_1_device(tmp_path):
+    source = make_trainer({"data": 2, "tensor": 4}, "tensor", optimizer="adamw")
+    state, _ = source.train_step(source.init_state(), copy_batch(8))
+    want = jax.device_get(state)
+    ckpt = Checkpointer(str(tmp_path), async_save=False)
+    ckpt.save(1, state)
+    ckpt.wait()
+    for ici, rules in (({"data": 8}, "data_parallel"), ({"data": 1}, "data_parallel")):
+        target = make_trainer(ici, rules, optimizer="adamw")
+        abstract = abstract_with_shardings(jax.eval_shape(target._init), target.state_shardings)
+        restored, _ = ckpt.restore(abstract)
+        assert len(restored.params["shared"].sharding.device_set) == np.prod(list(ici.values()))
+        jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), want)
+        target.train_step(restored, copy_batch(8))  # and it trains on
+
+
+def test_model_dir_of_another_model_is_refused_untouched(tmp_path):
+    run(train_cmd(tmp_path, 4, 2))
+    before = {p: os.path.getmtime(os.path.join(d, p)) for d, _, fs in os.walk(tmp_path)
+              for p in fs}
+    out = subprocess.run(train_cmd(tmp_path, 6, 2, "--gin.model_zoo.model.d_model=96"),
+                         cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    assert out.returncode != 0 and "holds checkpoints of a different model" in out.stderr
+    assert "d_model" in out.stderr
+    after = {p: os.path.getmtime(os.path.join(d, p)) for d, _, fs in os.walk(tmp_path)
+             for p in fs}
+    assert {k: v for k, v in after.items() if "checkpoints" in k or k.isdigit()} == {
+        k: v for k, v in before.items() if "checkpoints" in k or k.isdigit()}
+    assert Checkpointer(str(tmp_path / "checkpoints")).all_steps() == [2, 4]
