@@ -6,10 +6,8 @@ import subprocess
 import sys
 import time
 
-import gin
 import jax
 import numpy as np
-import pytest
 
 from tests.train_helpers import copy_batch, make_trainer
 from training.checkpoints import Checkpointer, abstract_with_shardings

@@ -80,10 +80,11 @@ def _suggest(message: str) -> str:
     param = re.search(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'",
                       message)
     if param:
-        matches = [k for k in known if k.split(".")[-1] == param.group(1)]
+        name = param.group(1)
+        matches = [k for k in known if name in (k, k.split(".")[-1])]
         names = known[matches[0]] if matches else []
         close = difflib.get_close_matches(param.group(2), names, n=3, cutoff=0.5)
-        return (f"{param.group(1)} has no parameter {param.group(2)!r}"
+        return (f"{name} has no parameter {param.group(2)!r}"
                 + (f"; did you mean {close}?" if close else "")
                 + (f" valid: {names}" if names else "") + f"\n(gin: {message})")
     return message

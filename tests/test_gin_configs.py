@@ -1,0 +1,108 @@
+"""Every shipped gin file parses and builds its model abstractly; bad gin input fails clearly."""
+
+import glob
+import os
+
+import gin
+import jax
+import numpy as np
+import pytest
+
+from model_zoo import EncoderDecoder
+from tools import configurables, gin_flags
+from tools import train as train_tool
+
+GIN = gin_flags.GIN_ROOT
+MODELS = sorted(glob.glob(os.path.join(GIN, "models", "*", "*.gin")))
+MESHES = sorted(glob.glob(os.path.join(GIN, "mesh", "*.gin")))
+RUNS = sorted(glob.glob(os.path.join(GIN, "runs", "*.gin")))
+
+configurables.register_tasks_configurables()
+
+
+@pytest.fixture(autouse=True)
+def clean_gin():
+    yield
+    gin.clear_config()
+
+
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: os.path.relpath(p, GIN))
+def test_model_gin_builds_abstractly(path):
+    gin_flags.parse([path], [])
+    cfg = configurables.model()
+    params = jax.eval_shape(lambda: __import__("model_zoo.functional").functional.init_params(
+        lambda r: EncoderDecoder(cfg, rngs=r), 0))
+    assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params)) > 0
+
+
+DEVICES = {"cpu8": (8, 1), "single": (1, 1), "gpu_node": (8, 1), "gpu_cluster": (16, 2),
+           "tpu_v4_pod": (256, 4)}
+
+
+@pytest.mark.parametrize("path", MESHES, ids=lambda p: os.path.relpath(p, GIN))
+def test_mesh_gin_resolves_for_its_machine(path):
+    gin_flags.parse([path], [])
+    devices, slices = DEVICES[os.path.basename(path)[:-4]]
+    shape = configurables.mesh().shape(devices, slices)
+    assert int(np.prod(list(shape.values()))) == devices
+
+
+@pytest.mark.parametrize("path", RUNS, ids=lambda p: os.path.relpath(p, GIN))
+def test_run_gin_builds_a_complete_run(path):
+    gin_flags.parse(["models/t5_1_1/small.gin", "mesh/cpu8.gin", path],
+                    ["MIXTURE_OR_TASK_NAME = 'demo_span_corruption'"])
+    gin_flags.require_macros(train_tool.REQUIRED_MACROS)
+    run = configurables.train()
+    assert run.train.batch_size == run.feed.batch_size
+    assert run.loop.train_steps >= 1
+
+
+def test_bare_words_need_no_quotes():
+    assert gin_flags.as_gin_value("demo_span_corruption") == "'demo_span_corruption'"
+    assert gin_flags.as_gin_value("3") == "3" and gin_flags.as_gin_value("%X") == "%X"
+    assert gin_flags.as_gin_value("{'inputs': 8}") == "{'inputs': 8}"
+
+
+def test_unknown_parameter_suggests_the_closest():
+    with pytest.raises(ValueError, match=r"did you mean \['train_steps'\]"):
+        gin_flags.parse(["runs/quickstart.gin"], ["training.LoopConfig.train_stepz = 3"])
+
+
+def test_unknown_configurable_suggests_the_closest():
+    with pytest.raises(ValueError, match=r"did you mean \['training.LoopConfig'"):
+        gin_flags.parse(["runs/quickstart.gin"], ["trainig.LoopConfig.train_steps = 3"])
+
+
+def test_missing_required_macro():
+    gin_flags.parse(["models/t5_1_1/tiny.gin", "mesh/cpu8.gin", "runs/pretrain.gin"], [])
+    with pytest.raises(ValueError, match="required macro MIXTURE_OR_TASK_NAME is not set"):
+        gin_flags.require_macros(train_tool.REQUIRED_MACROS)
+
+
+def test_unknown_gin_file_suggests_shipped_ones():
+    with pytest.raises(FileNotFoundError, match="did you mean"):
+        gin_flags.parse(["runs/quickstrat.gin"], [])
+
+
+def test_missing_initial_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="INITIAL_CHECKPOINT_PATH=.*does not exist"):
+        train_tool.main([f"--model_dir={tmp_path}", "--gin_file=runs/quickstart.gin",
+                         f"--gin.INITIAL_CHECKPOINT_PATH={tmp_path}/nothing_here"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="neither an HF directory"):
+        train_tool.main([f"--model_dir={tmp_path}/run", "--gin_file=runs/quickstart.gin",
+                         f"--gin.INITIAL_CHECKPOINT_PATH={empty}"])
+
+
+def test_unwritable_model_dir(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(OSError):
+        train_tool.main([f"--model_dir={blocker}/run", "--gin_file=runs/quickstart.gin"])
+
+
+def test_vocab_smaller_than_the_task_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="2100 ids but the model's vocab_size is 512"):
+        train_tool.main([f"--model_dir={tmp_path}", "--gin_file=runs/quickstart.gin",
+                         "--gin.model_zoo.model.vocab_size=512"])
