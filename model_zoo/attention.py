@@ -65,12 +65,20 @@ class MultiHeadAttention(nnx.Module):
         names = ("batch", "length", "heads", "kv")
         return constrain(k, names), constrain(v, names)
 
-    def __call__(self, x_q: jax.Array, x_kv: jax.Array, bias, mask, *, rng=None,
-                 deterministic: bool = True) -> jax.Array:
+    def project_q(self, x_q: jax.Array) -> jax.Array:
+        """Queries [batch, len, heads, d_kv]."""
         q = jnp.einsum("bqd,dhk->bqhk", x_q, self.query[...].astype(self.dtype))
-        q = constrain(q, ("batch", "length", "heads", "kv"))
-        k, v = self.project_kv(x_kv)
+        return constrain(q, ("batch", "length", "heads", "kv"))
+
+    def attend_to(self, q, k, v, bias, mask, *, rng=None, deterministic: bool = True):
+        """Attention of projected queries over projected keys/values (e.g. a KV cache)."""
         ctx = attend(q, k, v, bias, mask, impl=self.impl, dropout_rate=self.dropout_rate,
                      rng=rng, deterministic=deterministic)
         out = jnp.einsum("bqhk,hkd->bqd", ctx, self.out[...].astype(self.dtype))
         return checkpoint_name(constrain(out, ("batch", "length", "embed")), "attention_out")
+
+    def __call__(self, x_q: jax.Array, x_kv: jax.Array, bias, mask, *, rng=None,
+                 deterministic: bool = True) -> jax.Array:
+        k, v = self.project_kv(x_kv)
+        return self.attend_to(self.project_q(x_q), k, v, bias, mask, rng=rng,
+                              deterministic=deterministic)

@@ -64,3 +64,20 @@ class DecoderLayer(nnx.Module):
         x = x + dropout(h, rate, fold(rng, 3), deterministic)
         h = self.mlp(self.pre_mlp_norm(x), rng=fold(rng, 4), deterministic=deterministic)
         return x + dropout(h, rate, fold(rng, 5), deterministic)
+
+    def step(self, x: jax.Array, bias, mask, cache: dict, index) -> tuple[jax.Array, dict]:
+        """One decoding position: x [batch, 1, d_model]; `cache` holds this layer's self k/v
+        [batch, max_len, heads, d_kv] and the encoder's cross k/v. Deterministic."""
+        h = self.pre_self_attention_norm(x)
+        k_new, v_new = self.self_attention.project_kv(h)
+        k = jax.lax.dynamic_update_slice_in_dim(cache["k"], k_new.astype(cache["k"].dtype),
+                                                index, axis=1)
+        v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v_new.astype(cache["v"].dtype),
+                                                index, axis=1)
+        x = x + self.self_attention.attend_to(self.self_attention.project_q(h), k, v, bias, mask)
+        h = self.pre_cross_attention_norm(x)
+        x = x + self.cross_attention.attend_to(self.cross_attention.project_q(h),
+                                               cache["cross_k"], cache["cross_v"], None,
+                                               cache["cross_mask"])
+        x = x + self.mlp(self.pre_mlp_norm(x))
+        return x, {**cache, "k": k, "v": v}

@@ -46,15 +46,20 @@ class ScannedLayers(nnx.Module):
         self.num_layers = num_layers
         self.remat_policy = remat_policy
 
-    def __call__(self, x: jax.Array, *args, rng=None, deterministic: bool = True) -> jax.Array:
+    def scan(self, fn: Callable, carry, xs=None, remat: bool = False):
+        """lax.scan of `fn(layer, carry, x, index) -> (carry, y)` over the stacked layers."""
         graphdef, state = nnx.split(self.layer)
 
-        def body(carry, slice_and_index):
-            layer_state, index = slice_and_index
-            layer = nnx.merge(graphdef, layer_state)
+        def body(c, inputs):
+            layer_state, index, x = inputs
+            return fn(nnx.merge(graphdef, layer_state), c, x, index)
+
+        if remat and self.remat_policy != "none":
+            body = jax.checkpoint(body, policy=REMAT[self.remat_policy], prevent_cse=False)
+        return jax.lax.scan(body, carry, (state, jnp.arange(self.num_layers), xs))
+
+    def __call__(self, x: jax.Array, *args, rng=None, deterministic: bool = True) -> jax.Array:
+        def apply(layer, carry, _, index):
             return layer(carry, *args, rng=fold(rng, index), deterministic=deterministic), None
 
-        if self.remat_policy != "none":
-            body = jax.checkpoint(body, policy=REMAT[self.remat_policy], prevent_cse=False)
-        x, _ = jax.lax.scan(body, x, (state, jnp.arange(self.num_layers)))
-        return x
+        return self.scan(apply, x, remat=True)[0]

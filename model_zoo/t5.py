@@ -77,6 +77,16 @@ class Decoder(nnx.Module):
         x = self.final_norm(x)
         return dropout(x, self.dropout_rate, fold(rng, 2), deterministic)
 
+    def step(self, x, index, cache):
+        """One position [batch, 1, d_model] through every layer, reading/writing the KV cache."""
+        max_len = cache["k"].shape[2]
+        keys = jnp.arange(max_len, dtype=jnp.int32)[None, :]
+        bias = self.relative_position_bias(jnp.full((1, 1), index, jnp.int32), keys)
+        mask = (keys <= index)[:, None, None, :]
+        x, cache = self.layers.scan(lambda layer, h, c, _: layer.step(h, bias, mask, c, index),
+                                    x, cache)
+        return self.final_norm(x), cache
+
 
 class EncoderDecoder(nnx.Module):
     """T5: shared input embedding, encoder, decoder, tied (scaled) or untied output logits."""
@@ -121,6 +131,27 @@ class EncoderDecoder(nnx.Module):
                          decoder_segment_ids, decoder_positions, rng=fold(dropout_rng, 1),
                          deterministic=deterministic)
         return self.logits(x)
+
+    def init_cache(self, encoded: jax.Array, encoder_input_tokens: jax.Array,
+                   max_decode_length: int) -> dict:
+        """KV cache for decoding: empty self k/v per layer, cross k/v of `encoded`."""
+        cfg = self.config
+
+        def cross_kv(layer, carry, _, __):
+            return carry, layer.cross_attention.project_kv(encoded)
+
+        _, (cross_k, cross_v) = self.decoder.layers.scan(cross_kv, None)
+        batch = encoded.shape[0]
+        shape = (cfg.num_decoder_layers, batch, max_decode_length, cfg.num_heads, cfg.d_kv)
+        zeros = jnp.zeros(shape, cfg.compute_dtype)
+        mask = masks.cross_mask(encoder_input_tokens, None, None)
+        return {"k": zeros, "v": zeros, "cross_k": cross_k, "cross_v": cross_v,
+                "cross_mask": jnp.broadcast_to(mask, (cfg.num_decoder_layers,) + mask.shape)}
+
+    def decode_step(self, cache: dict, tokens: jax.Array, index) -> tuple[jax.Array, dict]:
+        """Float32 logits [batch, vocab] for decoder input `tokens` [batch] at `index`."""
+        x, cache = self.decoder.step(self.embed(tokens[:, None]), index, cache)
+        return self.logits(x)[:, 0], cache
 
     def logits(self, x: jax.Array) -> jax.Array:
         cfg = self.config
