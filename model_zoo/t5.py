@@ -102,7 +102,9 @@ class EncoderDecoder(nnx.Module):
                                  ("embed", "vocab"))
 
     def embed(self, tokens: jax.Array) -> jax.Array:
-        x = jnp.take(self.shared[...], tokens, axis=0).astype(self.config.compute_dtype)
+        # Gather from a table whole along `embed` (FSDP all-gathers it, as for any weight).
+        table = constrain(self.shared[...], ("vocab", None))
+        x = jnp.take(table, tokens, axis=0).astype(self.config.compute_dtype)
         return constrain(x, ("batch", "length", "embed"))
 
     def encode(self, encoder_input_tokens, encoder_segment_ids=None, encoder_positions=None, *,

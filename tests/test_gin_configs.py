@@ -50,7 +50,8 @@ def test_mesh_gin_resolves_for_its_machine(path):
 @pytest.mark.parametrize("path", RUNS, ids=lambda p: os.path.relpath(p, GIN))
 def test_run_gin_builds_a_complete_run(path):
     gin_flags.parse(["models/t5_1_1/small.gin", "mesh/cpu8.gin", path],
-                    ["MIXTURE_OR_TASK_NAME = 'demo_span_corruption'"])
+                    ["MIXTURE_OR_TASK_NAME = 'demo_span_corruption'"]
+                    + (["INITIAL_CHECKPOINT_PATH = '/ckpt'"] if "finetune" in path else []))
     gin_flags.require_macros(train_tool.REQUIRED_MACROS)
     run = configurables.train()
     assert run.train.batch_size == run.feed.batch_size
@@ -71,6 +72,13 @@ def test_unknown_parameter_suggests_the_closest():
 def test_unknown_configurable_suggests_the_closest():
     with pytest.raises(ValueError, match=r"did you mean \['training.LoopConfig'"):
         gin_flags.parse(["runs/quickstart.gin"], ["trainig.LoopConfig.train_steps = 3"])
+
+
+def test_finetune_requires_an_initial_checkpoint():
+    gin_flags.parse(["models/t5_1_1/tiny.gin", "mesh/cpu8.gin", "runs/finetune.gin"],
+                    ["MIXTURE_OR_TASK_NAME = 'demo_span_corruption'"])
+    with pytest.raises(ValueError, match="required macro INITIAL_CHECKPOINT_PATH"):
+        gin_flags.require_macros(train_tool.REQUIRED_MACROS)
 
 
 def test_missing_required_macro():

@@ -19,7 +19,8 @@ import gin
 import jax
 import numpy as np
 
-REQUIRED_MACROS = ["MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "BATCH_SIZE", "TRAIN_STEPS"]
+REQUIRED_MACROS = ["MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "BATCH_SIZE", "TRAIN_STEPS",
+                   "INITIAL_CHECKPOINT_PATH"]
 
 
 def identity_of(model_cfg) -> dict:
@@ -141,8 +142,15 @@ def main(argv=None) -> dict:
     if run.initial_checkpoint_path:
         initial = load_initial_params(run.initial_checkpoint_path, trainer.model_def,
                                       trainer.state_shardings.params)
+    from tools.restore import write_model_json
+    from training.checkpoints import Checkpointer
+
+    # Refuse a model_dir of another model before writing anything into it.
+    Checkpointer(os.path.join(args.model_dir, "checkpoints"), async_save=False,
+                 identity=identity_of(run.model)).check_identity()
     with open(os.path.join(args.model_dir, "config.gin"), "w") as f:
         f.write(gin.config_str())
+    write_model_json(args.model_dir, run.model, run.feed.mixture_or_task_name)
     result = run_loop(trainer, run.loop, args.model_dir, make_feed, make_eval,
                       identity=identity_of(run.model), initial_params=initial,
                       progress=args.progress)
