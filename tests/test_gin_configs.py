@@ -15,7 +15,8 @@ from tools import train as train_tool
 GIN = gin_flags.GIN_ROOT
 MODELS = sorted(glob.glob(os.path.join(GIN, "models", "*", "*.gin")))
 MESHES = sorted(glob.glob(os.path.join(GIN, "mesh", "*.gin")))
-RUNS = sorted(glob.glob(os.path.join(GIN, "runs", "*.gin")))
+RUNS = sorted(p for p in glob.glob(os.path.join(GIN, "runs", "*.gin"))
+              if not p.endswith("base.gin"))  # base.gin: the wiring the others include
 
 configurables.register_tasks_configurables()
 
