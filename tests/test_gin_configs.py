@@ -15,8 +15,10 @@ from tools import train as train_tool
 GIN = gin_flags.GIN_ROOT
 MODELS = sorted(glob.glob(os.path.join(GIN, "models", "*", "*.gin")))
 MESHES = sorted(glob.glob(os.path.join(GIN, "mesh", "*.gin")))
+# base.gin is the wiring the training runs include; eval/infer configure decoding only.
+DECODING = ("eval.gin", "infer.gin")
 RUNS = sorted(p for p in glob.glob(os.path.join(GIN, "runs", "*.gin"))
-              if not p.endswith("base.gin"))  # base.gin: the wiring the others include
+              if not p.endswith(("base.gin",) + DECODING))
 
 configurables.register_tasks_configurables()
 
@@ -57,6 +59,13 @@ def test_run_gin_builds_a_complete_run(path):
     run = configurables.train()
     assert run.train.batch_size == run.feed.batch_size
     assert run.loop.train_steps >= 1
+
+
+@pytest.mark.parametrize("name", DECODING)
+def test_decoding_gin_builds_a_decode_config(name):
+    gin_flags.parse([f"runs/{name}"], [])
+    cfg = configurables.decode_config()
+    assert cfg.method in ("greedy", "beam") and cfg.max_decode_length == 64
 
 
 def test_bare_words_need_no_quotes():

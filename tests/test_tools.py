@@ -60,7 +60,8 @@ def test_infer_prompts_and_jsonl(tmp_path):
                                        + json.dumps({"text": "A second prompt"}) + "\n")
     infer.main(["--model_dir", str(model_dir), "--input", str(tmp_path / "in.jsonl"),
                 "--field", "text", "--output", str(tmp_path / "out.jsonl"),
-                "--max_decode_length", "5", "--mesh", "data=2"])
+                "--mesh", "data=2", "--gin_file=runs/infer.gin",
+                "--gin.model_zoo.DecodeConfig.max_decode_length=5"])
     out = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [o["text"] for o in out] == ["The for <extra_id_0> is", "A second prompt"]
     assert all(isinstance(o["prediction"], str) for o in out)

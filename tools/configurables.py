@@ -11,6 +11,7 @@ import dataclasses
 import gin
 
 from model_zoo.config import ModelConfig
+from model_zoo.decoding import DecodeConfig
 from model_zoo.presets import preset
 from partitioning.mesh import MeshConfig
 from training.loop import LoopConfig
@@ -31,6 +32,9 @@ def model(preset_name: str = gin.REQUIRED, **overrides) -> ModelConfig:
 def mesh(ici: dict | None = None, dcn: dict | None = None) -> MeshConfig:
     return MeshConfig(ici=dict(ici or {"data": -1}), dcn=dict(dcn or {}))
 
+
+# Called by tools.infer / tools.eval to build a DecodeConfig from gin bindings.
+decode_config = gin.external_configurable(DecodeConfig, module="model_zoo")
 
 for _cls in (TrainConfig, OptimizerConfig, ScheduleConfig, LossConfig, LossScaleConfig,
              LoopConfig):
@@ -75,7 +79,7 @@ def known_configurables() -> dict[str, list[str]]:
     known = {"model_zoo.model": params(ModelConfig) + ["preset_name"],
              "partitioning.mesh": params(mesh.__wrapped__ if hasattr(mesh, "__wrapped__")
                                          else mesh),
-             "run.train": params(TrainRun)}
+             "run.train": params(TrainRun), "model_zoo.DecodeConfig": params(DecodeConfig)}
     for cls in (TrainConfig, OptimizerConfig, ScheduleConfig, LossConfig, LossScaleConfig,
                 LoopConfig):
         known[f"training.{cls.__name__}"] = params(cls)

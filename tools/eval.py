@@ -52,6 +52,13 @@ def evaluate_task(predictor: Predictor, task_name: str, split: str, lengths: dic
 
 
 def main(argv=None):
+    import sys
+
+    from tools import gin_flags
+    from tools.infer import decode_config_from
+
+    gin_files, gin_bindings, argv = gin_flags.split_gin_args(
+        sys.argv[1:] if argv is None else list(argv))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model_dir", required=True)
     p.add_argument("--task", help="default: the task the model was trained on")
@@ -63,8 +70,10 @@ def main(argv=None):
     p.add_argument("--vocab")
     p.add_argument("--byte", action="store_true")
     args = p.parse_args(argv)
-    predictor = Predictor(args.model_dir, args.mesh, decode_config=DecodeConfig(
-        args.targets_length), vocab=args.vocab, byte=args.byte)
+    decode_cfg = (decode_config_from(args, gin_files, gin_bindings) if gin_files or gin_bindings
+                  else DecodeConfig(args.targets_length))
+    predictor = Predictor(args.model_dir, args.mesh, decode_config=decode_cfg,
+                          vocab=args.vocab, byte=args.byte)
     from tools.restore import read_model_json
 
     task = args.task or read_model_json(args.model_dir)[1]

@@ -4,7 +4,8 @@
     python -m tools.infer --model_dir=DIR --prompt "translate English to German: hello"
 
 --model_dir is a t5pod model_dir (its task gives the vocabulary) or an HF T5 directory
-(give --vocab=path/to/spm.model or --byte). Decoding: --method greedy|sample|beam.
+(give --vocab=path/to/spm.model or --byte). Decoding: --method greedy|sample|beam, or
+--gin_file=runs/infer.gin [--gin.model_zoo.DecodeConfig.num_beams=8] to set DecodeConfig.
 """
 
 from __future__ import annotations
@@ -80,7 +81,22 @@ class Predictor:
         return preds
 
 
+def decode_config_from(args, gin_files, gin_bindings) -> DecodeConfig:
+    """DecodeConfig from gin when gin files are given, else from the flags."""
+    if gin_files or gin_bindings:
+        from tools import configurables, gin_flags
+
+        gin_flags.parse(gin_files, gin_bindings)
+        return configurables.decode_config()
+    return DecodeConfig(args.max_decode_length, args.method, args.temperature, args.top_k,
+                        args.top_p, args.num_beams)
+
+
 def main(argv=None):
+    from tools import gin_flags
+
+    gin_files, gin_bindings, argv = gin_flags.split_gin_args(
+        sys.argv[1:] if argv is None else list(argv))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model_dir", required=True)
     p.add_argument("--prompt", action="append", default=[])
@@ -101,8 +117,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if bool(args.prompt) == bool(args.input):
         p.error("give --prompt TEXT or --input FILE.jsonl")
-    cfg = DecodeConfig(args.max_decode_length, args.method, args.temperature, args.top_k,
-                       args.top_p, args.num_beams)
+    cfg = decode_config_from(args, gin_files, gin_bindings)
     predictor = Predictor(args.model_dir, args.mesh, args.rules, cfg, args.vocab, args.byte)
     if args.prompt:
         records = [{args.field: t} for t in args.prompt]
