@@ -17,6 +17,32 @@ def _fail(field: str, value, expected: str):
 
 
 @dataclasses.dataclass(frozen=True)
+class UniversalConfig:
+    """Universal Transformer recurrence (Dehghani et al. 2019) over a shared block.
+
+    The encoder's (decoder's) `num_*_layers` layers form ONE shared block applied `steps`
+    times, with a learned timestep embedding added before every step. With `act`, each
+    token halts once its cumulative halting probability passes `act_threshold` (Graves
+    2016), `steps` being the maximum; `ponder_tau` weighs the ponder cost in the loss.
+    """
+
+    steps: int = 6
+    act: bool = False
+    act_threshold: float = 0.99
+    ponder_tau: float = 0.01
+
+    def __post_init__(self):
+        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
+            raise ValueError(f"UniversalConfig.steps={self.steps!r} is invalid: expected an "
+                             "integer >= 1 (the recurrence count T, or ACT's max steps)")
+        if not 0.0 < self.act_threshold <= 1.0:
+            raise ValueError(f"UniversalConfig.act_threshold={self.act_threshold} is invalid: "
+                             "expected a float in (0, 1] (1 - epsilon)")
+        if self.ponder_tau < 0:
+            raise ValueError(f"UniversalConfig.ponder_tau={self.ponder_tau} must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Dimensions and numerics of a T5 encoder-decoder (names as in the T5 paper/t5x).
 
@@ -42,6 +68,7 @@ class ModelConfig:
     scan_layers: bool = True
     remat_policy: str = "none"
     attention_impl: str = "einsum"
+    universal: UniversalConfig | None = None
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "d_ff", "num_heads", "d_kv",
@@ -73,6 +100,15 @@ class ModelConfig:
             _fail("remat_policy", self.remat_policy, f"one of {REMAT_POLICIES}")
         if self.attention_impl not in ATTENTION_IMPLS:
             _fail("attention_impl", self.attention_impl, f"one of {ATTENTION_IMPLS}")
+        if isinstance(self.universal, dict):  # from JSON / gin dicts
+            object.__setattr__(self, "universal", UniversalConfig(**self.universal))
+        if self.universal is not None and not isinstance(self.universal, UniversalConfig):
+            _fail("universal", self.universal, "None or a UniversalConfig")
+
+    @property
+    def recurrence(self) -> int:
+        """How many times each layer stack is applied (1 for dense T5)."""
+        return self.universal.steps if self.universal else 1
 
     @property
     def compute_dtype(self):

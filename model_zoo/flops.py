@@ -11,7 +11,9 @@ from __future__ import annotations
 from model_zoo.config import ModelConfig
 
 
-def forward_flops_per_example(cfg: ModelConfig, input_len: int, target_len: int) -> float:
+def forward_flops_per_example(cfg: ModelConfig, input_len: int, target_len: int,
+                              expected_steps: float | None = None) -> float:
+    """`expected_steps`: mean recurrence steps per token under ACT (default: all of them)."""
     d, inner = cfg.d_model, cfg.num_heads * cfg.d_kv
     mlp_mats = 3 if cfg.gated else 2
     li, lt = input_len, target_len
@@ -24,9 +26,12 @@ def forward_flops_per_example(cfg: ModelConfig, input_len: int, target_len: int)
                      + 2 * lt * d * inner * 2 + 2 * li * d * inner * 2         # cross q,o / k,v
                      + 2 * 2 * lt * li * inner + mlp(lt))
     logits = 2 * lt * d * cfg.vocab_size
-    return (cfg.num_encoder_layers * encoder_layer + cfg.num_decoder_layers * decoder_layer
-            + logits)
+    # A Universal Transformer applies its shared block `recurrence` times (ACT: at most).
+    steps = cfg.recurrence if expected_steps is None else expected_steps
+    return (steps * (cfg.num_encoder_layers * encoder_layer
+                     + cfg.num_decoder_layers * decoder_layer) + logits)
 
 
-def train_flops_per_step(cfg: ModelConfig, batch: int, input_len: int, target_len: int) -> float:
-    return 3.0 * batch * forward_flops_per_example(cfg, input_len, target_len)
+def train_flops_per_step(cfg: ModelConfig, batch: int, input_len: int, target_len: int,
+                         expected_steps: float | None = None) -> float:
+    return 3.0 * batch * forward_flops_per_example(cfg, input_len, target_len, expected_steps)

@@ -6,7 +6,7 @@ T5 1.1: gated-GELU MLP, untied output layer, no dropout in pretraining.
 
 from __future__ import annotations
 
-from model_zoo.config import ModelConfig
+from model_zoo.config import ModelConfig, UniversalConfig
 
 _V = 32128
 
@@ -34,6 +34,17 @@ PRESETS: dict[str, ModelConfig] = {
     "t5_1_1_large": _t5_1_1(1024, 2816, 16, 64, 24),
     "t5_1_1_xl": _t5_1_1(2048, 5120, 32, 64, 24),
     "t5_1_1_xxl": _t5_1_1(4096, 10240, 64, 64, 24),
+    # Universal Transformers in the T5 1.1 setting: one shared layer per side, applied
+    # `steps` times. FLOP-matched to t5_1_1_base (same layer, 12 steps = 12 layers) and
+    # parameter-matched to it (a wider shared layer: 248M parameters).
+    "universal_base_flop_matched": _t5_1_1(768, 2048, 12, 64, 1).replace(
+        universal=UniversalConfig(steps=12)),
+    "universal_base_param_matched": _t5_1_1(2048, 5376, 32, 64, 1).replace(
+        universal=UniversalConfig(steps=12)),
+    "universal_tiny": ModelConfig(vocab_size=_V, d_model=64, d_ff=128, num_heads=4, d_kv=16,
+                                  num_encoder_layers=1, num_decoder_layers=1,
+                                  feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+                                  dropout_rate=0.0, universal=UniversalConfig(steps=4)),
     # Not published: a tiny config for tests and the CPU quickstart.
     "t5_1_1_tiny": ModelConfig(vocab_size=_V, d_model=64, d_ff=128, num_heads=4, d_kv=16,
                                num_encoder_layers=2, num_decoder_layers=2,

@@ -58,6 +58,14 @@ class ScannedLayers(nnx.Module):
             body = jax.checkpoint(body, policy=REMAT[self.remat_policy], prevent_cse=False)
         return jax.lax.scan(body, carry, (state, jnp.arange(self.num_layers), xs))
 
+    def forward(self, x, *args, rng=None, deterministic=True, weights=None):
+        """(outputs, aux): the stack interface shared with universal.RecurrentStack."""
+        return self(x, *args, rng=rng, deterministic=deterministic), {}
+
+    def map_layers(self, fn: Callable):
+        """`fn(layer) -> y` for every layer, stacked on the leading axis."""
+        return self.scan(lambda layer, carry, _, __: (carry, fn(layer)), None)[1]
+
     def __call__(self, x: jax.Array, *args, rng=None, deterministic: bool = True) -> jax.Array:
         def apply(layer, carry, _, index):
             return layer(carry, *args, rng=fold(rng, index), deterministic=deterministic), None

@@ -16,7 +16,7 @@ from model_zoo.dropout import dropout, fold
 from model_zoo.layers import DecoderLayer, EncoderLayer
 from model_zoo.norm import RMSNorm
 from model_zoo.relative_position import RelativePositionBias
-from model_zoo.scan import ScannedLayers
+from model_zoo.universal import make_stack
 
 
 def _relpos(cfg: ModelConfig, bidirectional: bool, rngs: nnx.Rngs) -> RelativePositionBias:
@@ -43,8 +43,8 @@ def _check_same_shape(name: str, feature, tokens_name: str, tokens) -> None:
 class Encoder(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         self.relative_position_bias = _relpos(cfg, True, rngs)
-        self.layers = ScannedLayers(lambda r: EncoderLayer(cfg, r), cfg.num_encoder_layers,
-                                    cfg.remat_policy, rngs)
+        self.layers = make_stack(cfg, lambda r: EncoderLayer(cfg, r), cfg.num_encoder_layers,
+                                 rngs)
         self.final_norm = RMSNorm(cfg.d_model, cfg.layer_norm_epsilon, cfg.compute_dtype, rngs)
         self.dropout_rate = cfg.dropout_rate
 
@@ -53,16 +53,17 @@ class Encoder(nnx.Module):
         bias = self.relative_position_bias(positions, positions)
         mask = masks.encoder_mask(tokens, segment_ids)
         x = dropout(x, self.dropout_rate, fold(rng, 0), deterministic)
-        x = self.layers(x, bias, mask, rng=fold(rng, 1), deterministic=deterministic)
+        x, aux = self.layers.forward(x, bias, mask, rng=fold(rng, 1), deterministic=deterministic,
+                                     weights=tokens > 0)
         x = self.final_norm(x)
-        return dropout(x, self.dropout_rate, fold(rng, 2), deterministic)
+        return dropout(x, self.dropout_rate, fold(rng, 2), deterministic), aux
 
 
 class Decoder(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         self.relative_position_bias = _relpos(cfg, False, rngs)
-        self.layers = ScannedLayers(lambda r: DecoderLayer(cfg, r), cfg.num_decoder_layers,
-                                    cfg.remat_policy, rngs)
+        self.layers = make_stack(cfg, lambda r: DecoderLayer(cfg, r), cfg.num_decoder_layers,
+                                 rngs)
         self.final_norm = RMSNorm(cfg.d_model, cfg.layer_norm_epsilon, cfg.compute_dtype, rngs)
         self.dropout_rate = cfg.dropout_rate
 
@@ -72,10 +73,10 @@ class Decoder(nnx.Module):
         bias = self.relative_position_bias(positions, positions)
         mask = masks.decoder_mask(tokens.shape[1], segment_ids)
         x = dropout(x, self.dropout_rate, fold(rng, 0), deterministic)
-        x = self.layers(x, bias, mask, encoded, cross_mask, rng=fold(rng, 1),
-                        deterministic=deterministic)
+        x, aux = self.layers.forward(x, bias, mask, encoded, cross_mask, rng=fold(rng, 1),
+                                     deterministic=deterministic)
         x = self.final_norm(x)
-        return dropout(x, self.dropout_rate, fold(rng, 2), deterministic)
+        return dropout(x, self.dropout_rate, fold(rng, 2), deterministic), aux
 
     def step(self, x, index, cache):
         """One position [batch, 1, d_model] through every layer, reading/writing the KV cache."""
@@ -110,6 +111,11 @@ class EncoderDecoder(nnx.Module):
     def encode(self, encoder_input_tokens, encoder_segment_ids=None, encoder_positions=None, *,
                deterministic: bool = True, dropout_rng=None) -> jax.Array:
         """Encoder outputs [batch, input_len, d_model] in the compute dtype."""
+        return self._encode(encoder_input_tokens, encoder_segment_ids, encoder_positions,
+                            deterministic=deterministic, dropout_rng=dropout_rng)[0]
+
+    def _encode(self, encoder_input_tokens, encoder_segment_ids=None, encoder_positions=None,
+                *, deterministic: bool = True, dropout_rng=None):
         _check_tokens("encoder_input_tokens", encoder_input_tokens)
         _check_same_shape("encoder_segment_ids", encoder_segment_ids,
                           "encoder_input_tokens", encoder_input_tokens)
@@ -123,32 +129,37 @@ class EncoderDecoder(nnx.Module):
                encoder_segment_ids=None, decoder_segment_ids=None, decoder_positions=None, *,
                deterministic: bool = True, dropout_rng=None) -> jax.Array:
         """Float32 logits [batch, target_len, vocab] given the encoder outputs."""
+        return self._decode(encoded, encoder_input_tokens, decoder_input_tokens,
+                            encoder_segment_ids, decoder_segment_ids, decoder_positions,
+                            deterministic=deterministic, dropout_rng=dropout_rng)[0]
+
+    def _decode(self, encoded, encoder_input_tokens, decoder_input_tokens,
+                encoder_segment_ids=None, decoder_segment_ids=None, decoder_positions=None, *,
+                deterministic: bool = True, dropout_rng=None):
         _check_tokens("decoder_input_tokens", decoder_input_tokens, encoded.shape[0])
         _check_same_shape("decoder_segment_ids", decoder_segment_ids,
                           "decoder_input_tokens", decoder_input_tokens)
         _check_same_shape("decoder_positions", decoder_positions,
                           "decoder_input_tokens", decoder_input_tokens)
         cross = masks.cross_mask(encoder_input_tokens, decoder_segment_ids, encoder_segment_ids)
-        x = self.decoder(self.embed(decoder_input_tokens), decoder_input_tokens, encoded, cross,
-                         decoder_segment_ids, decoder_positions, rng=fold(dropout_rng, 1),
-                         deterministic=deterministic)
-        return self.logits(x)
+        x, aux = self.decoder(self.embed(decoder_input_tokens), decoder_input_tokens, encoded,
+                              cross, decoder_segment_ids, decoder_positions,
+                              rng=fold(dropout_rng, 1), deterministic=deterministic)
+        return self.logits(x), aux
 
     def init_cache(self, encoded: jax.Array, encoder_input_tokens: jax.Array,
                    max_decode_length: int) -> dict:
         """KV cache for decoding: empty self k/v per layer, cross k/v of `encoded`."""
         cfg = self.config
 
-        def cross_kv(layer, carry, _, __):
-            return carry, layer.cross_attention.project_kv(encoded)
-
-        _, (cross_k, cross_v) = self.decoder.layers.scan(cross_kv, None)
-        batch = encoded.shape[0]
-        shape = (cfg.num_decoder_layers, batch, max_decode_length, cfg.num_heads, cfg.d_kv)
+        cross_k, cross_v = self.decoder.layers.map_layers(
+            lambda layer: layer.cross_attention.project_kv(encoded))
+        depth, batch = cross_k.shape[0], encoded.shape[0]
+        shape = (depth, batch, max_decode_length, cfg.num_heads, cfg.d_kv)
         zeros = jnp.zeros(shape, cfg.compute_dtype)
         mask = masks.cross_mask(encoder_input_tokens, None, None)
         return {"k": zeros, "v": zeros, "cross_k": cross_k, "cross_v": cross_v,
-                "cross_mask": jnp.broadcast_to(mask, (cfg.num_decoder_layers,) + mask.shape)}
+                "cross_mask": jnp.broadcast_to(mask, (depth,) + mask.shape)}
 
     def decode_step(self, cache: dict, tokens: jax.Array, index) -> tuple[jax.Array, dict]:
         """Float32 logits [batch, vocab] for decoder input `tokens` [batch] at `index`."""
@@ -167,12 +178,28 @@ class EncoderDecoder(nnx.Module):
 
     def __call__(self, encoder_input_tokens, decoder_input_tokens, encoder_segment_ids=None,
                  decoder_segment_ids=None, encoder_positions=None, decoder_positions=None, *,
-                 deterministic: bool = True, dropout_rng=None) -> jax.Array:
+                 deterministic: bool = True, dropout_rng=None, return_aux: bool = False):
+        """Float32 logits; with `return_aux`, also {'loss': auxiliary loss to add, metrics...}."""
         if not deterministic and self.config.dropout_rate > 0 and dropout_rng is None:
             raise ValueError("deterministic=False with dropout_rate="
                              f"{self.config.dropout_rate} needs a dropout_rng")
-        encoded = self.encode(encoder_input_tokens, encoder_segment_ids, encoder_positions,
-                              deterministic=deterministic, dropout_rng=dropout_rng)
-        return self.decode(encoded, encoder_input_tokens, decoder_input_tokens,
-                           encoder_segment_ids, decoder_segment_ids, decoder_positions,
-                           deterministic=deterministic, dropout_rng=dropout_rng)
+        encoded, enc_aux = self._encode(encoder_input_tokens, encoder_segment_ids,
+                                        encoder_positions, deterministic=deterministic,
+                                        dropout_rng=dropout_rng)
+        logits, dec_aux = self._decode(encoded, encoder_input_tokens, decoder_input_tokens,
+                                       encoder_segment_ids, decoder_segment_ids,
+                                       decoder_positions, deterministic=deterministic,
+                                       dropout_rng=dropout_rng)
+        if not return_aux:
+            return logits
+        return logits, self._aux(enc_aux, dec_aux)
+
+    def _aux(self, enc_aux: dict, dec_aux: dict) -> dict:
+        aux = {"loss": jnp.zeros((), jnp.float32)}
+        u = self.config.universal
+        if u is not None and u.act:
+            aux["loss"] = u.ponder_tau * (enc_aux["ponder_cost"] + dec_aux["ponder_cost"])
+            aux["encoder_ponder_steps"] = enc_aux["ponder_steps"]
+            aux["decoder_ponder_steps"] = dec_aux["ponder_steps"]
+            aux["ponder_loss"] = aux["loss"]
+        return aux

@@ -10,7 +10,7 @@ import dataclasses
 
 import gin
 
-from model_zoo.config import ModelConfig
+from model_zoo.config import ModelConfig, UniversalConfig
 from model_zoo.decoding import DecodeConfig
 from model_zoo.presets import preset
 from partitioning.mesh import MeshConfig
@@ -35,6 +35,7 @@ def mesh(ici: dict | None = None, dcn: dict | None = None) -> MeshConfig:
 
 # Called by tools.infer / tools.eval to build a DecodeConfig from gin bindings.
 decode_config = gin.external_configurable(DecodeConfig, module="model_zoo")
+gin.external_configurable(UniversalConfig, module="model_zoo")
 
 for _cls in (TrainConfig, OptimizerConfig, ScheduleConfig, LossConfig, LossScaleConfig,
              LoopConfig):
@@ -79,7 +80,8 @@ def known_configurables() -> dict[str, list[str]]:
     known = {"model_zoo.model": params(ModelConfig) + ["preset_name"],
              "partitioning.mesh": params(mesh.__wrapped__ if hasattr(mesh, "__wrapped__")
                                          else mesh),
-             "run.train": params(TrainRun), "model_zoo.DecodeConfig": params(DecodeConfig)}
+             "run.train": params(TrainRun), "model_zoo.DecodeConfig": params(DecodeConfig),
+             "model_zoo.UniversalConfig": params(UniversalConfig)}
     for cls in (TrainConfig, OptimizerConfig, ScheduleConfig, LossConfig, LossScaleConfig,
                 LoopConfig):
         known[f"training.{cls.__name__}"] = params(cls)

@@ -31,14 +31,21 @@ class LossConfig:
 
 
 def _forward_sums(mdef: ModelDef, params, batch, loss: LossConfig, *, rng,
-                  deterministic: bool) -> LossSums:
+                  deterministic: bool) -> tuple[LossSums, dict]:
+    """Loss sums over the targets, and the model's auxiliary losses/metrics (scalars).
+
+    `aux["loss"]` (e.g. ACT's ponder cost, MoE balancing) is a per-token mean that the
+    train step adds to the objective.
+    """
     features = {k: batch[k] for k in MODEL_FEATURES if k in batch}
-    logits = mdef.bind(params)(**features, deterministic=deterministic, dropout_rng=rng)
+    logits, aux = mdef.bind(params)(**features, deterministic=deterministic, dropout_rng=rng,
+                                    return_aux=True)
     weights = batch.get("decoder_loss_weights")
     if weights is None:
         weights = batch["decoder_target_tokens"] > 0
-    return cross_entropy_loss(logits, batch["decoder_target_tokens"], weights,
+    sums = cross_entropy_loss(logits, batch["decoder_target_tokens"], weights,
                               z_loss=loss.z_loss, label_smoothing=loss.label_smoothing)
+    return sums, {k: v for k, v in aux.items() if jnp.ndim(v) == 0}
 
 
 def split_microbatches(batch: dict, k: int) -> dict:
@@ -67,26 +74,31 @@ def make_train_step(mdef: ModelDef, optimizer: optax.GradientTransformation,
 
         def grads_of(micro, index):
             def objective(params):
-                sums = _forward_sums(mdef, params, micro, loss,
-                                     rng=jax.random.fold_in(step_rng, index),
-                                     deterministic=deterministic)
-                return sums.loss / total_weight * scale, sums
+                sums, aux = _forward_sums(mdef, params, micro, loss,
+                                          rng=jax.random.fold_in(step_rng, index),
+                                          deterministic=deterministic)
+                total = sums.loss / total_weight + aux["loss"] / microbatches
+                return total * scale, (sums, aux)
             return jax.grad(objective, has_aux=True)(state.params)
 
         if microbatches == 1:
-            grads, sums = grads_of(batch, 0)
+            grads, (sums, aux) = grads_of(batch, 0)
         else:
             zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
             zero_sums = LossSums(*(jnp.zeros((), jnp.float32),) * 4)
+            zero_aux = jax.eval_shape(lambda: grads_of(
+                jax.tree.map(lambda x: x[0], split_microbatches(batch, microbatches)), 0)[1][1])
+            zero_aux = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), zero_aux)
 
             def body(carry, xs):
-                acc, acc_sums = carry
+                acc, acc_sums, acc_aux = carry
                 micro, index = xs
-                g, s = grads_of(micro, index)
-                return (jax.tree.map(jnp.add, acc, g), jax.tree.map(jnp.add, acc_sums, s)), None
+                g, (s, a) = grads_of(micro, index)
+                return (jax.tree.map(jnp.add, acc, g), jax.tree.map(jnp.add, acc_sums, s),
+                        jax.tree.map(lambda u, v: u + v / microbatches, acc_aux, a)), None
 
-            (grads, sums), _ = jax.lax.scan(
-                body, (zeros, zero_sums),
+            (grads, sums, aux), _ = jax.lax.scan(
+                body, (zeros, zero_sums, zero_aux),
                 (split_microbatches(batch, microbatches), jnp.arange(microbatches)))
 
         grads = jax.tree.map(lambda g: g.astype(jnp.float32) / scale, grads)
@@ -105,6 +117,7 @@ def make_train_step(mdef: ModelDef, optimizer: optax.GradientTransformation,
             "grad_norm": jnp.where(finite, _global_norm(grads), jnp.inf),
             "loss_scale": scale, "skipped": new_state.loss_scale.skipped,
             "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),
+            **{("aux_loss" if k == "loss" else k): v for k, v in aux.items()},
         }
         return new_state, metrics
 
@@ -115,7 +128,7 @@ def make_eval_step(mdef: ModelDef, loss: LossConfig):
     """(params, batch) -> metric sums (loss, z_loss, correct, weight) for aggregation."""
 
     def eval_step(params, batch):
-        sums = _forward_sums(mdef, params, batch, loss, rng=None, deterministic=True)
+        sums, _ = _forward_sums(mdef, params, batch, loss, rng=None, deterministic=True)
         return {"loss": sums.loss, "z_loss": sums.z_loss, "correct": sums.correct,
                 "weight": sums.weight}
 
