@@ -146,3 +146,13 @@ def test_universal_config_round_trips_through_json():
 
     data = json.loads(json.dumps(dataclasses.asdict(ACT)))
     assert ModelConfig(**data) == ACT
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_act_trains_in_low_precision(dtype):
+    trainer = make_trainer(model_cfg=ACT, dtype=dtype, optimizer="adamw", lr=3e-3)
+    state = trainer.init_state()
+    for _ in range(3):
+        state, metrics = trainer.train_step(state, copy_batch(8))
+    assert np.isfinite(float(metrics["loss"])) and int(metrics["skipped"]) == 0
+    assert all(np.all(np.isfinite(np.asarray(p))) for p in jax.tree.leaves(state.params))
