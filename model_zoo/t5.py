@@ -1,4 +1,4 @@
-"""The dense T5 encoder-decoder (Raffel et al. 2020) in Flax NNX.
+"""The T5 encoder-decoder (Raffel et al. 2020) in Flax NNX: dense or Universal stacks.
 
 Called with t5x/seqio feature names and returns float32 logits [batch, target_len, vocab].
 """

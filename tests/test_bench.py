@@ -22,3 +22,20 @@ def test_bench_data_mode_reports_pipeline_throughput(capsys):
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["data"] == "demo_span_corruption" and line["batches"] == 3
     assert line["examples_per_s"] > 0 and line["tokens_per_s"] > line["examples_per_s"]
+
+
+def test_bench_vs_hf_prints_peer_and_ratio_and_renders_table(capsys, tmp_path):
+    from tools import perf_table
+
+    out = tmp_path / "bench.jsonl"
+    bench.main(["--preset", "t5_1_1_tiny", "--batch", "2", "--inputs", "16", "--targets", "8",
+                "--mesh", "data=1", "--steps", "1", "--warmup", "0", "--vs", "hf",
+                "--no-hf_compile", "--out", str(out)])
+    ours, peer = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()[-2:]]
+    assert ours["impl"] == "t5pod" and peer["impl"] == "hf"
+    assert peer["ratio_tokens_per_s"] == round(ours["tokens_per_s"] / peer["tokens_per_s"], 3)
+    doc = tmp_path / "performance.md"
+    perf_table.main([str(out), "--out", str(doc)])
+    table = doc.read_text()
+    assert "| t5_1_1_tiny | float32 | 2 | 16/8 |" in table
+    assert f"| {peer['ratio_tokens_per_s']} |" in table

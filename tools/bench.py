@@ -12,7 +12,9 @@ imports TensorFlow).
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import sys
 import time
 
 import jax
@@ -44,6 +46,12 @@ def parse_mesh(spec: str) -> dict[str, int]:
     return out
 
 
+def mesh_devices(spec: str):
+    """All devices when a degree is -1, else the first product-of-degrees devices."""
+    degrees = list(parse_mesh(spec).values())
+    return None if -1 in degrees else jax.devices()[:int(np.prod(degrees))]
+
+
 def synthetic_batch(batch: int, inputs: int, targets: int, vocab: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     tgt = rng.integers(2, vocab, (batch, targets)).astype(np.int32)
@@ -56,7 +64,8 @@ def synthetic_batch(batch: int, inputs: int, targets: int, vocab: int, seed: int
 def bench(args, preset_name: str) -> dict:
     cfg = preset(preset_name, dtype=args.dtype, remat_policy=args.remat,
                  attention_impl=args.attention, dropout_rate=0.0)
-    mesh = partitioning.make_mesh(partitioning.MeshConfig(ici=parse_mesh(args.mesh)))
+    mesh = partitioning.make_mesh(partitioning.MeshConfig(ici=parse_mesh(args.mesh)),
+                                  devices=mesh_devices(args.mesh))
     train = TrainConfig(batch_size=args.batch, microbatches=args.microbatches, rules=args.rules,
                         optimizer=OptimizerConfig(name=args.optimizer), deterministic=True,
                         max_replicated_fraction=1.0)
@@ -84,7 +93,7 @@ def bench(args, preset_name: str) -> dict:
     stats = getattr(mesh.devices.flat[0], "memory_stats", lambda: None)()
     if stats:
         mem = stats.get("peak_bytes_in_use")
-    return {"model": preset_name, "dtype": args.dtype, "batch": args.batch,
+    return {"impl": "t5pod", "model": preset_name, "dtype": args.dtype, "batch": args.batch,
             "inputs": args.inputs, "targets": args.targets,
             "mesh": partitioning.mesh_shape(mesh),
             "rules": args.rules, "remat": args.remat, "attention": args.attention,
@@ -96,7 +105,9 @@ def bench(args, preset_name: str) -> dict:
             "compile_s": round(compile_s, 2), "peak_bytes_in_use": mem,
             "xla_temp_bytes": getattr(memory, "temp_size_in_bytes", None),
             "xla_argument_bytes": getattr(memory, "argument_size_in_bytes", None),
-            "final_loss": float(metrics["loss"]), "jax": jax.__version__}
+            "final_loss": float(metrics["loss"]), "jax": jax.__version__,
+            "date": datetime.date.today().isoformat(),
+            "command": "python -m tools.bench " + " ".join(sys.argv[1:])}
 
 
 def bench_data(args) -> dict:
@@ -122,6 +133,23 @@ def bench_data(args) -> dict:
             "batches_per_s": round(args.steps / seconds, 2)}
 
 
+def versus_hf(args, preset_name: str, ours: dict) -> dict:
+    """The HF peer on the same shapes and device, with the tokens/s ratio (ours / peer)."""
+    from tools import hf_peer
+
+    why = hf_peer.available()
+    if why:
+        print(why, file=sys.stderr)
+        return {"impl": "hf", "model": preset_name, "skipped": why}
+    cfg = preset(preset_name)
+    batch = synthetic_batch(args.batch, args.inputs, args.targets, cfg.vocab_size)
+    peer = hf_peer.bench_hf(cfg, batch, args.dtype, args.steps, args.warmup, args.hf_compile)
+    return {**peer, "model": preset_name, "dtype": args.dtype, "batch": args.batch,
+            "inputs": args.inputs, "targets": args.targets,
+            "ratio_tokens_per_s": round(ours["tokens_per_s"] / peer["tokens_per_s"], 3),
+            "date": ours["date"], "command": ours["command"]}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", action="append", help="model preset (repeatable)")
@@ -138,18 +166,28 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--data", help="time this task's input pipeline instead of the model")
+    p.add_argument("--vs", choices=["hf"], help="also time HF transformers on the same shapes")
+    p.add_argument("--hf_compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="torch.compile the HF peer (default on)")
     p.add_argument("--out", help="also append the JSON lines to this file")
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
         p.error(f"--steps={args.steps} must be >= 1 and --warmup={args.warmup} >= 0")
-    rows = ([lambda: bench_data(args)] if args.data else
-            [lambda n=n: bench(args, n) for n in args.preset or ["t5_1_1_tiny"]])
-    for row in rows:
-        line = json.dumps(row())
+    def emit(row):
+        line = json.dumps(row)
         print(line, flush=True)
         if args.out:
             with open(args.out, "a") as f:
                 f.write(line + "\n")
+
+    if args.data:
+        emit(bench_data(args))
+        return
+    for name in args.preset or ["t5_1_1_tiny"]:
+        ours = bench(args, name)
+        emit(ours)
+        if args.vs == "hf":
+            emit(versus_hf(args, name, ours))
 
 
 if __name__ == "__main__":
