@@ -32,11 +32,14 @@ def enc():
 
 def full_recompute_greedy(model, enc, steps):
     """Argmax decoding that re-runs the whole decoder every step (no cache)."""
+    mdef, params = split_params(model)
+    forward = jax.jit(lambda p, e, d: mdef.bind(p)(e, d))
     out = np.zeros((enc.shape[0], steps), np.int32)
     done = np.zeros(enc.shape[0], bool)
     for i in range(steps):
-        dec = np.concatenate([np.zeros((enc.shape[0], 1), np.int32), out[:, :i]], axis=1)
-        token = np.asarray(jnp.argmax(model(enc, dec)[:, i], -1))
+        # decoder inputs padded to full length: causal masking makes the tail irrelevant
+        dec = np.concatenate([np.zeros((enc.shape[0], 1), np.int32), out[:, :-1]], axis=1)
+        token = np.asarray(jnp.argmax(forward(params, enc, dec)[:, i], -1))
         token = np.where(done, 0, token)
         out[:, i] = token
         done |= token == 1

@@ -40,12 +40,13 @@ def test_xla_attention_kernel_equals_einsum():
 
 def test_dropout_is_seeded_and_off_when_deterministic():
     model = EncoderDecoder(CFG.replace(dropout_rate=0.3), rngs=nnx.Rngs(0))
+    mdef, params = split_params(model)
     enc, dec, _ = padded_batch(64, 2, 10, 8)
+    train = jax.jit(lambda p, k: mdef.bind(p)(enc, dec, deterministic=False, dropout_rng=k))
     key = jax.random.key(1)
-    a = model(enc, dec, deterministic=False, dropout_rng=key)
-    b = model(enc, dec, deterministic=False, dropout_rng=key)
-    c = model(enc, dec, deterministic=False, dropout_rng=jax.random.key(2))
-    d = model(enc, dec)
+    a, b = train(params, key), train(params, key)
+    c = train(params, jax.random.key(2))
+    d = jax.jit(lambda p: mdef.bind(p)(enc, dec))(params)
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c) and not np.allclose(a, d)
     with pytest.raises(ValueError, match="needs a dropout_rng"):
