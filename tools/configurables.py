@@ -42,12 +42,6 @@ for _cls in (TrainConfig, OptimizerConfig, ScheduleConfig, LossConfig, LossScale
     gin.external_configurable(_cls, module="training")
 
 
-def feed_config():
-    from tasks.feeding import FeedConfig
-
-    return FeedConfig
-
-
 @dataclasses.dataclass(frozen=True)
 class TrainRun:
     model: ModelConfig

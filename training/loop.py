@@ -15,7 +15,6 @@ import time
 from typing import Callable, Iterable
 
 import jax
-import numpy as np
 
 from training.checkpoints import Checkpointer, abstract_with_shardings
 from training.metrics_writer import MetricsWriter
@@ -143,7 +142,3 @@ def _progress(enabled: bool | None, start: int, total: int):
 
     return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
 
-
-def params_checksum(params) -> float:
-    """A cheap fingerprint of params for logs and tests."""
-    return float(sum(np.sum(np.abs(np.asarray(x, np.float64))) for x in jax.tree.leaves(params)))

@@ -10,7 +10,6 @@ import dataclasses
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -187,7 +186,3 @@ class _Both:
         for m in reversed(self.managers):
             m.__exit__(*exc)
         return False
-
-
-def cast_params(params, dtype=jnp.float32):
-    return jax.tree.map(lambda p: p.astype(dtype), params)
