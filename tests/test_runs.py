@@ -8,6 +8,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from tests.train_helpers import copy_batch, make_trainer
 from training.checkpoints import Checkpointer, abstract_with_shardings
@@ -140,3 +141,32 @@ def test_model_dir_of_another_model_is_refused_untouched(tmp_path):
     assert {k: v for k, v in after.items() if "checkpoints" in k or k.isdigit()} == {
         k: v for k, v in before.items() if "checkpoints" in k or k.isdigit()}
     assert Checkpointer(str(tmp_path / "checkpoints")).all_steps() == [2, 4]
+
+
+def test_full_disk_fails_early_and_keeps_checkpoints(tmp_path):
+    from tools import train as train_tool
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        model_dir = disk / "run"
+        flags = [f"--model_dir={model_dir}", *SMALL, "--gin.CHECKPOINT_EVERY=2", "--no-progress"]
+        train_tool.main(flags + ["--gin.TRAIN_STEPS=4"])
+        before = sorted(os.listdir(model_dir / "checkpoints"))
+        with open(disk / "filler", "wb") as f:  # fill the disk to the last byte
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+            except OSError:
+                pass
+        with pytest.raises(OSError, match="No space left on device"):
+            train_tool.main(flags + ["--gin.TRAIN_STEPS=8"])
+        assert sorted(os.listdir(model_dir / "checkpoints")) == before
+        restored = Checkpointer(str(model_dir / "checkpoints"), async_save=False)
+        assert restored.latest_step() == 4
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
