@@ -104,7 +104,7 @@ def test_tiny_ut_learns_to_copy():
     assert float(metrics["loss"]) < 0.5, float(metrics["loss"])
 
 
-@pytest.mark.parametrize("cfg", [UT, ACT], ids=["ut", "act"])
+@pytest.mark.parametrize("cfg", [ACT], ids=["act"])  # ACT runs the plain recurrence too
 def test_same_loss_on_meshes_1_and_2x4(cfg):
     losses = []
     for ici, rules in (({"data": 1}, "data_parallel"), ({"data": 2, "tensor": 4}, "tensor")):
