@@ -17,7 +17,9 @@ def test_core_packages_import_without_tensorflow():
     code = BLOCK_TF + """
 import model_zoo, model_zoo.hf, model_zoo.losses, model_zoo.functional
 import partitioning
-import training
+import training, training.loop, training.checkpoints, training.partitioned
+import model_zoo.decoding, model_zoo.universal
+import tools.bench
 assert 'tensorflow' not in sys.modules and 'seqio' not in sys.modules
 print('ok')
 """
