@@ -131,13 +131,16 @@ class HostFeed:
         """JSON-serialisable position, saved with checkpoints."""
         return {"position": self.position, "mixture_or_task_name":
                 self.config.mixture_or_task_name, "seed": self.config.seed,
-                "process_count": self.process_count}
+                "batch_size": self.config.batch_size, "process_count": self.process_count}
 
     @classmethod
     def restore(cls, config: FeedConfig, state: dict, **kwargs) -> "HostFeed":
-        if state.get("mixture_or_task_name") != config.mixture_or_task_name:
-            raise ValueError(f"input state is for {state.get('mixture_or_task_name')!r}, not "
-                             f"{config.mixture_or_task_name!r}")
+        for key in ("mixture_or_task_name", "seed", "batch_size"):
+            if key in state and state[key] != getattr(config, key):
+                raise ValueError(
+                    f"the saved input position was for {key}={state[key]!r}, but this run has "
+                    f"{key}={getattr(config, key)!r}: resuming would not replay the same "
+                    "examples. Restore the original value or start a new model_dir.")
         return cls(config, position=state["position"], **kwargs)
 
 

@@ -195,3 +195,10 @@ def test_prefetch_global_makes_sharded_global_arrays():
         assert isinstance(batch["encoder_input_tokens"], jax.Array)
         assert batch["encoder_input_tokens"].sharding == sharding
         assert batch["encoder_input_tokens"].shape == (8, 64)
+
+
+def test_restoring_a_position_under_another_batch_size_is_refused():
+    state = HostFeed(FeedConfig("demo_span_corruption", LENGTHS, 4), 0, 1).state()
+    with pytest.raises(ValueError, match="batch_size=4, but this run has batch_size=8"):
+        HostFeed.restore(FeedConfig("demo_span_corruption", LENGTHS, 8), state,
+                         process_index=0, process_count=1)
