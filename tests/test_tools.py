@@ -75,3 +75,14 @@ def test_restore_from_a_non_model_dir_is_refused(tmp_path):
     mesh = partitioning.make_mesh(partitioning.MeshConfig(ici={"data": 8}))
     with pytest.raises(FileNotFoundError, match="not a t5pod model_dir"):
         restore.load(str(tmp_path), mesh)
+
+
+def test_initial_checkpoint_of_another_model_is_refused(hf_dir, tmp_path):
+    from model_zoo import preset
+
+    trainer = make_trainer({"data": 2})
+    other = preset("t5_1_1_tiny")
+    with pytest.raises(ValueError, match="holds a different model than this run.*d_model"):
+        train_tool.load_initial_params(str(hf_dir), trainer.model_def,
+                                       trainer.state_shardings.params,
+                                       train_tool.identity_of(other))

@@ -28,7 +28,10 @@ def identity_of(model_cfg) -> dict:
     keep = ("vocab_size", "d_model", "d_ff", "num_heads", "d_kv", "num_encoder_layers",
             "num_decoder_layers", "feed_forward_proj", "relative_attention_num_buckets",
             "tie_word_embeddings")
-    return {k: getattr(model_cfg, k) for k in keep}
+    out = {k: getattr(model_cfg, k) for k in keep}
+    u = model_cfg.universal
+    out["universal"] = None if u is None else {"act": u.act}  # ACT adds halting params
+    return out
 
 
 def check_model_dir(model_dir: str) -> None:
@@ -57,8 +60,11 @@ def padded(batches, batch_size: int):
         yield batch
 
 
-def load_initial_params(path: str, model_def, shardings):
-    """Params from an HF T5 directory or a t5pod checkpoint directory (fresh optimizer)."""
+def load_initial_params(path: str, model_def, shardings, identity: dict | None = None):
+    """Params from an HF T5 directory or a t5pod checkpoint directory (fresh optimizer).
+
+    `identity` (see identity_of) must match the checkpoint's model, else a clear error.
+    """
     from model_zoo import hf
     from training.checkpoints import Checkpointer
 
@@ -67,11 +73,17 @@ def load_initial_params(path: str, model_def, shardings):
     if os.path.isfile(os.path.join(path, "config.json")):
         from model_zoo.functional import split_params
 
+        if identity is not None:
+            theirs = identity_of(hf.read_config(path))
+            diff = {k: (theirs[k], identity[k]) for k in identity if theirs.get(k) != identity[k]}
+            if diff:
+                raise ValueError(f"INITIAL_CHECKPOINT_PATH={path} holds a different model than "
+                                 f"this run (field: (checkpoint, run) = {diff})")
         _, params = split_params(hf.load(path))
         return jax.device_put(params, shardings)
     ckpt_dir = path if os.path.basename(path.rstrip("/")) == "checkpoints" or not os.path.isdir(
         os.path.join(path, "checkpoints")) else os.path.join(path, "checkpoints")
-    ckpt = Checkpointer(ckpt_dir, async_save=False)
+    ckpt = Checkpointer(ckpt_dir, async_save=False, identity=identity)
     if ckpt.latest_step() is None:
         raise FileNotFoundError(f"INITIAL_CHECKPOINT_PATH={path} is neither an HF directory "
                                 "(config.json) nor a t5pod model_dir with complete checkpoints")
@@ -141,7 +153,7 @@ def main(argv=None) -> dict:
     initial = None
     if run.initial_checkpoint_path:
         initial = load_initial_params(run.initial_checkpoint_path, trainer.model_def,
-                                      trainer.state_shardings.params)
+                                      trainer.state_shardings.params, identity_of(run.model))
     from tools.restore import write_model_json
     from training.checkpoints import Checkpointer
 

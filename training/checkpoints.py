@@ -54,12 +54,11 @@ class Checkpointer:
             return
         with open(path) as f:
             stored = json.load(f)
-        if stored != self.identity:
-            diff = {k: (stored.get(k), self.identity.get(k))
-                    for k in set(stored) | set(self.identity)
-                    if stored.get(k) != self.identity.get(k)}
+        diff = {k: (stored.get(k), self.identity.get(k)) for k in set(stored) | set(self.identity)
+                if stored.get(k) != self.identity.get(k)}  # a key one side lacks reads as None
+        if diff:
             raise ValueError(f"{self.directory} holds checkpoints of a different model "
-                             f"(field: (stored, requested) = {diff}); use another model_dir. "
+                             f"(field: (stored, requested) = {diff}); use another directory. "
                              "Nothing was overwritten.")
 
     def save(self, step: int, state: TrainState, input_state: dict | None = None,
