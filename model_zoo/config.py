@@ -21,7 +21,7 @@ class UniversalConfig:
     """Universal Transformer recurrence (Dehghani et al. 2019) over a shared block.
 
     The encoder's (decoder's) `num_*_layers` layers form ONE shared block applied `steps`
-    times, with a learned timestep embedding added before every step. With `act`, each
+    times, with a sinusoidal timestep signal added before every step. With `act`, each
     token halts once its cumulative halting probability passes `act_threshold` (Graves
     2016), `steps` being the maximum; `ponder_tau` weighs the ponder cost in the loss.
     """

@@ -73,8 +73,11 @@ class Decoder(nnx.Module):
         bias = self.relative_position_bias(positions, positions)
         mask = masks.decoder_mask(tokens.shape[1], segment_ids)
         x = dropout(x, self.dropout_rate, fold(rng, 0), deterministic)
+        # real positions: a segment (packed) or the start id and non-padding tokens
+        valid = (segment_ids > 0 if segment_ids is not None
+                 else (tokens > 0) | (jnp.arange(tokens.shape[1]) == 0)[None, :])
         x, aux = self.layers.forward(x, bias, mask, encoded, cross_mask, rng=fold(rng, 1),
-                                     deterministic=deterministic)
+                                     deterministic=deterministic, weights=valid)
         x = self.final_norm(x)
         return dropout(x, self.dropout_rate, fold(rng, 2), deterministic), aux
 

@@ -33,15 +33,16 @@ def _degrees(name: str, given: dict[str, int]) -> dict[str, int]:
 
 
 def _fill(name: str, degrees: dict[str, int], total: int) -> dict[str, int]:
+    unit = "devices" if name == "ici" else "slices/hosts"
     known = math.prod(d for d in degrees.values() if d != -1)
     if -1 in degrees.values():
         if total % known:
             raise ValueError(f"MeshConfig.{name}={degrees}: fixed degrees multiply to {known}, "
-                             f"which does not divide the {total} devices available")
+                             f"which does not divide the {total} {unit} available")
         return {a: (total // known if d == -1 else d) for a, d in degrees.items()}
     if known != total:
         raise ValueError(f"MeshConfig.{name}={degrees} multiplies to {known} but there are "
-                         f"{total} devices; make the degrees multiply to {total} or use -1")
+                         f"{total} {unit}; make the degrees multiply to {total} or use -1")
     return degrees
 
 

@@ -131,17 +131,22 @@ class HostFeed:
         """JSON-serialisable position, saved with checkpoints."""
         return {"position": self.position, "mixture_or_task_name":
                 self.config.mixture_or_task_name, "seed": self.config.seed,
-                "batch_size": self.config.batch_size, "process_count": self.process_count}
+                "batch_size": self.config.batch_size, "process_count": self.process_count,
+                "task_feature_lengths": dict(self.config.task_feature_lengths),
+                "pack": self.config.pack, "split": self.config.split}
 
     @classmethod
     def restore(cls, config: FeedConfig, state: dict, **kwargs) -> "HostFeed":
-        for key in ("mixture_or_task_name", "seed", "batch_size"):
-            if key in state and state[key] != getattr(config, key):
+        feed = cls(config, position=state["position"], **kwargs)
+        now = {**dataclasses.asdict(config), "process_count": feed.process_count}
+        for key in ("mixture_or_task_name", "seed", "batch_size", "process_count",
+                    "task_feature_lengths", "pack", "split"):
+            if key in state and state[key] != now[key]:
                 raise ValueError(
                     f"the saved input position was for {key}={state[key]!r}, but this run has "
-                    f"{key}={getattr(config, key)!r}: resuming would not replay the same "
-                    "examples. Restore the original value or start a new model_dir.")
-        return cls(config, position=state["position"], **kwargs)
+                    f"{key}={now[key]!r}: resuming would not replay the same examples. "
+                    "Restore the original value or start a new model_dir.")
+        return feed
 
 
 def prefetch_global(batches: Iterator[dict], sharding, size: int = 2) -> Iterator[dict]:

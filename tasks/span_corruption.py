@@ -50,11 +50,12 @@ def _segment_lengths(num_items, num_segments, seed):
 def random_spans_noise_mask(length, noise_density: float, mean_noise_span_length: float,
                             seeds) -> tf.Tensor:
     """Boolean [length]: True on noise. Starts with non-noise; exact counts of noise_counts."""
+    # float64, like the Python counts that size the chunks (float32 rounds differently)
     length = tf.cast(length, tf.int32)
-    num_noise = tf.cast(tf.round(tf.cast(length, tf.float32) * noise_density), tf.int32)
+    num_noise = tf.cast(tf.round(tf.cast(length, tf.float64) * noise_density), tf.int32)
     num_noise = tf.clip_by_value(num_noise, 1, length - 1)
     num_spans = tf.maximum(
-        tf.cast(tf.round(tf.cast(num_noise, tf.float32) / mean_noise_span_length), tf.int32), 1)
+        tf.cast(tf.round(tf.cast(num_noise, tf.float64) / mean_noise_span_length), tf.int32), 1)
     noise = _segment_lengths(num_noise, num_spans, seeds[0])
     nonnoise = _segment_lengths(length - num_noise, num_spans, seeds[1])
     interleaved = tf.reshape(tf.stack([nonnoise, noise], axis=1), [-1])

@@ -171,3 +171,28 @@ def test_full_disk_fails_early_and_keeps_checkpoints(tmp_path):
         assert restored.latest_step() == 4
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_sigterm_during_a_checkpoint_step_exits_cleanly(tmp_path):
+    from training.loop import LoopConfig
+    from training.loop import run as run_loop
+
+    trainer = make_trainer({"data": 2})
+
+    class Feed:  # sends SIGTERM to this process while step 4 (a checkpoint step) runs
+        def __init__(self):
+            self.position = 0
+
+        def __next__(self):
+            self.position += 1
+            if self.position == 4:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return copy_batch(8)
+
+        def state(self):
+            return {"position": self.position}
+
+    result = run_loop(trainer, LoopConfig(train_steps=10, checkpoint_every=2, log_every=1),
+                      str(tmp_path), lambda _: Feed(), progress=False)
+    assert result["preempted"] and result["step"] == 4
+    assert Checkpointer(str(tmp_path / "checkpoints")).all_steps() == [2, 4]

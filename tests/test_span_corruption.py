@@ -82,3 +82,13 @@ def test_lengths_too_short_are_refused():
 
 def test_chunk_length_matches_t5():
     assert chunk_length_for(512, 0.15, 3.0) == (568, 114)
+
+
+@pytest.mark.parametrize("inputs_length", [172, 316, 352, 604, 640, 512, 114])
+def test_planned_lengths_equal_the_real_ones(inputs_length):
+    """The chunk size planned in Python gives exactly the targets length TF produces."""
+    chunk, targets = chunk_length_for(inputs_length, 0.15, 3.0)
+    mask = np.asarray(random_spans_noise_mask(chunk, 0.15, 3.0, tf.constant([[1, 2], [3, 4]])))
+    spans = int(np.sum(mask[1:] & ~mask[:-1]))
+    assert int(mask.sum()) + spans + 1 == targets
+    assert chunk - int(mask.sum()) + spans + 1 <= inputs_length

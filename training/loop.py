@@ -15,6 +15,7 @@ import time
 from typing import Callable, Iterable
 
 import jax
+import numpy as np
 
 from training.checkpoints import Checkpointer, abstract_with_shardings
 from training.metrics_writer import MetricsWriter
@@ -52,6 +53,16 @@ class _Preemption:
 
     def _handle(self, signum, frame):
         self.requested = True
+
+    def agreed(self) -> bool:
+        """True on every host once any host got SIGTERM (all hosts must save together)."""
+        if jax.process_count() == 1:
+            return self.requested
+        from jax.experimental import multihost_utils
+
+        flags = multihost_utils.process_allgather(np.array(self.requested))
+        self.requested = bool(np.any(flags))
+        return self.requested
 
     def __exit__(self, *exc):
         if self._previous is not None:
@@ -97,7 +108,8 @@ def run(trainer: Trainer, config: LoopConfig, model_dir: str,
     writer = MetricsWriter(model_dir)
     bar = _progress(progress, step, config.train_steps)
     last = {}
-    t0, tokens = time.perf_counter(), 0.0
+    t0, logged_at = time.perf_counter(), step
+    saved = set(ckpt.all_steps())
     with _Preemption() as preemption:
         try:
             while step < config.train_steps:
@@ -105,9 +117,8 @@ def run(trainer: Trainer, config: LoopConfig, model_dir: str,
                 step += 1
                 if step % config.log_every == 0 or step == config.train_steps:
                     last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                    tokens += last["tokens"]
-                    last["seconds_per_step"] = (time.perf_counter() - t0) / config.log_every
-                    t0 = time.perf_counter()
+                    last["seconds_per_step"] = (time.perf_counter() - t0) / (step - logged_at)
+                    t0, logged_at = time.perf_counter(), step
                     writer.write(step, last)
                     if bar is not None:
                         bar.set_postfix(loss=f"{last['loss']:.3f}")
@@ -115,13 +126,15 @@ def run(trainer: Trainer, config: LoopConfig, model_dir: str,
                     bar.update(1)
                 if step % config.checkpoint_every == 0 or step == config.train_steps:
                     ckpt.save(step, state, feed.state())
+                    saved.add(step)
                 if make_eval_feed is not None and (
                         (config.eval_every and step % config.eval_every == 0)
                         or step == config.train_steps):
                     writer.write(step, evaluate(trainer, state.params, make_eval_feed()),
                                  prefix="eval/")
-                if preemption.requested:
-                    ckpt.save(step, state, feed.state(), force=True)
+                if preemption.agreed():
+                    if step not in saved:
+                        ckpt.save(step, state, feed.state(), force=True)
                     print(f"SIGTERM: saved step {step} to {ckpt.directory}", file=sys.stderr)
                     break
         finally:

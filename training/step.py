@@ -116,7 +116,9 @@ def make_train_step(mdef: ModelDef, optimizer: optax.GradientTransformation,
             "accuracy": sums.correct / total_weight, "tokens": sums.weight,
             "grad_norm": jnp.where(finite, _global_norm(grads), jnp.inf),
             "loss_scale": scale, "skipped": new_state.loss_scale.skipped,
-            "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),
+            # the optimizer counts applied steps only (skipped ones are not)
+            "learning_rate": jnp.asarray(schedule(state.step - state.loss_scale.skipped),
+                                         jnp.float32),
             **{("aux_loss" if k == "loss" else k): v for k, v in aux.items()},
         }
         return new_state, metrics
