@@ -148,6 +148,10 @@ def decode(model, encoder_input_tokens: jax.Array, cfg: DecodeConfig, rng=None):
     if encoder_input_tokens.ndim != 2:
         raise ValueError(f"encoder_input_tokens must be [batch, length], got shape "
                          f"{encoder_input_tokens.shape}")
+    vocab = model.config.vocab_size
+    if cfg.top_k > vocab or (cfg.method == "beam" and cfg.num_beams > vocab):
+        raise ValueError(f"DecodeConfig top_k={cfg.top_k} / num_beams={cfg.num_beams} exceed "
+                         f"the model's vocab_size={vocab}")
     if cfg.method == "beam":
         return _beam_search(model, encoder_input_tokens, cfg)
     if cfg.method == "sample" and rng is None:

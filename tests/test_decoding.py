@@ -125,6 +125,11 @@ def test_decoding_on_a_sharded_mesh(model, enc):
                                                                      DecodeConfig(T))))
 
 
+def test_top_k_beyond_the_vocabulary_is_refused(model, enc):
+    with pytest.raises(ValueError, match="top_k=65.*vocab_size=64"):
+        decode(model, enc, DecodeConfig(T, method="sample", top_k=65), jax.random.key(0))
+
+
 def test_bad_decode_config():
     with pytest.raises(ValueError, match="method='topk'"):
         DecodeConfig(method="topk")
