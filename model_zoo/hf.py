@@ -19,6 +19,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from model_zoo.config import ModelConfig
+from model_zoo.functional import model_def
 from model_zoo.t5 import EncoderDecoder
 
 ARCHITECTURES = ("T5ForConditionalGeneration",)
@@ -217,15 +218,10 @@ def params_to_hf(pure: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:
 
 # Models -------------------------------------------------------------------------------
 
-def abstract_model(cfg: ModelConfig) -> EncoderDecoder:
-    """The model with ShapeDtypeStruct params: its structure, no memory."""
-    return nnx.eval_shape(lambda: EncoderDecoder(cfg, rngs=nnx.Rngs(0)))
-
-
 def model_from_params(cfg: ModelConfig, pure: dict) -> EncoderDecoder:
     """Fill an abstract model with `pure` params, checking every shape first."""
-    graphdef, state = nnx.split(abstract_model(cfg))
-    expected = nnx.to_pure_dict(state)
+    mdef = model_def(lambda r: EncoderDecoder(cfg, rngs=r))
+    expected = mdef.abstract_params()
     flat_expected = dict(jax.tree_util.tree_flatten_with_path(expected)[0])
     flat_given = dict(jax.tree_util.tree_flatten_with_path(pure)[0])
     missing = set(flat_expected) - set(flat_given)
@@ -241,8 +237,7 @@ def model_from_params(cfg: ModelConfig, pure: dict) -> EncoderDecoder:
                              f"{spec.shape} for config (vocab_size={cfg.vocab_size}, "
                              f"d_model={cfg.d_model}, d_ff={cfg.d_ff}, num_heads={cfg.num_heads},"
                              f" d_kv={cfg.d_kv})")
-    nnx.replace_by_pure_dict(state, jax.tree.map(lambda x: jax.numpy.asarray(x, np.float32), pure))
-    return nnx.merge(graphdef, state)
+    return mdef.bind(jax.tree.map(lambda x: jax.numpy.asarray(x, np.float32), pure))
 
 
 def read_config(path: str, **overrides) -> ModelConfig:

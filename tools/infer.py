@@ -21,7 +21,7 @@ import partitioning
 from model_zoo.axes import activation_rules
 from model_zoo.decoding import METHODS, DecodeConfig, decode
 from tools import restore
-from tools.bench import parse_mesh
+from tools.bench import mesh_devices, parse_mesh
 
 
 def vocabulary_for(task: str | None, vocab: str | None, byte: bool):
@@ -43,9 +43,8 @@ class Predictor:
     def __init__(self, model_dir: str, mesh_spec: str = "data=1", rules: str = "data_parallel",
                  decode_config: DecodeConfig | None = None, vocab=None, byte=False,
                  max_input_length: int = 512, seed: int = 0):
-        devices = int(np.prod([v for v in parse_mesh(mesh_spec).values() if v > 0]))
         self.mesh = partitioning.make_mesh(partitioning.MeshConfig(ici=parse_mesh(mesh_spec)),
-                                           devices=jax.devices()[:devices])
+                                           devices=mesh_devices(mesh_spec))
         self.rules = partitioning.rule_set(rules)
         self.mdef, self.params, self.config, task = restore.load(model_dir, self.mesh,
                                                                  self.rules)

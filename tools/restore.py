@@ -15,7 +15,7 @@ import jax
 import partitioning
 from model_zoo import EncoderDecoder, ModelConfig, hf
 from model_zoo.functional import model_def, split_params
-from training.checkpoints import Checkpointer
+from training.checkpoints import Checkpointer, abstract_with_shardings
 
 MODEL_JSON = "model.json"
 
@@ -50,8 +50,7 @@ def load(path: str, mesh, rules="data_parallel", step: int | None = None, **over
     mdef = model_def(lambda r: EncoderDecoder(cfg, rngs=r))
     abstract = mdef.abstract_params()
     shardings = partitioning.tree_shardings(mdef.logical_axes(), abstract, rules, mesh)
-    target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          abstract, shardings)
+    target = abstract_with_shardings(abstract, shardings)
     ckpt = Checkpointer(os.path.join(path, "checkpoints"), async_save=False)
     if ckpt.latest_step() is None:
         raise FileNotFoundError(f"{path}/checkpoints holds no complete checkpoint")

@@ -66,7 +66,7 @@ def load_initial_params(path: str, model_def, shardings, identity: dict | None =
     `identity` (see identity_of) must match the checkpoint's model, else a clear error.
     """
     from model_zoo import hf
-    from training.checkpoints import Checkpointer
+    from training.checkpoints import Checkpointer, abstract_with_shardings
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"INITIAL_CHECKPOINT_PATH={path} does not exist")
@@ -87,8 +87,7 @@ def load_initial_params(path: str, model_def, shardings, identity: dict | None =
     if ckpt.latest_step() is None:
         raise FileNotFoundError(f"INITIAL_CHECKPOINT_PATH={path} is neither an HF directory "
                                 "(config.json) nor a t5pod model_dir with complete checkpoints")
-    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                            model_def.abstract_params(), shardings)
+    abstract = abstract_with_shardings(model_def.abstract_params(), shardings)
     return ckpt.restore_params(abstract)
 
 
