@@ -43,6 +43,51 @@ class UniversalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ByteEncoderConfig:
+    """A character-aware encoder beside the token encoder (a hybrid model).
+
+    Its outputs (projected to the decoder's d_model when the widths differ) are
+    concatenated to the token encoder's along the sequence axis, masks likewise, and the
+    decoder cross-attends to both, as in the character-aware text-rendering work (Liu et
+    al. 2022: a T5 encoder next to a ByT5-small one). Defaults are ByT5-small's encoder.
+    `frozen` keeps its params (byte embedding included) fixed.
+    """
+
+    d_model: int = 1472
+    d_ff: int = 3584
+    num_heads: int = 6
+    d_kv: int = 64
+    num_layers: int = 12
+    vocab_size: int = 384
+    feed_forward_proj: str = "gated-gelu"
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    frozen: bool = False
+
+    def __post_init__(self):
+        for name in ("d_model", "d_ff", "num_heads", "d_kv", "num_layers", "vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"ByteEncoderConfig.{name}={value!r} is invalid: expected a "
+                                 "positive integer")
+        if not isinstance(self.frozen, bool):
+            raise ValueError(f"ByteEncoderConfig.frozen={self.frozen!r} is invalid: expected "
+                             "a bool")
+
+    def encoder_config(self, parent: "ModelConfig") -> "ModelConfig":
+        """The ModelConfig its Encoder is built from: these dimensions, the parent's numerics."""
+        return ModelConfig(
+            vocab_size=self.vocab_size, d_model=self.d_model, d_ff=self.d_ff,
+            num_heads=self.num_heads, d_kv=self.d_kv, num_encoder_layers=self.num_layers,
+            num_decoder_layers=1, feed_forward_proj=self.feed_forward_proj,
+            relative_attention_num_buckets=self.relative_attention_num_buckets,
+            relative_attention_max_distance=self.relative_attention_max_distance,
+            dropout_rate=parent.dropout_rate, layer_norm_epsilon=parent.layer_norm_epsilon,
+            dtype=parent.dtype, scan_layers=parent.scan_layers,
+            remat_policy=parent.remat_policy, attention_impl=parent.attention_impl)
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Dimensions and numerics of a T5 encoder-decoder (names as in the T5 paper/t5x).
 
@@ -69,6 +114,8 @@ class ModelConfig:
     remat_policy: str = "none"
     attention_impl: str = "einsum"
     universal: UniversalConfig | None = None
+    byte_encoder: ByteEncoderConfig | None = None   # set: a hybrid token+byte encoder
+    freeze_encoder: bool = False   # keep the (token) encoder's layers fixed
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "d_ff", "num_heads", "d_kv",
@@ -104,11 +151,25 @@ class ModelConfig:
             object.__setattr__(self, "universal", UniversalConfig(**self.universal))
         if self.universal is not None and not isinstance(self.universal, UniversalConfig):
             _fail("universal", self.universal, "None or a UniversalConfig")
+        if isinstance(self.byte_encoder, dict):
+            object.__setattr__(self, "byte_encoder", ByteEncoderConfig(**self.byte_encoder))
+        if self.byte_encoder is not None and not isinstance(self.byte_encoder, ByteEncoderConfig):
+            _fail("byte_encoder", self.byte_encoder, "None or a ByteEncoderConfig")
+        if not isinstance(self.freeze_encoder, bool):
+            _fail("freeze_encoder", self.freeze_encoder, "a bool")
 
     @property
     def recurrence(self) -> int:
         """How many times each layer stack is applied (1 for dense T5)."""
         return self.universal.steps if self.universal else 1
+
+    @property
+    def frozen_params(self) -> tuple[str, ...]:
+        """Top-level param names the optimizer must leave unchanged."""
+        frozen = ("encoder",) if self.freeze_encoder else ()
+        if self.byte_encoder is not None and self.byte_encoder.frozen:
+            frozen += ("byte_shared", "byte_encoder")
+        return frozen
 
     @property
     def compute_dtype(self):

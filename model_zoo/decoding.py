@@ -59,10 +59,10 @@ def filter_logits(logits: jax.Array, top_k: int, top_p: float) -> jax.Array:
     return logits
 
 
-def _sample_loop(model, encoder_input_tokens, cfg: DecodeConfig, rng):
+def _sample_loop(model, encoder_input_tokens, byte_tokens, cfg: DecodeConfig, rng):
     batch = encoder_input_tokens.shape[0]
-    encoded = model.encode(encoder_input_tokens)
-    cache = model.init_cache(encoded, encoder_input_tokens, cfg.max_decode_length)
+    encoded = model.encode(encoder_input_tokens, byte_encoder_input_tokens=byte_tokens)
+    cache = model.init_cache(encoded, encoder_input_tokens, cfg.max_decode_length, byte_tokens)
     out = jnp.zeros((batch, cfg.max_decode_length), jnp.int32)
 
     def cond(state):
@@ -91,11 +91,13 @@ def _length_penalty(length, alpha: float):
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def _beam_search(model, encoder_input_tokens, cfg: DecodeConfig):
+def _beam_search(model, encoder_input_tokens, byte_tokens, cfg: DecodeConfig):
     b, k, t = encoder_input_tokens.shape[0], cfg.num_beams, cfg.max_decode_length
     eos, alpha = cfg.eos_id, cfg.length_penalty
     enc = jnp.repeat(encoder_input_tokens, k, axis=0)
-    cache = model.init_cache(model.encode(enc), enc, t)
+    byte_enc = None if byte_tokens is None else jnp.repeat(byte_tokens, k, axis=0)
+    cache = model.init_cache(model.encode(enc, byte_encoder_input_tokens=byte_enc), enc, t,
+                             byte_enc)
     live_seqs = jnp.zeros((b, k, t), jnp.int32)
     live_lp = jnp.tile(jnp.array([0.0] + [NEG_INF] * (k - 1), jnp.float32), (b, 1))
     fin_seqs = jnp.zeros((b, k, t), jnp.int32)
@@ -143,8 +145,12 @@ def _beam_search(model, encoder_input_tokens, cfg: DecodeConfig):
     return best, score
 
 
-def decode(model, encoder_input_tokens: jax.Array, cfg: DecodeConfig, rng=None):
-    """Token ids [batch, max_decode_length] (and, for beam search, scores [batch])."""
+def decode(model, encoder_input_tokens: jax.Array, cfg: DecodeConfig, rng=None,
+           byte_encoder_input_tokens: jax.Array | None = None):
+    """Token ids [batch, max_decode_length] (and, for beam search, scores [batch]).
+
+    A hybrid model also takes the bytes of the same inputs, `byte_encoder_input_tokens`.
+    """
     if encoder_input_tokens.ndim != 2:
         raise ValueError(f"encoder_input_tokens must be [batch, length], got shape "
                          f"{encoder_input_tokens.shape}")
@@ -153,7 +159,7 @@ def decode(model, encoder_input_tokens: jax.Array, cfg: DecodeConfig, rng=None):
         raise ValueError(f"DecodeConfig top_k={cfg.top_k} / num_beams={cfg.num_beams} exceed "
                          f"the model's vocab_size={vocab}")
     if cfg.method == "beam":
-        return _beam_search(model, encoder_input_tokens, cfg)
+        return _beam_search(model, encoder_input_tokens, byte_encoder_input_tokens, cfg)
     if cfg.method == "sample" and rng is None:
         raise ValueError("DecodeConfig.method='sample' needs an rng")
-    return _sample_loop(model, encoder_input_tokens, cfg, rng)
+    return _sample_loop(model, encoder_input_tokens, byte_encoder_input_tokens, cfg, rng)

@@ -87,6 +87,10 @@ def config_from_hf(hf: dict, source: str = "config.json", **overrides) -> ModelC
 
 
 def config_to_hf(cfg: ModelConfig) -> dict:
+    if cfg.byte_encoder is not None:
+        raise ValueError("HF transformers has no T5 with a byte encoder beside the token one; "
+                         "keep this hybrid model as a t5pod checkpoint (its parts load from "
+                         "HF T5 and ByT5 directories)")
     return {
         "architectures": list(ARCHITECTURES), "model_type": "t5",
         "vocab_size": cfg.vocab_size, "d_model": cfg.d_model, "d_ff": cfg.d_ff,

@@ -1,12 +1,13 @@
-"""Published T5 dimensions (Raffel et al. 2020; T5 1.1 release notes).
+"""Published T5 dimensions (Raffel et al. 2020; T5 1.1 release notes; ByT5, Xue et al. 2022).
 
 T5 1.0: relu MLP, tied input/output embeddings, vocab 32128.
 T5 1.1: gated-GELU MLP, untied output layer, no dropout in pretraining.
+ByT5: T5 1.1 over UTF-8 bytes (vocab padded to 384), encoder 3x deeper than the decoder.
 """
 
 from __future__ import annotations
 
-from model_zoo.config import ModelConfig, UniversalConfig
+from model_zoo.config import ByteEncoderConfig, ModelConfig, UniversalConfig
 
 _V = 32128
 
@@ -22,6 +23,15 @@ def _t5_1_1(d_model, d_ff, num_heads, d_kv, layers):
                        num_encoder_layers=layers, num_decoder_layers=layers,
                        feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0)
 
+
+def _byt5(d_model, d_ff, num_heads, encoder_layers, decoder_layers):
+    return _t5_1_1(d_model, d_ff, num_heads, 64, encoder_layers).replace(
+        vocab_size=_BYTES, num_decoder_layers=decoder_layers)
+
+
+_BYTES = 384
+_TINY = dict(d_model=64, d_ff=128, num_heads=4, d_kv=16, feed_forward_proj="gated-gelu",
+             tie_word_embeddings=False, dropout_rate=0.0)
 
 PRESETS: dict[str, ModelConfig] = {
     "t5_1_0_small": _t5_1_0(512, 2048, 8, 64, 6),
@@ -45,11 +55,24 @@ PRESETS: dict[str, ModelConfig] = {
                                   num_encoder_layers=1, num_decoder_layers=1,
                                   feed_forward_proj="gated-gelu", tie_word_embeddings=False,
                                   dropout_rate=0.0, universal=UniversalConfig(steps=4)),
-    # Not published: a tiny config for tests and the CPU quickstart.
-    "t5_1_1_tiny": ModelConfig(vocab_size=_V, d_model=64, d_ff=128, num_heads=4, d_kv=16,
-                               num_encoder_layers=2, num_decoder_layers=2,
-                               feed_forward_proj="gated-gelu", tie_word_embeddings=False,
-                               dropout_rate=0.0),
+    "byt5_small": _byt5(1472, 3584, 6, 12, 4),
+    "byt5_base": _byt5(1536, 3968, 12, 18, 6),
+    "byt5_large": _byt5(1536, 3840, 16, 36, 12),
+    "byt5_xl": _byt5(2560, 6720, 32, 36, 12),
+    "byt5_xxl": _byt5(4672, 12352, 64, 36, 12),
+    # Hybrid character-aware encoder-decoder: T5 1.1-base with a ByT5-small encoder beside
+    # its token encoder (outputs concatenated for cross-attention).
+    "hybrid_t5_1_1_base_byt5_small": _t5_1_1(768, 2048, 12, 64, 12).replace(
+        byte_encoder=ByteEncoderConfig()),
+    # Not published: tiny configs for tests and the CPU quickstart.
+    "t5_1_1_tiny": ModelConfig(vocab_size=_V, num_encoder_layers=2, num_decoder_layers=2,
+                               **_TINY),
+    "byt5_tiny": ModelConfig(vocab_size=_BYTES, num_encoder_layers=3, num_decoder_layers=1,
+                             **_TINY),
+    "hybrid_tiny": ModelConfig(vocab_size=_V, num_encoder_layers=2, num_decoder_layers=2,
+                               byte_encoder=ByteEncoderConfig(
+                                   d_model=48, d_ff=96, num_heads=4, d_kv=12, num_layers=2),
+                               **_TINY),
 }
 
 

@@ -104,6 +104,14 @@ class EncoderDecoder(nnx.Module):
         if not config.tie_word_embeddings:
             self.lm_head = param(rngs, jax.nn.initializers.normal(d ** -0.5), (d, v),
                                  ("embed", "vocab"))
+        b = config.byte_encoder
+        if b is not None:  # hybrid: a byte encoder with its own embedding
+            self.byte_shared = param(rngs, jax.nn.initializers.normal(1.0),
+                                     (b.vocab_size, b.d_model), ("vocab", "embed"))
+            self.byte_encoder = Encoder(b.encoder_config(config), rngs)
+            if b.d_model != d:
+                self.byte_projection = param(rngs, jax.nn.initializers.normal(b.d_model ** -0.5),
+                                             (b.d_model, d), (None, "embed"))
 
     def embed(self, tokens: jax.Array) -> jax.Array:
         # Gather from a table whole along `embed` (FSDP all-gathers it, as for any weight).
@@ -112,46 +120,111 @@ class EncoderDecoder(nnx.Module):
         return constrain(x, ("batch", "length", "embed"))
 
     def encode(self, encoder_input_tokens, encoder_segment_ids=None, encoder_positions=None, *,
-               deterministic: bool = True, dropout_rng=None) -> jax.Array:
-        """Encoder outputs [batch, input_len, d_model] in the compute dtype."""
+               byte_encoder_input_tokens=None, byte_encoder_segment_ids=None,
+               byte_encoder_positions=None, deterministic: bool = True,
+               dropout_rng=None) -> jax.Array:
+        """Encoder outputs [batch, input_len (+ byte_len), d_model] in the compute dtype.
+
+        A hybrid model (config.byte_encoder) appends the byte encoder's outputs.
+        """
         return self._encode(encoder_input_tokens, encoder_segment_ids, encoder_positions,
-                            deterministic=deterministic, dropout_rng=dropout_rng)[0]
+                            byte_encoder_input_tokens, byte_encoder_segment_ids,
+                            byte_encoder_positions, deterministic=deterministic,
+                            dropout_rng=dropout_rng)[0]
 
     def _encode(self, encoder_input_tokens, encoder_segment_ids=None, encoder_positions=None,
-                *, deterministic: bool = True, dropout_rng=None):
+                byte_encoder_input_tokens=None, byte_encoder_segment_ids=None,
+                byte_encoder_positions=None, *, deterministic: bool = True, dropout_rng=None):
         _check_tokens("encoder_input_tokens", encoder_input_tokens)
         _check_same_shape("encoder_segment_ids", encoder_segment_ids,
                           "encoder_input_tokens", encoder_input_tokens)
         _check_same_shape("encoder_positions", encoder_positions,
                           "encoder_input_tokens", encoder_input_tokens)
-        return self.encoder(self.embed(encoder_input_tokens), encoder_input_tokens,
-                            encoder_segment_ids, encoder_positions, rng=fold(dropout_rng, 0),
-                            deterministic=deterministic)
+        x, aux = self.encoder(self.embed(encoder_input_tokens), encoder_input_tokens,
+                              encoder_segment_ids, encoder_positions, rng=fold(dropout_rng, 0),
+                              deterministic=deterministic)
+        if self.config.freeze_encoder:
+            x = jax.lax.stop_gradient(x)
+        self._check_byte_inputs(encoder_input_tokens, encoder_segment_ids,
+                                byte_encoder_input_tokens, byte_encoder_segment_ids,
+                                byte_encoder_positions)
+        if self.config.byte_encoder is None:
+            return x, aux
+        return jnp.concatenate([x, self._encode_bytes(
+            byte_encoder_input_tokens, byte_encoder_segment_ids, byte_encoder_positions,
+            fold(dropout_rng, 2), deterministic)], axis=1), aux
+
+    def _encode_bytes(self, tokens, segment_ids, positions, rng, deterministic):
+        table = constrain(self.byte_shared[...], ("vocab", None))
+        x = jnp.take(table, tokens, axis=0).astype(self.config.compute_dtype)
+        x, _ = self.byte_encoder(constrain(x, ("batch", "length", "embed")), tokens,
+                                 segment_ids, positions, rng=rng, deterministic=deterministic)
+        if hasattr(self, "byte_projection"):
+            x = jnp.einsum("bte,ed->btd", x,
+                           self.byte_projection[...].astype(self.config.compute_dtype))
+        if self.config.byte_encoder.frozen:
+            x = jax.lax.stop_gradient(x)
+        return x
+
+    def _check_byte_inputs(self, tokens, segment_ids, byte_tokens, byte_segment_ids,
+                           byte_positions) -> None:
+        if self.config.byte_encoder is None:
+            if byte_tokens is not None:
+                raise ValueError("byte_encoder_input_tokens given, but this model has no byte "
+                                 "encoder (ModelConfig.byte_encoder is None)")
+            return
+        if byte_tokens is None:
+            raise ValueError("this hybrid model (ModelConfig.byte_encoder set) needs "
+                             "byte_encoder_input_tokens: the bytes of the same inputs")
+        _check_tokens("byte_encoder_input_tokens", byte_tokens, tokens.shape[0])
+        _check_same_shape("byte_encoder_segment_ids", byte_segment_ids,
+                          "byte_encoder_input_tokens", byte_tokens)
+        _check_same_shape("byte_encoder_positions", byte_positions,
+                          "byte_encoder_input_tokens", byte_tokens)
+        if (segment_ids is None) != (byte_segment_ids is None):
+            raise ValueError("packed hybrid inputs need both encoder_segment_ids and "
+                             "byte_encoder_segment_ids (or neither)")
+
+    @staticmethod
+    def encoder_keys(encoder_input_tokens, encoder_segment_ids=None,
+                     byte_encoder_input_tokens=None, byte_encoder_segment_ids=None):
+        """(ids, segment ids) of every encoder output position, bytes after tokens: what the
+        decoder's cross-attention mask is built from."""
+        if byte_encoder_input_tokens is None:
+            return encoder_input_tokens, encoder_segment_ids
+        keys = jnp.concatenate([encoder_input_tokens, byte_encoder_input_tokens], axis=1)
+        if encoder_segment_ids is None:
+            return keys, None
+        return keys, jnp.concatenate([encoder_segment_ids, byte_encoder_segment_ids], axis=1)
 
     def decode(self, encoded, encoder_input_tokens, decoder_input_tokens,
                encoder_segment_ids=None, decoder_segment_ids=None, decoder_positions=None, *,
+               byte_encoder_input_tokens=None, byte_encoder_segment_ids=None,
                deterministic: bool = True, dropout_rng=None) -> jax.Array:
         """Float32 logits [batch, target_len, vocab] given the encoder outputs."""
-        return self._decode(encoded, encoder_input_tokens, decoder_input_tokens,
-                            encoder_segment_ids, decoder_segment_ids, decoder_positions,
+        keys, key_segments = self.encoder_keys(encoder_input_tokens, encoder_segment_ids,
+                                               byte_encoder_input_tokens,
+                                               byte_encoder_segment_ids)
+        return self._decode(encoded, keys, decoder_input_tokens, key_segments,
+                            decoder_segment_ids, decoder_positions,
                             deterministic=deterministic, dropout_rng=dropout_rng)[0]
 
-    def _decode(self, encoded, encoder_input_tokens, decoder_input_tokens,
-                encoder_segment_ids=None, decoder_segment_ids=None, decoder_positions=None, *,
+    def _decode(self, encoded, encoder_keys, decoder_input_tokens, encoder_key_segments=None,
+                decoder_segment_ids=None, decoder_positions=None, *,
                 deterministic: bool = True, dropout_rng=None):
         _check_tokens("decoder_input_tokens", decoder_input_tokens, encoded.shape[0])
         _check_same_shape("decoder_segment_ids", decoder_segment_ids,
                           "decoder_input_tokens", decoder_input_tokens)
         _check_same_shape("decoder_positions", decoder_positions,
                           "decoder_input_tokens", decoder_input_tokens)
-        cross = masks.cross_mask(encoder_input_tokens, decoder_segment_ids, encoder_segment_ids)
+        cross = masks.cross_mask(encoder_keys, decoder_segment_ids, encoder_key_segments)
         x, aux = self.decoder(self.embed(decoder_input_tokens), decoder_input_tokens, encoded,
                               cross, decoder_segment_ids, decoder_positions,
                               rng=fold(dropout_rng, 1), deterministic=deterministic)
         return self.logits(x), aux
 
     def init_cache(self, encoded: jax.Array, encoder_input_tokens: jax.Array,
-                   max_decode_length: int) -> dict:
+                   max_decode_length: int, byte_encoder_input_tokens=None) -> dict:
         """KV cache for decoding: empty self k/v per layer, cross k/v of `encoded`."""
         cfg = self.config
 
@@ -160,7 +233,8 @@ class EncoderDecoder(nnx.Module):
         depth, batch = cross_k.shape[0], encoded.shape[0]
         shape = (depth, batch, max_decode_length, cfg.num_heads, cfg.d_kv)
         zeros = jnp.zeros(shape, cfg.compute_dtype)
-        mask = masks.cross_mask(encoder_input_tokens, None, None)
+        keys, _ = self.encoder_keys(encoder_input_tokens, None, byte_encoder_input_tokens)
+        mask = masks.cross_mask(keys, None, None)
         return {"k": zeros, "v": zeros, "cross_k": cross_k, "cross_v": cross_v,
                 "cross_mask": jnp.broadcast_to(mask, (depth,) + mask.shape)}
 
@@ -181,18 +255,26 @@ class EncoderDecoder(nnx.Module):
 
     def __call__(self, encoder_input_tokens, decoder_input_tokens, encoder_segment_ids=None,
                  decoder_segment_ids=None, encoder_positions=None, decoder_positions=None, *,
-                 deterministic: bool = True, dropout_rng=None, return_aux: bool = False):
-        """Float32 logits; with `return_aux`, also {'loss': auxiliary loss to add, metrics...}."""
+                 byte_encoder_input_tokens=None, byte_encoder_segment_ids=None,
+                 byte_encoder_positions=None, deterministic: bool = True, dropout_rng=None,
+                 return_aux: bool = False):
+        """Float32 logits; with `return_aux`, also {'loss': auxiliary loss to add, metrics...}.
+
+        `byte_encoder_*`: the bytes of the same inputs, for a hybrid model only.
+        """
         if not deterministic and self.config.dropout_rate > 0 and dropout_rng is None:
             raise ValueError("deterministic=False with dropout_rate="
                              f"{self.config.dropout_rate} needs a dropout_rng")
         encoded, enc_aux = self._encode(encoder_input_tokens, encoder_segment_ids,
-                                        encoder_positions, deterministic=deterministic,
-                                        dropout_rng=dropout_rng)
-        logits, dec_aux = self._decode(encoded, encoder_input_tokens, decoder_input_tokens,
-                                       encoder_segment_ids, decoder_segment_ids,
-                                       decoder_positions, deterministic=deterministic,
-                                       dropout_rng=dropout_rng)
+                                        encoder_positions, byte_encoder_input_tokens,
+                                        byte_encoder_segment_ids, byte_encoder_positions,
+                                        deterministic=deterministic, dropout_rng=dropout_rng)
+        keys, key_segments = self.encoder_keys(encoder_input_tokens, encoder_segment_ids,
+                                               byte_encoder_input_tokens,
+                                               byte_encoder_segment_ids)
+        logits, dec_aux = self._decode(encoded, keys, decoder_input_tokens, key_segments,
+                                       decoder_segment_ids, decoder_positions,
+                                       deterministic=deterministic, dropout_rng=dropout_rng)
         if not return_aux:
             return logits
         return logits, self._aux(enc_aux, dec_aux)

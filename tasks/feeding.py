@@ -19,6 +19,7 @@ from typing import Iterator
 import numpy as np
 import seqio
 
+from tasks.hybrid_features import converter, is_hybrid
 from tasks.tf_setup import tf
 
 
@@ -39,9 +40,11 @@ class FeedConfig:
             raise ValueError(f"FeedConfig.batch_size={self.batch_size} must be >= 1")
         bad = {k: v for k, v in self.task_feature_lengths.items()
                if not isinstance(v, int) or v < 1}
-        if bad or set(self.task_feature_lengths) != {"inputs", "targets"}:
+        keys = set(self.task_feature_lengths)
+        if bad or keys not in ({"inputs", "targets"}, {"inputs", "byte_inputs", "targets"}):
             raise ValueError(f"FeedConfig.task_feature_lengths={self.task_feature_lengths} must "
-                             "give positive int lengths for exactly 'inputs' and 'targets'")
+                             "give positive int lengths for exactly 'inputs' and 'targets' "
+                             "(and 'byte_inputs' for a hybrid task)")
 
 
 def lookup(name: str):
@@ -83,9 +86,15 @@ def dataset(config: FeedConfig, process_index: int = 0, process_count: int = 1):
         seqio.set_tfds_data_dir_override(config.tfds_data_dir)
     if not _under_tfds_mock():
         check_tfds_prepared(provider, config.tfds_data_dir)
+    hybrid = is_hybrid(provider)
+    if hybrid != ("byte_inputs" in config.task_feature_lengths):
+        raise ValueError(f"task {config.mixture_or_task_name!r} "
+                         + ("provides byte_inputs: add a 'byte_inputs' length to "
+                            if hybrid else "has no byte_inputs: drop 'byte_inputs' from ")
+                         + f"task_feature_lengths={dict(config.task_feature_lengths)}")
     return seqio.get_dataset(
         provider, task_feature_lengths=dict(config.task_feature_lengths),
-        feature_converter=seqio.EncDecFeatureConverter(pack=config.pack),
+        feature_converter=converter(provider, config.pack),
         dataset_split=config.split, shuffle=config.shuffle, num_epochs=config.num_epochs,
         shard_info=(seqio.ShardInfo(process_index, process_count) if process_count > 1
                     else None), seed=config.seed,

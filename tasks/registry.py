@@ -7,12 +7,12 @@ import os
 
 import seqio
 
-from tasks import corpus, text_files
+from tasks import corpus, text_files, wikispell
 from tasks.metrics import accuracy
 from tasks.span_corruption import prefix_lm, span_corruption
 from tasks.text_to_text import format_fields, keep, label_to_text
 from tasks.tf_setup import tf
-from tasks.vocabularies import (DEMO_SPM, T5_EXTRA_IDS, byte_vocabulary,
+from tasks.vocabularies import (DEMO_SPM, T5_EXTRA_IDS, WIKISPELL_SPM, byte_vocabulary,
                                 sentencepiece_vocabulary)
 
 C4 = "c4/en:3.1.0"
@@ -59,6 +59,32 @@ def _pretraining(name: str, source, vocabulary, objective) -> None:
         output_features=features(vocabulary), metric_fns=[])
 
 
+def _wikispell_dataset(split: str, shuffle_files: bool = False, seed: int | None = None):
+    rows = wikispell.examples(split)
+    ds = tf.data.Dataset.from_tensor_slices({k: tf.constant([r[k] for r in rows])
+                                             for k in ("inputs", "targets", "bucket")})
+    return ds.shuffle(len(rows), seed=seed) if shuffle_files else ds
+
+
+@seqio.map_over_dataset
+def _copy_inputs_to_bytes(example):
+    return {**example, "byte_inputs": example["inputs"]}
+
+
+def _wikispell(name: str, inputs_vocab, targets_vocab, hybrid: bool = False) -> None:
+    """WikiSpell on `inputs_vocab` ids (and, for a hybrid model, the same word's bytes)."""
+    output_features = {"inputs": seqio.Feature(inputs_vocab, add_eos=True),
+                       "targets": seqio.Feature(targets_vocab, add_eos=True)}
+    if hybrid:
+        output_features["byte_inputs"] = seqio.Feature(byte_vocabulary(), add_eos=True)
+    seqio.TaskRegistry.add(
+        name, source=seqio.FunctionDataSource(_wikispell_dataset, splits=wikispell.SPLITS),
+        preprocessors=([_copy_inputs_to_bytes] if hybrid else []) + [
+            seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
+        output_features=output_features, postprocess_fn=wikispell.with_bucket,
+        metric_fns=[wikispell.exact_match_by_bucket])
+
+
 def _span(mean):
     return functools.partial(span_corruption, mean_noise_span_length=mean)
 
@@ -75,6 +101,12 @@ def register() -> None:
     _pretraining("demo_prefix_lm", DEMO_SOURCE, spm, prefix_lm)
     _pretraining("text_span_corruption", TEXT_SOURCE, spm, _span(3.0))
     _pretraining("text_span_corruption_byte", TEXT_SOURCE, byte, _span(BYT5_MEAN_SPAN))
+    # WikiSpell: char-blind (a SentencePiece model of frequency-weighted words), char-aware
+    # (bytes), and hybrid (SentencePiece ids + the same word's bytes).
+    wiki_spm = seqio.SentencePieceVocabulary(WIKISPELL_SPM, extra_ids=T5_EXTRA_IDS)
+    _wikispell("wikispell_spm", wiki_spm, wiki_spm)
+    _wikispell("wikispell_byte", byte, byte)
+    _wikispell("wikispell_hybrid", wiki_spm, wiki_spm, hybrid=True)
     seqio.MixtureRegistry.add("demo_span_corruption_and_prefix_lm",
                               ["demo_span_corruption", "demo_prefix_lm"], default_rate=1.0)
 

@@ -15,6 +15,10 @@ T5_EXTRA_IDS = 100
 DEMO_SPM = os.path.join(os.path.dirname(__file__), "data", "demo_spm.model")
 # Regenerate with: python -m tools.train_vocab --demo --out tasks/data/demo_spm
 DEMO_SPM_VOCAB_SIZE = 2000
+# Char-blind WikiSpell baseline; regenerate with:
+#   python -m tools.train_vocab --wikispell --out tasks/data/wikispell_spm
+WIKISPELL_SPM = os.path.join(os.path.dirname(__file__), "data", "wikispell_spm.model")
+WIKISPELL_SPM_VOCAB_SIZE = 4000
 
 
 def byte_vocabulary() -> seqio.ByteVocabulary:

@@ -47,7 +47,8 @@ def _hf_param_count(cfg: ModelConfig) -> int:
                if not n.endswith("embed_tokens.weight"))
 
 
-@pytest.mark.parametrize("name", sorted(n for n in PRESETS if n != "t5_1_1_tiny"))
+@pytest.mark.parametrize("name", sorted(n for n in PRESETS if not n.endswith("_tiny")
+                                         and PRESETS[n].byte_encoder is None))
 def test_presets_have_the_parameter_count_of_hf(name):
     cfg = PRESETS[name]
     abstract = model_def(lambda r: EncoderDecoder(cfg, rngs=r)).abstract_params()
@@ -59,6 +60,18 @@ def test_published_sizes():
     counts = {n: PRESETS[n] for n in ("t5_1_0_small", "t5_1_0_base", "t5_1_1_xxl")}
     assert counts["t5_1_0_small"].d_model == 512 and counts["t5_1_0_base"].num_heads == 12
     assert (counts["t5_1_1_xxl"].d_model, counts["t5_1_1_xxl"].d_ff) == (4096, 10240)
+
+
+@pytest.mark.parametrize("name,millions", [("byt5_small", 300), ("byt5_base", 582),
+                                           ("byt5_large", 1230), ("byt5_xl", 3740),
+                                           ("byt5_xxl", 12880)])
+def test_byt5_presets_have_the_published_sizes(name, millions):
+    """ByT5 (Xue et al. 2022, Table 1): vocab 384, encoder 3x the decoder's depth."""
+    cfg = PRESETS[name]
+    assert cfg.vocab_size == 384 and cfg.num_encoder_layers == 3 * cfg.num_decoder_layers
+    abstract = model_def(lambda r: EncoderDecoder(cfg, rngs=r)).abstract_params()
+    count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract))
+    assert abs(count / 1e6 - millions) / millions < 0.02, count
 
 
 def _write_hf_dir(path, **config):

@@ -10,7 +10,7 @@ import dataclasses
 
 import gin
 
-from model_zoo.config import ModelConfig, UniversalConfig
+from model_zoo.config import ByteEncoderConfig, ModelConfig, UniversalConfig
 from model_zoo.decoding import DecodeConfig
 from model_zoo.presets import preset
 from partitioning.mesh import MeshConfig
@@ -36,6 +36,7 @@ def mesh(ici: dict | None = None, dcn: dict | None = None) -> MeshConfig:
 # Called by tools.infer / tools.eval to build a DecodeConfig from gin bindings.
 decode_config = gin.external_configurable(DecodeConfig, module="model_zoo")
 gin.external_configurable(UniversalConfig, module="model_zoo")
+gin.external_configurable(ByteEncoderConfig, module="model_zoo")
 
 for _cls in (TrainConfig, OptimizerConfig, ScheduleConfig, LossConfig, LossScaleConfig,
              LoopConfig):
@@ -52,14 +53,19 @@ class TrainRun:
     eval_feed: object | None = None
     eval_batches: int = 8
     initial_checkpoint_path: str | None = None
+    byte_encoder_checkpoint_path: str | None = None   # hybrid: ByT5 dir for the byte encoder
 
 
 @gin.configurable(module="run")
 def train(model=gin.REQUIRED, mesh=gin.REQUIRED, train=gin.REQUIRED, loop=gin.REQUIRED,
           feed=gin.REQUIRED, eval_feed=None, eval_batches: int = 8,
-          initial_checkpoint_path: str | None = None) -> TrainRun:
+          initial_checkpoint_path: str | None = None,
+          byte_encoder_checkpoint_path: str | None = None) -> TrainRun:
+    if byte_encoder_checkpoint_path and model.byte_encoder is None:
+        raise ValueError(f"run.train.byte_encoder_checkpoint_path={byte_encoder_checkpoint_path!r}"
+                         " needs a hybrid model (ModelConfig.byte_encoder set)")
     return TrainRun(model, mesh, train, loop, feed, eval_feed, eval_batches,
-                    initial_checkpoint_path or None)
+                    initial_checkpoint_path or None, byte_encoder_checkpoint_path or None)
 
 
 def known_configurables() -> dict[str, list[str]]:

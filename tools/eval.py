@@ -40,6 +40,8 @@ def evaluate_task(predictor: Predictor, task_name: str, split: str, lengths: dic
         post = task.postprocess_fn or (lambda x, **_: x)
         preds = [post(p, example=ex, is_target=False) for p, ex in zip(preds, examples,
                                                                         strict=True)]
+        targets = [post(t, example=ex, is_target=True) for t, ex in zip(targets, examples,
+                                                                         strict=True)]
         scores = {"exact_match": 100.0 * float(np.mean([p == t for p, t in
                                                          zip(preds, targets, strict=True)]))}
         for fn in task.metric_fns:

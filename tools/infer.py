@@ -49,15 +49,19 @@ class Predictor:
         self.mdef, self.params, self.config, task = restore.load(model_dir, self.mesh,
                                                                  self.rules)
         self.vocab = vocabulary_for(task, vocab, byte)
+        # a hybrid model also reads the bytes of each input
+        self.byte_vocab = (vocabulary_for(None, None, True) if self.config.byte_encoder
+                           else None)
         self.decode_config = decode_config or DecodeConfig()
         self.max_input_length = max_input_length
         self.dp = partitioning.data_parallel_degree(self.rules, self.mesh)
         self.rng = jax.random.key(seed)
         cfg = self.decode_config
-        self._decode = jax.jit(lambda p, e, r: decode(self.mdef.bind(p), e, cfg, r))
+        self._decode = jax.jit(lambda p, e, r, b: decode(self.mdef.bind(p), e, cfg, r, b))
 
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
-        rows = [self.vocab.encode(t)[: self.max_input_length - 1] + [1] for t in texts]
+    def encode_texts(self, texts: list[str], vocab=None) -> np.ndarray:
+        vocab = vocab or self.vocab
+        rows = [vocab.encode(t)[: self.max_input_length - 1] + [1] for t in texts]
         width = max(len(r) for r in rows)
         batch = -(-len(rows) // self.dp) * self.dp
         out = np.zeros((batch, width), np.int32)
@@ -67,10 +71,11 @@ class Predictor:
 
     def predict(self, texts: list[str]) -> list[str]:
         enc = self.encode_texts(texts)
+        byte_enc = self.encode_texts(texts, self.byte_vocab) if self.byte_vocab else None
         self.rng, key = jax.random.split(self.rng)
         with jax.set_mesh(self.mesh), activation_rules(
                 partitioning.activation_resolver(self.rules, self.mesh)):
-            out = self._decode(self.params, enc, key)
+            out = self._decode(self.params, enc, key, byte_enc)
         ids = np.asarray(out[0] if isinstance(out, tuple) else out)
         preds = []
         for row in ids[: len(texts)]:

@@ -10,6 +10,7 @@ Outputs: DIR/checkpoints, DIR/metrics.jsonl, DIR/tensorboard, DIR/config.gin.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -31,6 +32,9 @@ def identity_of(model_cfg) -> dict:
     out = {k: getattr(model_cfg, k) for k in keep}
     u = model_cfg.universal
     out["universal"] = None if u is None else {"act": u.act}  # ACT adds halting params
+    b = model_cfg.byte_encoder
+    if b is not None:  # absent for other models, so their identities stay as they were
+        out["byte_encoder"] = {k: v for k, v in dataclasses.asdict(b).items() if k != "frozen"}
     return out
 
 
@@ -110,7 +114,9 @@ def build(run, model_dir: str):
                          "%BATCH_SIZE")
     mesh = partitioning.make_mesh(run.mesh)
     cfg = run.model
-    trainer = Trainer(lambda r: EncoderDecoder(cfg, rngs=r), cfg.dtype, run.train, mesh)
+    train_cfg = dataclasses.replace(run.train, frozen=tuple(run.train.frozen) + tuple(
+        k for k in cfg.frozen_params if k not in run.train.frozen))
+    trainer = Trainer(lambda r: EncoderDecoder(cfg, rngs=r), cfg.dtype, train_cfg, mesh)
 
     def make_feed(state):
         if state:
@@ -150,7 +156,11 @@ def main(argv=None) -> dict:
 
     trainer, make_feed, make_eval = build(run, args.model_dir)
     initial = None
-    if run.initial_checkpoint_path:
+    if run.model.byte_encoder is not None:
+        from tools.hybrid_init import hybrid_initial_params
+
+        initial = hybrid_initial_params(run, trainer)
+    elif run.initial_checkpoint_path:
         initial = load_initial_params(run.initial_checkpoint_path, trainer.model_def,
                                       trainer.state_shardings.params, identity_of(run.model))
     from tools.restore import write_model_json

@@ -98,8 +98,9 @@ def run(trainer: Trainer, config: LoopConfig, model_dir: str,
         print(f"resumed from {ckpt.directory}/{latest}", file=sys.stderr)
     else:
         state, input_state = trainer.init_state(), None
-        if initial_params is not None:
-            state.params = jax.device_put(initial_params, trainer.state_shardings.params)
+        if initial_params is not None:  # all params, or some top-level ones (hybrid parts)
+            state.params = {**state.params, **jax.device_put(
+                initial_params, {k: trainer.state_shardings.params[k] for k in initial_params})}
     step = int(jax.device_get(state.step))
     if step >= config.train_steps:
         ckpt.close()

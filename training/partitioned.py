@@ -35,6 +35,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     loss_scale: LossScaleConfig | None = None  # None: dynamic for float16, off otherwise
     deterministic: bool = False  # True disables dropout
+    frozen: tuple[str, ...] = ()  # top-level param names never updated (frozen encoders)
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -116,6 +117,10 @@ class Trainer:
         self.model_def = model_def(make_model)
         logical = self.model_def.logical_axes()
         abstract_params = self.model_def.abstract_params()
+        unknown = set(config.frozen) - set(abstract_params)
+        if unknown:
+            raise ValueError(f"TrainConfig.frozen names {sorted(unknown)}, which this model "
+                             f"does not have; its top-level params are {sorted(abstract_params)}")
         self.replicated_fraction = partitioning.check_sufficient_sharding(
             logical, abstract_params, self.rules, mesh, config.max_replicated_fraction)
 
@@ -131,7 +136,8 @@ class Trainer:
         self.batch_sharding = partitioning.batch_sharding(self.rules, mesh)
         self._init = jax.jit(init, out_shardings=self.state_shardings)
         step = make_train_step(self.model_def, self.optimizer, self.schedule, config.loss,
-                               self.loss_scale, config.microbatches, config.deterministic)
+                               self.loss_scale, config.microbatches, config.deterministic,
+                               tuple(config.frozen))
         replicated = NamedSharding(mesh, PartitionSpec())
         self._train = jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding),
                               out_shardings=(self.state_shardings, replicated),

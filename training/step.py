@@ -21,7 +21,9 @@ from training.loss_scale import LossScaleConfig, all_finite, update_loss_scale
 from training.train_state import TrainState
 
 MODEL_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "encoder_segment_ids",
-                  "decoder_segment_ids", "encoder_positions", "decoder_positions")
+                  "decoder_segment_ids", "encoder_positions", "decoder_positions",
+                  "byte_encoder_input_tokens", "byte_encoder_segment_ids",
+                  "byte_encoder_positions")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +63,12 @@ def _global_norm(tree) -> jax.Array:
 
 def make_train_step(mdef: ModelDef, optimizer: optax.GradientTransformation,
                     schedule: Callable, loss: LossConfig, loss_scale: LossScaleConfig,
-                    microbatches: int = 1, deterministic: bool = False):
-    """(state, batch) -> (state, metrics). Grads of every microbatch are summed in fp32."""
+                    microbatches: int = 1, deterministic: bool = False,
+                    frozen: tuple[str, ...] = ()):
+    """(state, batch) -> (state, metrics). Grads of every microbatch are summed in fp32.
+
+    Params under the top-level names in `frozen` are never updated.
+    """
 
     def train_step(state: TrainState, batch: dict):
         weights = batch.get("decoder_loss_weights")
@@ -104,6 +110,8 @@ def make_train_step(mdef: ModelDef, optimizer: optax.GradientTransformation,
         grads = jax.tree.map(lambda g: g.astype(jnp.float32) / scale, grads)
         finite = all_finite(grads)
         updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
+        updates = {k: jax.tree.map(jnp.zeros_like, u) if k in frozen else u
+                   for k, u in updates.items()}
         new_params = optax.apply_updates(state.params, updates)
         keep = lambda new, old: jax.tree.map(  # noqa: E731
             lambda n, o: jnp.where(finite, n, o), new, old)
