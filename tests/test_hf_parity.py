@@ -13,7 +13,7 @@ from tests.hf_reference import CONFIGS, hf_logits, hf_loss, make_hf_t5
 TOL = 2e-4
 
 
-@pytest.fixture(scope="module", params=sorted(CONFIGS))
+@pytest.fixture(scope="module", params=["gated_untied", "relu_tied"])  # byt5: test_byt5
 def pair(request, tmp_path_factory):
     ref = make_hf_t5(request.param)
     path = tmp_path_factory.mktemp(request.param)

@@ -31,12 +31,12 @@ def copy_batch(batch: int, length: int = 12, vocab: int = 64, seed: int = 0) -> 
 
 def make_trainer(ici=None, rules="data_parallel", batch_size=8, dtype="float32",
                  optimizer="adafactor", lr=1e-2, eps=1e-8, vocab_size=None, model_cfg=None,
-                 **train_kwargs) -> Trainer:
+                 weight_decay=0.0, **train_kwargs) -> Trainer:
     ici = ici or {"data": 1}
     n = int(np.prod(list(ici.values())))
     mesh = partitioning.make_mesh(partitioning.MeshConfig(ici=ici), devices=jax.devices()[:n])
     cfg = (model_cfg or TINY).replace(dtype=dtype)
-    opt = OptimizerConfig(name=optimizer, eps=eps,
+    opt = OptimizerConfig(name=optimizer, eps=eps, weight_decay=weight_decay,
                           schedule=ScheduleConfig(kind="constant", learning_rate=lr,
                                                   warmup_steps=0))
     config = TrainConfig(batch_size=batch_size, rules=rules, optimizer=opt, **train_kwargs)

@@ -114,9 +114,7 @@ def build(run, model_dir: str):
                          "%BATCH_SIZE")
     mesh = partitioning.make_mesh(run.mesh)
     cfg = run.model
-    train_cfg = dataclasses.replace(run.train, frozen=tuple(run.train.frozen) + tuple(
-        k for k in cfg.frozen_params if k not in run.train.frozen))
-    trainer = Trainer(lambda r: EncoderDecoder(cfg, rngs=r), cfg.dtype, train_cfg, mesh)
+    trainer = Trainer(lambda r: EncoderDecoder(cfg, rngs=r), cfg.dtype, run.train, mesh)
 
     def make_feed(state):
         if state:

@@ -5,7 +5,7 @@ resumes or is skipped when already trained in OUT/NAME), decodes the test words 
 frequency bucket greedily and prints exact match per bucket side by side; OUT/results.json
 and OUT/table.md keep the numbers.
 
-    python -m tools.wikispell_compare --out=runs/wikispell [--steps=3000] [--per_bucket=1000]
+    python -m tools.wikispell_compare --out=runs/wikispell [--steps=2000] [--per_bucket=1000]
         [--models=t5,byt5,hybrid]
 """
 

@@ -117,7 +117,12 @@ class Trainer:
         self.model_def = model_def(make_model)
         logical = self.model_def.logical_axes()
         abstract_params = self.model_def.abstract_params()
-        unknown = set(config.frozen) - set(abstract_params)
+        # frozen: the TrainConfig's names plus what the model's config freezes
+        model_cfg = getattr(nnx.merge(self.model_def.graphdef, self.model_def.template),
+                            "config", None)
+        self.frozen = tuple(dict.fromkeys(tuple(config.frozen) + tuple(
+            getattr(model_cfg, "frozen_params", ()))))
+        unknown = set(self.frozen) - set(abstract_params)
         if unknown:
             raise ValueError(f"TrainConfig.frozen names {sorted(unknown)}, which this model "
                              f"does not have; its top-level params are {sorted(abstract_params)}")
@@ -137,7 +142,7 @@ class Trainer:
         self._init = jax.jit(init, out_shardings=self.state_shardings)
         step = make_train_step(self.model_def, self.optimizer, self.schedule, config.loss,
                                self.loss_scale, config.microbatches, config.deterministic,
-                               tuple(config.frozen))
+                               self.frozen)
         replicated = NamedSharding(mesh, PartitionSpec())
         self._train = jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding),
                               out_shardings=(self.state_shardings, replicated),
