@@ -76,12 +76,12 @@ def test_bare_words_need_no_quotes():
 
 def test_unknown_parameter_suggests_the_closest():
     with pytest.raises(ValueError, match=r"did you mean \['train_steps'\]"):
-        gin_flags.parse(["runs/quickstart.gin"], ["training.LoopConfig.train_stepz = 3"])
+        gin_flags.parse(["runs/demo_pretrain.gin"], ["training.LoopConfig.train_stepz = 3"])
 
 
 def test_unknown_configurable_suggests_the_closest():
     with pytest.raises(ValueError, match=r"did you mean \['training.LoopConfig'"):
-        gin_flags.parse(["runs/quickstart.gin"], ["trainig.LoopConfig.train_steps = 3"])
+        gin_flags.parse(["runs/demo_pretrain.gin"], ["trainig.LoopConfig.train_steps = 3"])
 
 
 def test_finetune_requires_an_initial_checkpoint():
@@ -104,12 +104,12 @@ def test_unknown_gin_file_suggests_shipped_ones():
 
 def test_missing_initial_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="INITIAL_CHECKPOINT_PATH=.*does not exist"):
-        train_tool.main([f"--model_dir={tmp_path}", "--gin_file=runs/quickstart.gin",
+        train_tool.main([f"--model_dir={tmp_path}", "--gin_file=runs/demo_pretrain.gin",
                          f"--gin.INITIAL_CHECKPOINT_PATH={tmp_path}/nothing_here"])
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="neither an HF directory"):
-        train_tool.main([f"--model_dir={tmp_path}/run", "--gin_file=runs/quickstart.gin",
+        train_tool.main([f"--model_dir={tmp_path}/run", "--gin_file=runs/demo_pretrain.gin",
                          f"--gin.INITIAL_CHECKPOINT_PATH={empty}"])
 
 
@@ -117,10 +117,10 @@ def test_unwritable_model_dir(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     with pytest.raises(OSError):
-        train_tool.main([f"--model_dir={blocker}/run", "--gin_file=runs/quickstart.gin"])
+        train_tool.main([f"--model_dir={blocker}/run", "--gin_file=runs/demo_pretrain.gin"])
 
 
 def test_vocab_smaller_than_the_task_is_refused(tmp_path):
     with pytest.raises(ValueError, match="2100 ids but the model's vocab_size is 512"):
-        train_tool.main([f"--model_dir={tmp_path}", "--gin_file=runs/quickstart.gin",
+        train_tool.main([f"--model_dir={tmp_path}", "--gin_file=runs/demo_pretrain.gin",
                          "--gin.model_zoo.model.vocab_size=512"])

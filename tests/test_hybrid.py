@@ -81,12 +81,15 @@ def _changed(before, after, key) -> bool:
         jax.tree.leaves(before[key]), jax.tree.leaves(after[key]), strict=True))
 
 
-@pytest.mark.parametrize("frozen", [False, True])
-def test_gradients_reach_both_encoders_unless_frozen(frozen):
+@pytest.mark.parametrize("frozen,ici,rules,dtype", [
+    (False, {"data": 2, "fsdp": 2, "tensor": 2}, "fsdp_tensor", "bfloat16"),
+    (True, {"data": 1}, "data_parallel", "float32")])
+def test_gradients_reach_both_encoders_unless_frozen(frozen, ici, rules, dtype):
     cfg = HYBRID.replace(freeze_encoder=frozen,
                          byte_encoder=dataclasses.replace(BYTES, frozen=frozen))
     # weight decay would move frozen params too, were their updates not dropped
-    trainer = make_trainer(model_cfg=cfg, optimizer="adamw", lr=1e-2, weight_decay=0.1)
+    trainer = make_trainer(ici=ici, rules=rules, dtype=dtype, model_cfg=cfg,
+                           optimizer="adamw", lr=1e-2, weight_decay=0.1)
     state = trainer.init_state()
     before = jax.device_get(state.params)
     state, metrics = trainer.train_step(state, _batch())

@@ -14,7 +14,7 @@ from tests.train_helpers import copy_batch, make_trainer
 from training.checkpoints import Checkpointer, abstract_with_shardings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = ["--gin_file=runs/quickstart.gin", "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, "
+SMALL = ["--gin_file=runs/demo_pretrain.gin", "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, "
          "'targets': 16}", "--gin.BATCH_SIZE=8", "--gin.EVAL_EVERY=0",
          "--gin.training.LoopConfig.log_every=1", "--gin.training.ScheduleConfig.warmup_steps=2",
          "--gin.model_zoo.model.dtype=float32"]

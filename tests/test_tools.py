@@ -51,7 +51,7 @@ def test_initial_checkpoint_loads_params_only(hf_dir, tmp_path):
 
 def test_infer_prompts_and_jsonl(tmp_path):
     model_dir = tmp_path / "run"
-    train_tool.main([f"--model_dir={model_dir}", "--gin_file=runs/quickstart.gin",
+    train_tool.main([f"--model_dir={model_dir}", "--gin_file=runs/demo_pretrain.gin",
                      "--gin.TRAIN_STEPS=4", "--gin.CHECKPOINT_EVERY=4", "--gin.EVAL_EVERY=0",
                      "--gin.training.ScheduleConfig.warmup_steps=1", "--gin.BATCH_SIZE=8",
                      "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}",

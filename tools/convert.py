@@ -1,7 +1,7 @@
 """Convert between HF T5 directories and t5pod model_dirs.
 
     python -m tools.convert --hf_dir=flan-t5-small --to_model_dir=ckpt/flan_small [--task=NAME]
-    python -m tools.convert --model_dir=runs/quickstart --to_hf_dir=export/ [--step=N]
+    python -m tools.convert --model_dir=runs/demo --to_hf_dir=export/ [--step=N]
 
 A converted model_dir holds model.json and a params-only checkpoint (step 0): point
 INITIAL_CHECKPOINT_PATH at it to fine-tune, or tools.infer/tools.eval at it.

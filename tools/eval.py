@@ -25,6 +25,8 @@ def evaluate_task(predictor: Predictor, task_name: str, split: str, lengths: dic
     tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
     results = {}
     for task in tasks:
+        if "byte_inputs" in task.output_features:  # hybrid: bytes of the same inputs
+            lengths = {"byte_inputs": 4 * lengths["inputs"], **lengths}
         ds = task.get_dataset(lengths, split=split, shuffle=False, num_epochs=1)
         examples = list(ds.take(max_examples).as_numpy_iterator())
         if not examples:

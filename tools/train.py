@@ -1,6 +1,6 @@
 """Train a gin-configured run.
 
-    python -m tools.train --gin_file=runs/quickstart.gin --model_dir=/tmp/run \
+    python -m tools.train --gin_file=runs/demo_pretrain.gin --model_dir=/tmp/run \
         [--gin_file=mesh/cpu8.gin] [--gin.TRAIN_STEPS=500] [--gin.MIXTURE_OR_TASK_NAME=...]
 
 Resumes from the latest complete checkpoint in --model_dir; SIGTERM saves and exits 0.
