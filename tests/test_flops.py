@@ -40,3 +40,21 @@ def test_short_sequences_cost_2_flops_per_matmul_param_per_token():
     want = 2 * (enc * 4 + (dec - cross_kv) * 2 + cross_kv * 4 + head * 2)
     got = forward_flops_per_example(cfg, 4, 2)
     assert abs(got - want) / want < 1e-3  # the rest is attention over 4 and 2 positions
+
+
+def test_hybrid_count_adds_the_byte_encoder_and_longer_cross_attention():
+    from model_zoo.config import ByteEncoderConfig
+
+    cfg = preset("t5_1_1_tiny", vocab_size=256, num_encoder_layers=1, num_decoder_layers=1,
+                 byte_encoder=ByteEncoderConfig(d_model=48, d_ff=128, num_heads=4, d_kv=16,
+                                                num_layers=1, vocab_size=256))
+    model = EncoderDecoder(cfg, rngs=nnx.Rngs(0))
+    enc, byte, dec = (np.ones((1, n), np.int32) for n in (32, 96, 32))
+    compiled = jax.jit(lambda e, b, d: model(e, d, byte_encoder_input_tokens=b)).lower(
+        enc, byte, dec).compile()
+    xla = compiled.cost_analysis()
+    xla = xla[0] if isinstance(xla, list) else xla
+    ours = forward_flops_per_example(cfg, 32, 32, byte_input_len=96)
+    full_square = ours + 2 * 2 * 32 * 32 * 64 * 0.5
+    assert 0.9 < xla["flops"] / full_square < 1.15, (xla["flops"], full_square)
+    assert ours > 1.5 * forward_flops_per_example(cfg, 32, 32)
