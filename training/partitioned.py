@@ -116,6 +116,7 @@ class Trainer:
         self.model_def = model_def(make_model)
         logical = self.model_def.logical_axes()
         abstract_params = self.model_def.abstract_params()
+        partitioning.check_expert_divisibility(logical, abstract_params, self.rules, mesh)
         self.replicated_fraction = partitioning.check_sufficient_sharding(
             logical, abstract_params, self.rules, mesh, config.max_replicated_fraction)
 
