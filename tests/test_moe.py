@@ -1,0 +1,193 @@
+"""MoE layers: dispatch against a per-expert loop, capacity drops, expert parallelism, bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from model_zoo import EncoderDecoder
+from model_zoo.config import MoEConfig
+from model_zoo.decoding import DecodeConfig, decode
+from model_zoo.functional import split_params
+from model_zoo.moe import MoEFeedForward
+from tests.batches import padded_batch
+from tests.train_helpers import TINY, copy_batch, make_trainer
+
+E, G, S = 4, 3, 8
+MOE = MoEConfig(num_experts=E, min_expert_capacity=1, init_scale=1.0)
+CFG = TINY.replace(moe=MOE)
+
+
+def make_layer(routing="tokens_choose", **changes):
+    cfg = CFG.replace(moe=MoEConfig(**{**MOE.__dict__, **changes}))
+    return MoEFeedForward(cfg, routing, nnx.Rngs(0))
+
+
+def tokens():
+    return jax.random.normal(jax.random.key(1), (G, S, CFG.d_model))
+
+
+def expert_ffn(layer, e, x):
+    """Expert e on one token, written out (gated-GELU)."""
+    h = jax.nn.gelu(x @ layer.wi_0[...][e], approximate=True) * (x @ layer.wi_1[...][e])
+    return h @ layer.wo[...][e]
+
+
+def loop_reference(layer, x, k, capacity=None, by_probability=False, experts_choose=False):
+    """Route token by token in Python: the rule written out, not vectorised."""
+    probs = np.asarray(jax.nn.softmax(x @ layer.router[...], axis=-1))
+    out = np.zeros(x.shape, np.float32)
+    processed = np.zeros(x.shape[:2], bool)
+    for g in range(x.shape[0]):
+        if experts_choose:
+            for e in range(E):
+                for s in np.argsort(-probs[g, :, e], kind="stable")[:capacity]:
+                    out[g, s] += probs[g, s, e] * np.asarray(expert_ffn(layer, e, x[g, s]))
+                    processed[g, s] = True
+            continue
+        order = (np.argsort(-probs[g].max(-1), kind="stable") if by_probability
+                 else np.arange(x.shape[1]))
+        filled = np.zeros(E, int)
+        for choice in range(k):             # all first choices before any second choice
+            for s in order:
+                e = np.argsort(-probs[g, s], kind="stable")[choice]
+                filled[e] += 1
+                if capacity is None or filled[e] <= capacity:
+                    out[g, s] += probs[g, s, e] * np.asarray(expert_ffn(layer, e, x[g, s]))
+                    processed[g, s] = True
+    return out, processed
+
+
+@pytest.mark.parametrize("k,routing", [(1, "tokens_choose"), (2, "tokens_choose"),
+                                       (1, "experts_choose")])
+def test_dispatch_and_combine_equal_a_per_expert_loop_with_ample_capacity(k, routing):
+    layer = make_layer(routing, num_selected_experts=k, eval_capacity_factor=float(E))
+    x = tokens()
+    y, aux = layer.forward(x)
+    cap = S if routing == "experts_choose" else None   # ample: every expert may take all
+    want, processed = loop_reference(layer, x, k, cap, experts_choose=routing != "tokens_choose")
+    np.testing.assert_allclose(np.asarray(y), want, atol=1e-5)
+    if routing == "tokens_choose":
+        assert processed.all() and float(aux["dropped_fraction"]) == 0.0
+
+
+@pytest.mark.parametrize("k,bpr", [(1, False), (2, False), (1, True)])
+def test_tight_capacity_drops_exactly_the_overflow(k, bpr):
+    layer = make_layer(num_selected_experts=k, expert_capacity=2, batch_prioritized_routing=bpr)
+    x = tokens()
+    y, aux = layer.forward(x)
+    want, processed = loop_reference(layer, x, k, capacity=2, by_probability=bpr)
+    np.testing.assert_allclose(np.asarray(y), want, atol=1e-5)
+    assert (~processed).any()  # the rule dropped some: they add exactly 0 to the residual
+    assert np.all(np.asarray(y)[~processed] == 0.0)
+    assert abs(float(aux["dropped_fraction"]) - (~processed).mean()) < 1e-6
+    if k == 1:  # no expert holds more than capacity x groups of the kept tokens
+        assert float(aux["expert_load_max"]) <= E * 2 * G / processed.sum() + 1e-6
+
+
+def test_decoding_with_cache_equals_full_recomputation():
+    cfg = TINY.replace(moe=MoEConfig(num_experts=E, eval_capacity_factor=float(E)))
+    model = EncoderDecoder(cfg, rngs=nnx.Rngs(5))
+    mdef, params = split_params(model)
+    forward = jax.jit(lambda p, e, d: mdef.bind(p)(e, d))
+    enc = padded_batch(64, 2, 9, 4, seed=3)[0]
+    got = np.asarray(decode(model, enc, DecodeConfig(4)))
+    out = np.zeros((2, 4), np.int32)
+    for i in range(4):
+        dec = np.concatenate([np.zeros((2, 1), np.int32), out[:, :-1]], axis=1)
+        out[:, i] = np.asarray(jnp.argmax(forward(params, enc, dec)[:, i], -1))
+        out[:, i] = np.where((out[:, :i] == 1).any(1), 0, out[:, i])
+    np.testing.assert_array_equal(got, out)
+
+
+# Expert parallelism ---------------------------------------------------------------
+
+EP = TINY.replace(moe=MoEConfig(num_experts=E, num_selected_experts=2, train_capacity_factor=1.0,
+                                min_expert_capacity=1, encoder_sparse_step=1))
+
+
+def loss_and_grads(trainer, params, batch):
+    """The train step's objective (cross entropy + router losses), its grads and aux."""
+    from training.step import LossConfig, _forward_sums
+
+    def objective(p, b):
+        sums, aux = _forward_sums(trainer.model_def, p, b, LossConfig(), rng=None,
+                                  deterministic=False)
+        return sums.loss / sums.weight + aux["loss"], aux
+
+    with trainer._context():
+        fn = jax.jit(jax.value_and_grad(objective, has_aux=True),
+                     in_shardings=(trainer.state_shardings.params, trainer.batch_sharding))
+        params = jax.device_put(params, trainer.state_shardings.params)
+        return jax.device_get(fn(params, trainer.shard_batch(batch)))
+
+
+@pytest.fixture(scope="module")
+def meshes():
+    """(trainer, ((loss, aux), grads)) on 1 device and on expert=4 x data=2, same params."""
+    params = split_params(EncoderDecoder(EP, rngs=nnx.Rngs(0)))[1]
+    out = []
+    for ici, rules in (({"data": 1}, "data_parallel"), ({"expert": 4, "data": 2}, "expert")):
+        trainer = make_trainer(ici, rules, model_cfg=EP, max_replicated_fraction=1.0)
+        out.append((trainer, loss_and_grads(trainer, params, copy_batch(8))))
+    return out
+
+
+def test_expert_x_data_mesh_gives_the_same_loss_and_grads(meshes):
+    (_, ((loss_1, aux_1), grads_1)), (parallel, ((loss_8, aux_8), grads_8)) = meshes
+    wi = parallel.state_shardings.params["encoder"]["layers"]["blocks"]["layer"]["layer_0"]
+    assert wi["mlp"]["wi_0"].spec[1] == "expert"  # [blocks, expert, embed, mlp]
+    assert abs(loss_1 - loss_8) < 1e-5 and abs(aux_1["loss"] - aux_8["loss"]) < 1e-6
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), grads_1, grads_8)
+    for side, j in (("encoder", 0), ("decoder", 1)):
+        router = grads_1[side]["layers"]["blocks"]["layer"][f"layer_{j}"]["mlp"]["router"]
+        assert np.abs(router).max() > 0
+
+
+def test_router_losses_and_metrics_reach_the_train_step(meshes):
+    from training.step import make_train_step
+
+    trainer, ((_, aux), _) = meshes[1]
+    want = 0.01 * float(aux["load_balancing_loss"]) + 0.001 * float(aux["router_z_loss"])
+    assert abs(float(aux["loss"]) - want) < 1e-6 and want > 0
+    step = make_train_step(trainer.model_def, trainer.optimizer, trainer.schedule,
+                           trainer.config.loss, trainer.loss_scale)
+    state = jax.eval_shape(trainer._init)
+    batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in copy_batch(8).items()}
+    metrics = jax.eval_shape(step, state, batch)[1]  # traced, not compiled
+    for key in ("aux_loss", "load_balancing_loss", "router_z_loss",
+                "encoder_layer0_dropped_fraction", "encoder_layer1_expert_load_max",
+                "decoder_layer1_expert_load_min", "decoder_layer1_expert_load_entropy",
+                "decoder_layer1_router_z_loss", "encoder_load_balancing_loss"):
+        assert key in metrics and np.isfinite(float(aux[key.replace("aux_", "")])), key
+
+
+# Bad input ------------------------------------------------------------------------
+
+def test_experts_not_divisible_by_the_expert_axis():
+    cfg = TINY.replace(moe=MoEConfig(num_experts=6))
+    with pytest.raises(ValueError, match=r"num_experts=6 is not divisible by the size 4"):
+        make_trainer({"expert": 4, "data": 2}, "expert", model_cfg=cfg,
+                     max_replicated_fraction=1.0)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(num_experts=4, num_selected_experts=5),
+     r"num_selected_experts=5 is invalid: expected an integer in \[1, num_experts=4\]"),
+    (dict(train_capacity_factor=0.0),
+     r"train_capacity_factor=0.0 is invalid: expected a float > 0"),
+    (dict(eval_capacity_factor=-1.0), r"eval_capacity_factor=-1.0 is invalid"),
+    (dict(decoder_routing="experts_choose"), "encoder-only"),
+    (dict(encoder_routing="random"), r"encoder_routing='random' is invalid: expected one of"),
+    (dict(num_experts=0), r"num_experts=0 is invalid"),
+])
+def test_bad_moe_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MoEConfig(**kwargs)
+
+
+def test_layers_must_fill_whole_sparse_blocks():
+    with pytest.raises(ValueError, match=r"num_encoder_layers=3 is invalid: expected a multiple "
+                                         r"of moe.encoder_sparse_step=2"):
+        TINY.replace(num_encoder_layers=3, moe=MoEConfig())
