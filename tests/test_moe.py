@@ -191,3 +191,15 @@ def test_layers_must_fill_whole_sparse_blocks():
     with pytest.raises(ValueError, match=r"num_encoder_layers=3 is invalid: expected a multiple "
                                          r"of moe.encoder_sparse_step=2"):
         TINY.replace(num_encoder_layers=3, moe=MoEConfig())
+
+
+def test_flops_count_top_k_experts_and_the_router():
+    from model_zoo import preset
+    from model_zoo.flops import forward_flops_per_example as flops
+
+    base, switch = preset("t5_1_0_base"), preset("switch_base_8")
+    router = 2 * 768 * 8 * (512 * 6 + 114 * 6)  # 6 MoE layers per stack, d_model x experts
+    assert flops(switch, 512, 114) == flops(base, 512, 114) + router
+    top2 = switch.replace(moe=MoEConfig(num_experts=8, num_selected_experts=2))
+    mlp = 2 * 768 * 3072 * 2 * (512 * 6 + 114 * 6)  # one more expert MLP per token
+    assert flops(top2, 512, 114) == flops(switch, 512, 114) + mlp

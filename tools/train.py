@@ -31,6 +31,9 @@ def identity_of(model_cfg) -> dict:
     out = {k: getattr(model_cfg, k) for k in keep}
     u = model_cfg.universal
     out["universal"] = None if u is None else {"act": u.act}  # ACT adds halting params
+    m = model_cfg.moe
+    out["moe"] = None if m is None else {k: getattr(m, k) for k in (
+        "num_experts", "encoder_sparse_step", "decoder_sparse_step")}
     return out
 
 
