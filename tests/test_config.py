@@ -39,6 +39,16 @@ def test_unknown_preset_and_field():
 
 
 def _hf_param_count(cfg: ModelConfig) -> int:
+    if cfg.moe is not None:
+        from transformers import (SwitchTransformersConfig,
+                                  SwitchTransformersForConditionalGeneration)
+
+        hf_cfg = SwitchTransformersConfig(**{k: v for k, v in hf.config_to_hf(cfg).items()
+                                             if k not in ("architectures", "t5pod_moe")})
+        with torch.device("meta"):
+            model = SwitchTransformersForConditionalGeneration(hf_cfg)
+        return sum(p.numel() for n, p in model.named_parameters()
+                   if not n.endswith("embed_tokens.weight"))
     hf_cfg = T5Config(**{k: v for k, v in hf.config_to_hf(cfg).items() if k != "architectures"})
     hf_cfg.tie_word_embeddings = cfg.tie_word_embeddings
     with torch.device("meta"):
@@ -47,7 +57,10 @@ def _hf_param_count(cfg: ModelConfig) -> int:
                if not n.endswith("embed_tokens.weight"))
 
 
-@pytest.mark.parametrize("name", sorted(n for n in PRESETS if n != "t5_1_1_tiny"))
+# ST-MoE presets (gated experts, top-2) have no HF equivalent; HF builds 128-expert models
+# slowly (switch_base_8 checks the same layout).
+@pytest.mark.parametrize("name", sorted(n for n in PRESETS if n != "t5_1_1_tiny"
+                                        and not n.startswith("st_moe") and "_128" not in n))
 def test_presets_have_the_parameter_count_of_hf(name):
     cfg = PRESETS[name]
     abstract = model_def(lambda r: EncoderDecoder(cfg, rngs=r)).abstract_params()
