@@ -5,6 +5,15 @@ Tokens [G, S, d] (G = batch rows = routing groups) are dispatched by einsum to a
 groups on the remaining batch axes, so with expert parallelism XLA moves tokens between
 devices all-to-all; the experts' weights [E, ...] are sharded on `expert` too. Gradients
 flow through the same einsums, so nothing needs rescaling by hand.
+
+Against HF SwitchTransformers (checked in tests/test_moe_hf.py): same routing groups (a
+sequence), position priority, drops (a dropped token's MoE output is 0), router logits and
+z-loss. Differences: (1) capacity comes from factors (ceil(cf * S / E), HF takes a fixed
+`expert_capacity`, which `MoEConfig.expert_capacity` reproduces); (2) with several MoE
+layers in a stack the balancing loss is the mean of the per-layer Switch losses, where HF
+pools all layers' tokens before multiplying f and P (equal with one MoE layer per stack);
+(3) jitter multiplies the router's input only (HF's in-place multiply also reaches the
+experts' input in float32 training).
 """
 
 from __future__ import annotations
