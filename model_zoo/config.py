@@ -10,6 +10,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 ACTIVATIONS = ("relu", "gated-gelu")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attention_out")
 ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
+ROUTINGS = ("tokens_choose", "experts_choose")
 
 
 def _fail(field: str, value, expected: str):
@@ -40,6 +41,88 @@ class UniversalConfig:
                              "expected a float in (0, 1] (1 - epsilon)")
         if self.ponder_tau < 0:
             raise ValueError(f"UniversalConfig.ponder_tau={self.ponder_tau} must be >= 0")
+
+
+def _positive_int(cls: str, name: str, value, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{cls}.{name}={value!r} is invalid: expected an integer >= {minimum}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MoEConfig:
+    """Mixture-of-experts feed-forward layers (Switch Transformer, Fedus et al. 2021; ST-MoE,
+    Zoph et al. 2022).
+
+    Every `*_sparse_step`-th feed-forward layer of a stack is an MoE layer (0: none), laid
+    out as in HF SwitchTransformers: layers 1, 1+N, 1+2N, ... (every layer when N = 1).
+    Routing groups are sequences: an expert takes at most `capacity` tokens of each
+    sequence, capacity = ceil(capacity_factor * tokens_per_group / num_experts), at least
+    `min_expert_capacity` (the train factor applies when dropout is on, i.e. with
+    `deterministic=False`, the eval factor otherwise); a fixed `expert_capacity` (HF's
+    config field) overrides the factors. Tokens-choose routing (k = `num_selected_experts`:
+    1 is Switch, 2 GShard/ST-MoE) drops overflow tokens to the residual by position (or,
+    with `batch_prioritized_routing`, by router probability); experts-choose routing (Zhou
+    et al. 2022) is encoder-only. The router runs in float32; `init_scale` scales the
+    experts' and router's init variance (Switch: 0.1).
+    """
+
+    num_experts: int = 8
+    num_selected_experts: int = 1
+    encoder_sparse_step: int = 2
+    decoder_sparse_step: int = 2
+    train_capacity_factor: float = 1.25
+    eval_capacity_factor: float = 2.0
+    min_expert_capacity: int = 4
+    expert_capacity: int | None = None
+    encoder_routing: str = "tokens_choose"
+    decoder_routing: str = "tokens_choose"
+    batch_prioritized_routing: bool = False
+    router_jitter_noise: float = 0.0
+    load_balancing_loss_weight: float = 0.01
+    router_z_loss_weight: float = 0.001
+    expert_dropout_rate: float | None = None
+    init_scale: float = 0.1
+
+    def __post_init__(self):
+        _positive_int("MoEConfig", "num_experts", self.num_experts)
+        _positive_int("MoEConfig", "min_expert_capacity", self.min_expert_capacity)
+        _positive_int("MoEConfig", "encoder_sparse_step", self.encoder_sparse_step, 0)
+        _positive_int("MoEConfig", "decoder_sparse_step", self.decoder_sparse_step, 0)
+        k = self.num_selected_experts
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= self.num_experts:
+            raise ValueError(f"MoEConfig.num_selected_experts={k!r} is invalid: expected an "
+                             f"integer in [1, num_experts={self.num_experts}]")
+        for name in ("train_capacity_factor", "eval_capacity_factor"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"MoEConfig.{name}={value!r} is invalid: expected a float > 0 "
+                                 "(expert capacity = factor x tokens per group / experts)")
+        if self.expert_capacity is not None:
+            _positive_int("MoEConfig", "expert_capacity", self.expert_capacity)
+        for name in ("encoder_routing", "decoder_routing"):
+            if getattr(self, name) not in ROUTINGS:
+                raise ValueError(f"MoEConfig.{name}={getattr(self, name)!r} is invalid: "
+                                 f"expected one of {ROUTINGS}")
+        if self.decoder_routing == "experts_choose":
+            raise ValueError("MoEConfig.decoder_routing='experts_choose' is invalid: experts "
+                             "choosing among a sequence's tokens sees future tokens, so it is "
+                             "encoder-only; use 'tokens_choose' in the decoder")
+        rates = {"router_jitter_noise": self.router_jitter_noise,
+                 "expert_dropout_rate": self.expert_dropout_rate}
+        for name, value in rates.items():
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"MoEConfig.{name}={value!r} is invalid: expected [0, 1)")
+        for name in ("load_balancing_loss_weight", "router_z_loss_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"MoEConfig.{name}={getattr(self, name)!r} must be >= 0")
+        if not self.init_scale > 0:
+            raise ValueError(f"MoEConfig.init_scale={self.init_scale!r} must be > 0")
+
+    def sparse_step(self, side: str) -> int:
+        return self.encoder_sparse_step if side == "encoder" else self.decoder_sparse_step
+
+    def routing(self, side: str) -> str:
+        return self.encoder_routing if side == "encoder" else self.decoder_routing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +199,7 @@ class ModelConfig:
     universal: UniversalConfig | None = None
     byte_encoder: ByteEncoderConfig | None = None   # set: a hybrid token+byte encoder
     freeze_encoder: bool = False   # keep the (token) encoder's layers fixed
+    moe: MoEConfig | None = None
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "d_ff", "num_heads", "d_kv",
@@ -157,6 +241,24 @@ class ModelConfig:
             _fail("byte_encoder", self.byte_encoder, "None or a ByteEncoderConfig")
         if not isinstance(self.freeze_encoder, bool):
             _fail("freeze_encoder", self.freeze_encoder, "a bool")
+        self._check_moe()
+
+    def _check_moe(self):
+        if isinstance(self.moe, dict):  # from JSON / gin dicts
+            object.__setattr__(self, "moe", MoEConfig(**self.moe))
+        if self.moe is None:
+            return
+        if not isinstance(self.moe, MoEConfig):
+            _fail("moe", self.moe, "None or a MoEConfig")
+        if self.universal is not None:
+            _fail("moe", self.moe, "None when universal is set (MoE Universal Transformers "
+                  "are not supported)")
+        for side, layers in (("encoder", self.num_encoder_layers),
+                             ("decoder", self.num_decoder_layers)):
+            step = self.moe.sparse_step(side)
+            if step and layers % step:
+                _fail(f"num_{side}_layers", layers, f"a multiple of moe.{side}_sparse_step="
+                      f"{step} (layers are scanned in blocks of that many, one of them MoE)")
 
     @property
     def recurrence(self) -> int:

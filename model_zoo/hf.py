@@ -1,5 +1,13 @@
 """HF transformers interop without torch: read and write T5 directories (config.json + safetensors).
 
+MoE models (`ModelConfig.moe`) read and write `SwitchTransformersForConditionalGeneration`
+directories: the same T5 blocks with `mlp` feed-forwards, a router
+(`mlp.router.classifier`) and `mlp.experts.expert_{e}` in every sparse block. HF's fixed
+`expert_capacity` is kept as `MoEConfig.expert_capacity`; a config with capacity factors
+instead writes the capacity of a 512-token group at the eval factor (HF needs a number) and
+keeps the full MoEConfig under `t5pod_moe`, which `load` prefers. HF Switch has top-1
+tokens-choose routing, non-gated experts and MoE layers in both stacks only.
+
 `load(dir)` builds an `EncoderDecoder` from an HF `T5ForConditionalGeneration` directory
 (single or sharded safetensors); `save(model, dir)` writes one that
 `transformers.T5ForConditionalGeneration.from_pretrained` loads. Real T5 checkpoints hold
@@ -9,6 +17,7 @@ untied, `lm_head`; t5pod keeps one input embedding and refuses checkpoints that 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -18,12 +27,14 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from model_zoo.config import ModelConfig
+from model_zoo.config import ModelConfig, MoEConfig
 from model_zoo.functional import model_def
+from model_zoo.sparse_stack import sparse_position
 from model_zoo.t5 import EncoderDecoder
 
-ARCHITECTURES = ("T5ForConditionalGeneration",)
-MODEL_TYPES = ("t5",)
+SWITCH = "SwitchTransformersForConditionalGeneration"
+ARCHITECTURES = ("T5ForConditionalGeneration", SWITCH)
+MODEL_TYPES = ("t5", "switch_transformers")
 _ACTIVATIONS = {"relu": "relu", "gated-gelu": "gated-gelu"}
 
 # (t5pod path in the stacked layer, HF path in block i, kind); kinds say how to reshape.
@@ -50,9 +61,13 @@ _DECODER_LAYER = [
 ]
 
 
-def _mlp_entries(hf_layer: int, gated: bool):
-    prefix = f"layer.{hf_layer}.DenseReluDense"
+def _mlp_entries(hf_layer: int, gated: bool, switch: bool = False, sparse: bool = False):
+    prefix = f"layer.{hf_layer}.{'mlp' if switch else 'DenseReluDense'}"
     wis = ["wi_0", "wi_1"] if gated else ["wi"]
+    if sparse:  # kind "experts": one tensor per expert, `{e}` filled in, stacked on `expert`
+        return ([("mlp.router", f"{prefix}.router.classifier.weight", "dense")]
+                + [(f"mlp.{w}", f"{prefix}.experts.expert_{{e}}.{w}.weight", "experts")
+                   for w in wis + ["wo"]])
     return ([(f"mlp.{w}", f"{prefix}.{w}.weight", "dense") for w in wis]
             + [("mlp.wo", f"{prefix}.wo.weight", "dense")])
 
@@ -82,8 +97,43 @@ def config_from_hf(hf: dict, source: str = "config.json", **overrides) -> ModelC
         dropout_rate=float(hf.get("dropout_rate", 0.1)),
         layer_norm_epsilon=float(hf.get("layer_norm_epsilon", 1e-6)),
     )
+    if model_type == "switch_transformers":
+        fields.update(feed_forward_proj=_switch_activation(hf, source),
+                      moe=_moe_from_hf(hf, source))
     fields.update(overrides)
     return ModelConfig(**fields)
+
+
+def _switch_activation(hf: dict, source: str) -> str:
+    act = hf.get("dense_act_fn", "relu")
+    if act != "relu":
+        raise ValueError(f"{source}: dense_act_fn={act!r} is not supported; t5pod reads "
+                         "SwitchTransformers with 'relu' experts")
+    return "relu"
+
+
+def _hf_sparse_step(layers: int, sparse_layers: int) -> int:
+    """HF's rule: every (layers // sparse_layers)-th layer; with 0 sparse layers HF still
+    makes layer 1 sparse when layers > 1 (its documented quirk), which this reproduces."""
+    return layers // sparse_layers if sparse_layers > 0 else layers
+
+
+def _moe_from_hf(hf: dict, source: str) -> MoEConfig:
+    if "t5pod_moe" in hf:
+        return MoEConfig(**hf["t5pod_moe"])
+    if hf.get("router_bias", False):
+        raise ValueError(f"{source}: router_bias=True is not supported (t5pod routers have no "
+                         "bias, like the released Switch checkpoints)")
+    layers = hf["num_layers"]
+    dec_layers = hf.get("num_decoder_layers") or layers
+    return MoEConfig(
+        num_experts=hf.get("num_experts", 8), num_selected_experts=1,
+        encoder_sparse_step=_hf_sparse_step(layers, hf.get("num_sparse_encoder_layers", 3)),
+        decoder_sparse_step=_hf_sparse_step(dec_layers, hf.get("num_sparse_decoder_layers", 3)),
+        expert_capacity=hf.get("expert_capacity", 64),
+        router_jitter_noise=float(hf.get("router_jitter_noise", 0.01)),
+        router_z_loss_weight=float(hf.get("router_z_loss_coef", 0.001)),
+        load_balancing_loss_weight=float(hf.get("router_aux_loss_coef", 0.001)))
 
 
 def config_to_hf(cfg: ModelConfig) -> dict:
@@ -91,6 +141,8 @@ def config_to_hf(cfg: ModelConfig) -> dict:
         raise ValueError("HF transformers has no T5 with a byte encoder beside the token one; "
                          "keep this hybrid model as a t5pod checkpoint (its parts load from "
                          "HF T5 and ByT5 directories)")
+    if cfg.moe is not None:
+        return _switch_config_to_hf(cfg)
     return {
         "architectures": list(ARCHITECTURES), "model_type": "t5",
         "vocab_size": cfg.vocab_size, "d_model": cfg.d_model, "d_ff": cfg.d_ff,
@@ -102,6 +154,34 @@ def config_to_hf(cfg: ModelConfig) -> dict:
         "layer_norm_epsilon": cfg.layer_norm_epsilon, "is_encoder_decoder": True,
         "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0,
     }
+
+
+def _switch_config_to_hf(cfg: ModelConfig) -> dict:
+    moe = cfg.moe
+    problems = {"feed_forward_proj": (cfg.feed_forward_proj, "relu"),
+                "moe.num_selected_experts": (moe.num_selected_experts, 1),
+                "moe.encoder_routing": (moe.encoder_routing, "tokens_choose"),
+                "moe.batch_prioritized_routing": (moe.batch_prioritized_routing, False)}
+    for name, (value, want) in problems.items():
+        if value != want:
+            raise ValueError(f"hf.save: {name}={value!r} has no SwitchTransformers equivalent "
+                             f"(HF supports {want!r} only)")
+    for side in ("encoder", "decoder"):
+        if moe.sparse_step(side) == 0:
+            raise ValueError(f"hf.save: moe.{side}_sparse_step=0 (no MoE layers) has no "
+                             "SwitchTransformers equivalent; use a dense T5 for that stack")
+    dense = config_to_hf(cfg.replace(moe=None))
+    cap = moe.expert_capacity or max(moe.min_expert_capacity,
+                                     -(-int(moe.eval_capacity_factor * 512) // moe.num_experts))
+    return {**dense, "architectures": [SWITCH], "model_type": "switch_transformers",
+            "num_experts": moe.num_experts, "expert_capacity": cap,
+            "num_sparse_encoder_layers": cfg.num_encoder_layers // moe.encoder_sparse_step,
+            "num_sparse_decoder_layers": cfg.num_decoder_layers // moe.decoder_sparse_step,
+            "router_bias": False, "router_dtype": "float32",
+            "router_jitter_noise": moe.router_jitter_noise,
+            "router_z_loss_coef": moe.router_z_loss_weight,
+            "router_aux_loss_coef": moe.load_balancing_loss_weight, "dense_act_fn": "relu",
+            "t5pod_moe": dataclasses.asdict(moe)}
 
 
 # Tensors ------------------------------------------------------------------------------
@@ -151,10 +231,18 @@ def _to_hf(kind: str, w: np.ndarray, cfg: ModelConfig) -> np.ndarray:
     return w
 
 
-def _layer_table(cfg: ModelConfig, side: str):
-    if side == "encoder":
-        return _ENCODER_LAYER + _mlp_entries(1, cfg.gated), cfg.num_encoder_layers
-    return _DECODER_LAYER + _mlp_entries(2, cfg.gated), cfg.num_decoder_layers
+def _layer_slots(cfg: ModelConfig, side: str):
+    """[(t5pod prefix of a stacked layer, HF block indices it stacks, its entries)]."""
+    n = cfg.num_encoder_layers if side == "encoder" else cfg.num_decoder_layers
+    attention, ff = (_ENCODER_LAYER, 1) if side == "encoder" else (_DECODER_LAYER, 2)
+    switch = cfg.moe is not None
+    step = cfg.moe.sparse_step(side) if switch else 0
+    if not step:
+        return [(f"{side}.layers.layer", list(range(n)),
+                 attention + _mlp_entries(ff, cfg.gated, switch))]
+    return [(f"{side}.layers.blocks.layer.layer_{j}", list(range(j, n, step)),
+             attention + _mlp_entries(ff, cfg.gated, True, j == sparse_position(step)))
+            for j in range(step)]
 
 
 def _set(tree: dict, dotted: str, value) -> None:
@@ -188,12 +276,16 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: ModelConfig) -> dict:
     pure: dict = {"shared": shared}
     if not cfg.tie_word_embeddings:
         pure["lm_head"] = take("lm_head.weight").T
+    def read(kind, name):
+        if kind == "experts":
+            return np.stack([take(name.format(e=e)).T for e in range(cfg.moe.num_experts)])
+        return _to_t5pod(kind, take(name), cfg)
+
     for side in ("encoder", "decoder"):
-        table, n = _layer_table(cfg, side)
-        for ours, theirs, kind in table:
-            stacked = np.stack([_to_t5pod(kind, take(f"{side}.block.{i}.{theirs}"), cfg)
-                                for i in range(n)])
-            _set(pure, f"{side}.layers.layer.{ours}", stacked)
+        for prefix, blocks, table in _layer_slots(cfg, side):
+            for ours, theirs, kind in table:
+                stacked = np.stack([read(kind, f"{side}.block.{i}.{theirs}") for i in blocks])
+                _set(pure, f"{prefix}.{ours}", stacked)
         relpos = take(f"{side}.block.0.layer.0.SelfAttention.relative_attention_bias.weight")
         _set(pure, f"{side}.relative_position_bias.embedding", relpos.T)
         _set(pure, f"{side}.final_norm.scale", take(f"{side}.final_layer_norm.weight"))
@@ -208,11 +300,16 @@ def params_to_hf(pure: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:
     out["lm_head.weight"] = (shared if cfg.tie_word_embeddings
                              else np.asarray(pure["lm_head"], np.float32).T)
     for side in ("encoder", "decoder"):
-        table, n = _layer_table(cfg, side)
-        for ours, theirs, kind in table:
-            stacked = np.asarray(_get(pure, f"{side}.layers.layer.{ours}"), np.float32)
-            for i in range(n):
-                out[f"{side}.block.{i}.{theirs}"] = _to_hf(kind, stacked[i], cfg)
+        for prefix, blocks, table in _layer_slots(cfg, side):
+            for ours, theirs, kind in table:
+                stacked = np.asarray(_get(pure, f"{prefix}.{ours}"), np.float32)
+                for b, i in enumerate(blocks):
+                    name = f"{side}.block.{i}.{theirs}"
+                    if kind == "experts":
+                        for e, w in enumerate(stacked[b]):
+                            out[name.format(e=e)] = w.T
+                    else:
+                        out[name] = _to_hf(kind, stacked[b], cfg)
         relpos = np.asarray(_get(pure, f"{side}.relative_position_bias.embedding"), np.float32)
         out[f"{side}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = relpos.T
         out[f"{side}.final_layer_norm.weight"] = np.asarray(
@@ -267,7 +364,8 @@ def load(path: str, **overrides) -> EncoderDecoder:
 
 
 def save(model: EncoderDecoder, path: str) -> None:
-    """Write `model` as an HF T5ForConditionalGeneration directory (config.json + safetensors)."""
+    """Write `model` as an HF T5ForConditionalGeneration directory (config.json + safetensors),
+    or SwitchTransformersForConditionalGeneration for an MoE model."""
     cfg = model.config
     os.makedirs(path, exist_ok=True)
     pure = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))

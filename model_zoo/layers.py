@@ -9,6 +9,7 @@ from model_zoo.attention import MultiHeadAttention
 from model_zoo.config import ModelConfig
 from model_zoo.dropout import dropout, fold
 from model_zoo.mlp import MLP
+from model_zoo.moe import MoEFeedForward
 from model_zoo.norm import RMSNorm
 
 
@@ -21,39 +22,44 @@ def _attention(cfg: ModelConfig, rngs: nnx.Rngs) -> MultiHeadAttention:
                               cfg.attention_impl, cfg.dropout_rate, rngs)
 
 
-def _mlp(cfg: ModelConfig, rngs: nnx.Rngs) -> MLP:
+def _mlp(cfg: ModelConfig, rngs: nnx.Rngs, sparse: bool = False, side: str = "encoder"):
+    if sparse:
+        return MoEFeedForward(cfg, cfg.moe.routing(side), rngs)
     return MLP(cfg.d_model, cfg.d_ff, cfg.gated, cfg.compute_dtype, cfg.dropout_rate, rngs)
 
 
 class EncoderLayer(nnx.Module):
-    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, sparse: bool = False):
         self.pre_attention_norm = _norm(cfg, rngs)
         self.attention = _attention(cfg, rngs)
         self.pre_mlp_norm = _norm(cfg, rngs)
-        self.mlp = _mlp(cfg, rngs)
+        self.mlp = _mlp(cfg, rngs, sparse, "encoder")
         self.dropout_rate = cfg.dropout_rate
 
-    def __call__(self, x: jax.Array, bias, mask, *, rng=None, deterministic=True) -> jax.Array:
+    def __call__(self, x: jax.Array, bias, mask, *, rng=None, deterministic=True,
+                 with_aux=False):
         rate = self.dropout_rate
         h = self.pre_attention_norm(x)
         h = self.attention(h, h, bias, mask, rng=fold(rng, 0), deterministic=deterministic)
         x = x + dropout(h, rate, fold(rng, 1), deterministic)
-        h = self.mlp(self.pre_mlp_norm(x), rng=fold(rng, 2), deterministic=deterministic)
-        return x + dropout(h, rate, fold(rng, 3), deterministic)
+        h, aux = self.mlp.forward(self.pre_mlp_norm(x), rng=fold(rng, 2),
+                                  deterministic=deterministic)
+        x = x + dropout(h, rate, fold(rng, 3), deterministic)
+        return (x, aux) if with_aux else x
 
 
 class DecoderLayer(nnx.Module):
-    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, sparse: bool = False):
         self.pre_self_attention_norm = _norm(cfg, rngs)
         self.self_attention = _attention(cfg, rngs)
         self.pre_cross_attention_norm = _norm(cfg, rngs)
         self.cross_attention = _attention(cfg, rngs)
         self.pre_mlp_norm = _norm(cfg, rngs)
-        self.mlp = _mlp(cfg, rngs)
+        self.mlp = _mlp(cfg, rngs, sparse, "decoder")
         self.dropout_rate = cfg.dropout_rate
 
     def __call__(self, x: jax.Array, bias, mask, encoded, cross_mask, *, rng=None,
-                 deterministic=True) -> jax.Array:
+                 deterministic=True, with_aux=False):
         rate = self.dropout_rate
         h = self.pre_self_attention_norm(x)
         h = self.self_attention(h, h, bias, mask, rng=fold(rng, 0), deterministic=deterministic)
@@ -62,8 +68,10 @@ class DecoderLayer(nnx.Module):
         h = self.cross_attention(h, encoded, None, cross_mask, rng=fold(rng, 2),
                                  deterministic=deterministic)
         x = x + dropout(h, rate, fold(rng, 3), deterministic)
-        h = self.mlp(self.pre_mlp_norm(x), rng=fold(rng, 4), deterministic=deterministic)
-        return x + dropout(h, rate, fold(rng, 5), deterministic)
+        h, aux = self.mlp.forward(self.pre_mlp_norm(x), rng=fold(rng, 4),
+                                  deterministic=deterministic)
+        x = x + dropout(h, rate, fold(rng, 5), deterministic)
+        return (x, aux) if with_aux else x
 
     def step(self, x: jax.Array, bias, mask, cache: dict, index) -> tuple[jax.Array, dict]:
         """One decoding position: x [batch, 1, d_model]; `cache` holds this layer's self k/v

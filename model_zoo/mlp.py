@@ -24,6 +24,10 @@ class MLP(nnx.Module):
         self.dtype = dtype
         self.dropout_rate = dropout_rate
 
+    def forward(self, x: jax.Array, *, rng=None, deterministic: bool = True):
+        """(outputs, aux): the feed-forward interface shared with moe.MoEFeedForward."""
+        return self(x, rng=rng, deterministic=deterministic), {}
+
     def __call__(self, x: jax.Array, *, rng=None, deterministic: bool = True) -> jax.Array:
         if self.gated:
             h0 = jnp.einsum("btd,df->btf", x, self.wi_0[...].astype(self.dtype))

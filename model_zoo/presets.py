@@ -7,7 +7,7 @@ ByT5: T5 1.1 over UTF-8 bytes (vocab padded to 384), encoder 3x deeper than the 
 
 from __future__ import annotations
 
-from model_zoo.config import ByteEncoderConfig, ModelConfig, UniversalConfig
+from model_zoo.config import ByteEncoderConfig, ModelConfig, MoEConfig, UniversalConfig
 
 _V = 32128
 
@@ -32,6 +32,24 @@ def _byt5(d_model, d_ff, num_heads, encoder_layers, decoder_layers):
 _BYTES = 384
 _TINY = dict(d_model=64, d_ff=128, num_heads=4, d_kv=16, feed_forward_proj="gated-gelu",
              tie_word_embeddings=False, dropout_rate=0.0)
+
+
+def _switch(d_model, d_ff, num_heads, layers, experts):
+    """Switch Transformer (Fedus et al. 2021): T5 1.0 dense parts, every other feed-forward a
+    top-1 MoE (the HF google/switch-* layout), capacity factors 1.25 train / 2.0 eval."""
+    return _t5_1_0(d_model, d_ff, num_heads, 64, layers).replace(
+        moe=MoEConfig(num_experts=experts, router_jitter_noise=0.01))
+
+
+def _st_moe(d_model, d_ff, num_heads, layers, experts):
+    """ST-MoE style (Zoph et al. 2022): T5 1.1 dense parts, top-2 routing, an MoE layer every
+    4th feed-forward, router z-loss 0.001 and balancing loss 0.01."""
+    moe = MoEConfig(num_experts=experts, num_selected_experts=2, encoder_sparse_step=4,
+                    decoder_sparse_step=4)
+    return _t5_1_1(d_model, d_ff, num_heads, 64, layers).replace(moe=moe)
+
+
+_TINY_T5_1_0 = dict(vocab_size=_V, d_model=64, d_ff=128, num_heads=4, d_kv=16, dropout_rate=0.0)
 
 PRESETS: dict[str, ModelConfig] = {
     "t5_1_0_small": _t5_1_0(512, 2048, 8, 64, 6),
@@ -73,6 +91,17 @@ PRESETS: dict[str, ModelConfig] = {
                                byte_encoder=ByteEncoderConfig(
                                    d_model=48, d_ff=96, num_heads=4, d_kv=12, num_layers=2),
                                **_TINY),
+    # Mixture of experts. switch_base_N is FLOP-matched to t5_1_0_base (+ the router).
+    "switch_base_8": _switch(768, 3072, 12, 12, 8),
+    "switch_base_16": _switch(768, 3072, 12, 12, 16),
+    "switch_base_128": _switch(768, 3072, 12, 12, 128),
+    "switch_large_128": _switch(1024, 2816, 16, 24, 128),
+    "switch_tiny": ModelConfig(**_TINY_T5_1_0, num_encoder_layers=2, num_decoder_layers=2,
+                               moe=MoEConfig(num_experts=4)),
+    "st_moe_base_32": _st_moe(768, 2048, 12, 12, 32),
+    "st_moe_tiny": ModelConfig(vocab_size=_V, **_TINY, num_encoder_layers=4, num_decoder_layers=4,
+                               moe=MoEConfig(num_experts=4, num_selected_experts=2,
+                                             encoder_sparse_step=4, decoder_sparse_step=4)),
 }
 
 

@@ -14,6 +14,7 @@ from model_zoo.axes import constrain, param
 from model_zoo.config import ModelConfig
 from model_zoo.dropout import dropout, fold
 from model_zoo.layers import DecoderLayer, EncoderLayer
+from model_zoo.moe import summarize
 from model_zoo.norm import RMSNorm
 from model_zoo.relative_position import RelativePositionBias
 from model_zoo.universal import make_stack
@@ -43,8 +44,8 @@ def _check_same_shape(name: str, feature, tokens_name: str, tokens) -> None:
 class Encoder(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         self.relative_position_bias = _relpos(cfg, True, rngs)
-        self.layers = make_stack(cfg, lambda r: EncoderLayer(cfg, r), cfg.num_encoder_layers,
-                                 rngs)
+        self.layers = make_stack(cfg, lambda r, sparse=False: EncoderLayer(cfg, r, sparse),
+                                 cfg.num_encoder_layers, rngs, "encoder")
         self.final_norm = RMSNorm(cfg.d_model, cfg.layer_norm_epsilon, cfg.compute_dtype, rngs)
         self.dropout_rate = cfg.dropout_rate
 
@@ -62,8 +63,8 @@ class Encoder(nnx.Module):
 class Decoder(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         self.relative_position_bias = _relpos(cfg, False, rngs)
-        self.layers = make_stack(cfg, lambda r: DecoderLayer(cfg, r), cfg.num_decoder_layers,
-                                 rngs)
+        self.layers = make_stack(cfg, lambda r, sparse=False: DecoderLayer(cfg, r, sparse),
+                                 cfg.num_decoder_layers, rngs, "decoder")
         self.final_norm = RMSNorm(cfg.d_model, cfg.layer_norm_epsilon, cfg.compute_dtype, rngs)
         self.dropout_rate = cfg.dropout_rate
 
@@ -287,4 +288,21 @@ class EncoderDecoder(nnx.Module):
             aux["encoder_ponder_steps"] = enc_aux["ponder_steps"]
             aux["decoder_ponder_steps"] = dec_aux["ponder_steps"]
             aux["ponder_loss"] = aux["loss"]
+        if self.config.moe is not None:
+            aux = {**aux, **self._moe_aux(enc_aux, dec_aux)}
         return aux
+
+    def _moe_aux(self, enc_aux: dict, dec_aux: dict) -> dict:
+        """Router losses (each stack's mean over its MoE layers, summed over the stacks, as
+        HF sums encoder and decoder) weighted into `loss`, plus per-layer router metrics."""
+        moe, out = self.config.moe, {}
+        for side, aux in (("encoder", enc_aux), ("decoder", dec_aux)):
+            if aux:
+                out.update(summarize(side, aux, getattr(self, side).layers.moe_layer_indices))
+        zero = jnp.zeros((), jnp.float32)
+        balance = sum((out.get(f"{s}_load_balancing_loss", zero) for s in ("encoder", "decoder")),
+                      zero)
+        z = sum((out.get(f"{s}_router_z_loss", zero) for s in ("encoder", "decoder")), zero)
+        out.update(load_balancing_loss=balance, router_z_loss=z,
+                   loss=moe.load_balancing_loss_weight * balance + moe.router_z_loss_weight * z)
+        return out

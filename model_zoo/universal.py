@@ -22,11 +22,16 @@ from model_zoo.axes import param
 from model_zoo.config import ModelConfig, UniversalConfig
 from model_zoo.dropout import fold
 from model_zoo.scan import ScannedLayers
+from model_zoo.sparse_stack import MoEStack
 
 
-def make_stack(cfg: ModelConfig, make_layer: Callable[[nnx.Rngs], nnx.Module], num_layers: int,
-               rngs: nnx.Rngs):
-    """Dense T5: `num_layers` scanned layers. Universal: a shared block of them, recurrent."""
+def make_stack(cfg: ModelConfig, make_layer: Callable[..., nnx.Module], num_layers: int,
+               rngs: nnx.Rngs, side: str = "encoder"):
+    """Dense T5: `num_layers` scanned layers. Universal: a shared block of them, recurrent.
+    MoE: blocks of `moe.{side}_sparse_step` layers, one MoE each (`make_layer(rngs, sparse)`)."""
+    if cfg.moe is not None and cfg.moe.sparse_step(side):
+        return MoEStack(make_layer, num_layers, cfg.moe.sparse_step(side), cfg.remat_policy,
+                        rngs)
     if cfg.universal is None:
         return ScannedLayers(make_layer, num_layers, cfg.remat_policy, rngs)
     return RecurrentStack(make_layer, num_layers, cfg.universal, cfg.d_model, cfg.remat_policy,

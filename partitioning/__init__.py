@@ -3,9 +3,11 @@
 from partitioning.mesh import AXES, MeshConfig, make_mesh, mesh_shape
 from partitioning.rules import RULE_SETS, resolve, rule_set, validate_rules
 from partitioning.shardings import (activation_resolver, batch_sharding,
-                                    check_sufficient_sharding, data_parallel_degree,
+                                    check_expert_divisibility, check_sufficient_sharding,
+                                    data_parallel_degree,
                                     tree_shardings, tree_specs)
 
 __all__ = ["AXES", "MeshConfig", "make_mesh", "mesh_shape", "RULE_SETS", "resolve", "rule_set",
-           "validate_rules", "activation_resolver", "batch_sharding", "check_sufficient_sharding",
+           "validate_rules", "activation_resolver", "batch_sharding", "check_expert_divisibility",
+           "check_sufficient_sharding",
            "data_parallel_degree", "tree_shardings", "tree_specs"]

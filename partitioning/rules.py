@@ -17,21 +17,23 @@ from partitioning.mesh import AXES
 
 Rules = tuple[tuple[str, object], ...]
 
-_BATCH = ("batch", ("data", "fsdp", "expert"))
+# Batch over every data-like axis; where `expert` already holds a dim (an MoE layer's
+# expert-dispatched activations [expert, batch, ...]), over the other two.
+_BATCH = ("batch", ("data", "fsdp", "expert")), ("batch", ("data", "fsdp"))
 _COMMON = (("length", None), ("kv", None), ("relpos_buckets", None), ("layers", None))
 
-DATA_PARALLEL: Rules = (_BATCH, ("embed", None), ("heads", None), ("mlp", None),
+DATA_PARALLEL: Rules = (*_BATCH, ("embed", None), ("heads", None), ("mlp", None),
                         ("vocab", None), ("expert", None)) + _COMMON
 # ZeRO-3: every large param sharded on fsdp along its first shardable dim.
-FSDP: Rules = (_BATCH, ("embed", "fsdp"), ("mlp", "fsdp"), ("vocab", "fsdp"),
+FSDP: Rules = (*_BATCH, ("embed", "fsdp"), ("mlp", "fsdp"), ("vocab", "fsdp"),
                ("embed", None), ("mlp", None), ("vocab", None), ("heads", "fsdp"),
                ("heads", None), ("expert", None)) + _COMMON
 # Megatron: attention heads and MLP hidden units split over `tensor`.
-TENSOR: Rules = (_BATCH, ("heads", "tensor"), ("mlp", "tensor"), ("vocab", "tensor"),
+TENSOR: Rules = (*_BATCH, ("heads", "tensor"), ("mlp", "tensor"), ("vocab", "tensor"),
                  ("heads", None), ("mlp", None), ("vocab", None), ("embed", None),
                  ("expert", None)) + _COMMON
 # 2-D: FSDP on embed plus tensor on heads/mlp/vocab.
-FSDP_TENSOR: Rules = (_BATCH, ("heads", "tensor"), ("mlp", "tensor"), ("vocab", "tensor"),
+FSDP_TENSOR: Rules = (*_BATCH, ("heads", "tensor"), ("mlp", "tensor"), ("vocab", "tensor"),
                       ("embed", "fsdp"), ("heads", None), ("mlp", None), ("vocab", None),
                       ("embed", None), ("expert", None)) + _COMMON
 # Expert parallelism: experts over `expert`, the rest as in FSDP_TENSOR.

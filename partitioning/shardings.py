@@ -80,3 +80,26 @@ def check_sufficient_sharding(logical, shapes, rules: Rules, mesh: Mesh,
             f"{max_replicated_fraction:.0%}); largest replicated params: {largest}. Use a rule "
             "set that shards them (fsdp, tensor, fsdp_tensor) or raise max_replicated_fraction.")
     return fraction
+
+
+def check_expert_divisibility(logical, shapes, rules: Rules, mesh: Mesh) -> None:
+    """Refuse params whose `expert` dim (num_experts) the rules put on a mesh axis that does
+    not divide it (the resolver would silently replicate the experts instead)."""
+    ms = mesh_shape(mesh)
+    flat_names = jax.tree.leaves(logical, is_leaf=_is_names)
+    for names, x in zip(flat_names, jax.tree.leaves(shapes), strict=True):
+        for dim, name in enumerate(tuple(names)):
+            if name != "expert":
+                continue
+            for logical_name, target in rules:
+                axes = [a for a in ((target,) if isinstance(target, str) else target or ())
+                        if ms.get(a, 1) > 1]
+                if logical_name != "expert" or not axes:
+                    continue
+                size = int(np.prod([ms[a] for a in axes]))
+                if np.shape(x)[dim] % size:
+                    raise ValueError(
+                        f"num_experts={np.shape(x)[dim]} is not divisible by the size {size} of "
+                        f"mesh axes {tuple(axes)} that the rules shard experts on (mesh {ms}); "
+                        f"use a multiple of {size} experts or a smaller expert axis")
+                break

@@ -56,3 +56,23 @@ def hf_loss(model, enc, dec, targets, enc_mask) -> float:
                     decoder_input_ids=torch.tensor(np.asarray(dec)),
                     labels=torch.tensor(labels.astype(np.int64)))
     return float(out.loss)
+
+
+SWITCH = dict(vocab_size=96, d_model=32, d_ff=48, d_kv=8, num_heads=4, num_layers=4,
+              num_decoder_layers=2, num_sparse_encoder_layers=2, num_sparse_decoder_layers=1,
+              num_experts=4, expert_capacity=3, relative_attention_num_buckets=8,
+              relative_attention_max_distance=20)
+
+
+def make_hf_switch(seed: int = 0):
+    """A random HF SwitchTransformers (tight expert capacity 3, so tokens get dropped)."""
+    from transformers import SwitchTransformersConfig, SwitchTransformersForConditionalGeneration
+
+    torch.manual_seed(seed)
+    model = SwitchTransformersForConditionalGeneration(
+        SwitchTransformersConfig(**SWITCH, dropout_rate=0.0)).eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "layer_norm" in n:
+                p.add_(0.1 * torch.randn_like(p))
+    return model

@@ -39,6 +39,16 @@ def test_unknown_preset_and_field():
 
 
 def _hf_param_count(cfg: ModelConfig) -> int:
+    if cfg.moe is not None:
+        from transformers import (SwitchTransformersConfig,
+                                  SwitchTransformersForConditionalGeneration)
+
+        hf_cfg = SwitchTransformersConfig(**{k: v for k, v in hf.config_to_hf(cfg).items()
+                                             if k not in ("architectures", "t5pod_moe")})
+        with torch.device("meta"):
+            model = SwitchTransformersForConditionalGeneration(hf_cfg)
+        return sum(p.numel() for n, p in model.named_parameters()
+                   if not n.endswith("embed_tokens.weight"))
     hf_cfg = T5Config(**{k: v for k, v in hf.config_to_hf(cfg).items() if k != "architectures"})
     hf_cfg.tie_word_embeddings = cfg.tie_word_embeddings
     with torch.device("meta"):
@@ -47,8 +57,11 @@ def _hf_param_count(cfg: ModelConfig) -> int:
                if not n.endswith("embed_tokens.weight"))
 
 
+# ST-MoE presets (gated experts, top-2) have no HF equivalent; HF builds 128-expert models
+# slowly (switch_base_8 checks the same layout); hybrids have no HF counterpart.
 @pytest.mark.parametrize("name", sorted(n for n in PRESETS if not n.endswith("_tiny")
-                                         and PRESETS[n].byte_encoder is None))
+                                        and not n.startswith("st_moe") and "_128" not in n
+                                        and PRESETS[n].byte_encoder is None))
 def test_presets_have_the_parameter_count_of_hf(name):
     cfg = PRESETS[name]
     abstract = model_def(lambda r: EncoderDecoder(cfg, rngs=r)).abstract_params()

@@ -3,6 +3,11 @@
     python -m tools.bench --preset t5_1_1_base --batch 64 --inputs 512 --targets 128 \
         --dtype bfloat16 [--mesh data=-1] [--rules data_parallel] [--remat none]
 
+MoE presets (switch_*, st_moe_*) route with their train capacity factor; FLOPs count the
+k selected experts and the router. Switch-base-8 against its FLOP-matched dense model:
+    python -m tools.bench --preset switch_base_8 --preset t5_1_0_base --dtype bfloat16 \
+        --batch 64 --inputs 512 --targets 128 [--mesh expert=8 --rules expert]
+
 No TensorFlow: batches are random ids with the real shapes. MFU is against the chip's
 dense bf16 peak (null where unknown, e.g. CPU). tokens/s counts inputs + targets.
 `--data TASK` instead times that task's input pipeline (examples/s, tokens/s; this mode
@@ -12,6 +17,7 @@ imports TensorFlow).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import sys
@@ -64,6 +70,9 @@ def synthetic_batch(batch: int, inputs: int, targets: int, vocab: int, seed: int
 def bench(args, preset_name: str) -> dict:
     cfg = preset(preset_name, dtype=args.dtype, remat_policy=args.remat,
                  attention_impl=args.attention, dropout_rate=0.0)
+    if cfg.moe is not None:  # steps run without dropout: route with the train capacity factor
+        cfg = cfg.replace(moe=dataclasses.replace(
+            cfg.moe, eval_capacity_factor=cfg.moe.train_capacity_factor))
     mesh = partitioning.make_mesh(partitioning.MeshConfig(ici=parse_mesh(args.mesh)),
                                   devices=mesh_devices(args.mesh))
     train = TrainConfig(batch_size=args.batch, microbatches=args.microbatches, rules=args.rules,

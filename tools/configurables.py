@@ -10,7 +10,7 @@ import dataclasses
 
 import gin
 
-from model_zoo.config import ByteEncoderConfig, ModelConfig, UniversalConfig
+from model_zoo.config import ByteEncoderConfig, ModelConfig, MoEConfig, UniversalConfig
 from model_zoo.decoding import DecodeConfig
 from model_zoo.presets import preset
 from partitioning.mesh import MeshConfig
@@ -37,6 +37,7 @@ def mesh(ici: dict | None = None, dcn: dict | None = None) -> MeshConfig:
 decode_config = gin.external_configurable(DecodeConfig, module="model_zoo")
 gin.external_configurable(UniversalConfig, module="model_zoo")
 gin.external_configurable(ByteEncoderConfig, module="model_zoo")
+gin.external_configurable(MoEConfig, module="model_zoo")
 
 for _cls in (TrainConfig, OptimizerConfig, ScheduleConfig, LossConfig, LossScaleConfig,
              LoopConfig):
@@ -81,7 +82,8 @@ def known_configurables() -> dict[str, list[str]]:
              "partitioning.mesh": params(mesh.__wrapped__ if hasattr(mesh, "__wrapped__")
                                          else mesh),
              "run.train": params(TrainRun), "model_zoo.DecodeConfig": params(DecodeConfig),
-             "model_zoo.UniversalConfig": params(UniversalConfig)}
+             "model_zoo.UniversalConfig": params(UniversalConfig),
+             "model_zoo.MoEConfig": params(MoEConfig)}
     for cls in (TrainConfig, OptimizerConfig, ScheduleConfig, LossConfig, LossScaleConfig,
                 LoopConfig):
         known[f"training.{cls.__name__}"] = params(cls)

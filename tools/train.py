@@ -35,6 +35,9 @@ def identity_of(model_cfg) -> dict:
     b = model_cfg.byte_encoder
     if b is not None:  # absent for other models, so their identities stay as they were
         out["byte_encoder"] = {k: v for k, v in dataclasses.asdict(b).items() if k != "frozen"}
+    m = model_cfg.moe
+    out["moe"] = None if m is None else {k: getattr(m, k) for k in (
+        "num_experts", "encoder_sparse_step", "decoder_sparse_step")}
     return out
 
 

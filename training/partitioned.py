@@ -126,6 +126,7 @@ class Trainer:
         if unknown:
             raise ValueError(f"TrainConfig.frozen names {sorted(unknown)}, which this model "
                              f"does not have; its top-level params are {sorted(abstract_params)}")
+        partitioning.check_expert_divisibility(logical, abstract_params, self.rules, mesh)
         self.replicated_fraction = partitioning.check_sufficient_sharding(
             logical, abstract_params, self.rules, mesh, config.max_replicated_fraction)
 

@@ -1,0 +1,114 @@
+"""MoE routing: which tokens each expert processes, and the router's auxiliary losses.
+
+Shapes: G routing groups (sequences), S tokens per group, E experts, C expert capacity.
+A routing is a `dispatch` mask [G, S, E, C] (token s fills slot c of expert e) and
+`combine` weights of the same shape (the router probability on kept slots, 0 elsewhere).
+Everything here is float32 (selective precision, Switch Transformer section 2.4).
+
+Tokens choose (Switch k=1, GShard/ST-MoE k=2): each token picks its top-k experts; an
+expert keeps the first `capacity` tokens that picked it, ordered by position within the
+group (all top-1 choices before any top-2 choice), or by the token's top router
+probability with batch-prioritised routing (Riquelme et al. 2021). Overflow is dropped:
+its combine weight is 0, so the MoE layer adds nothing and the residual carries the token.
+Experts choose (Zhou et al. 2022): each expert takes its `capacity` highest-probability
+tokens of the group; a token may get 0..E experts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+def capacity(tokens_per_group: int, num_experts: int, factor: float, minimum: int,
+             fixed: int | None = None) -> int:
+    """Slots per expert per group: ceil(factor * S / E), at least `minimum`, at most S.
+
+    `fixed` (HF SwitchTransformers' `expert_capacity`) replaces the formula.
+    """
+    if factor <= 0:
+        raise ValueError(f"capacity factor={factor!r} is invalid: expected a float > 0")
+    c = fixed if fixed is not None else max(minimum, math.ceil(factor * tokens_per_group
+                                                               / num_experts))
+    return max(1, min(c, tokens_per_group))
+
+
+def router_logits(x: jax.Array, kernel: jax.Array, jitter: float = 0.0,
+                  rng: jax.Array | None = None) -> jax.Array:
+    """float32 logits [G, S, E]; multiplicative jitter U(1-eps, 1+eps) on the input if `rng`."""
+    x = x.astype(jnp.float32)
+    if rng is not None and jitter > 0:
+        x = x * jax.random.uniform(rng, x.shape, jnp.float32, 1.0 - jitter, 1.0 + jitter)
+    return jnp.einsum("gsd,de->gse", x, kernel.astype(jnp.float32))
+
+
+def _slots(expert_index, gates, keep, position, num_experts, cap):
+    """dispatch/combine [G, S, E, C] from per-choice expert, gate, keep flag and slot."""
+    onehot_e = jax.nn.one_hot(expert_index, num_experts, dtype=jnp.float32)   # [G,S,k,E]
+    onehot_c = jax.nn.one_hot(jnp.where(keep, position, cap), cap, dtype=jnp.float32)
+    dispatch = jnp.einsum("gske,gskc->gsec", onehot_e, onehot_c)
+    combine = jnp.einsum("gske,gskc,gsk->gsec", onehot_e, onehot_c, gates)
+    return dispatch, combine
+
+
+def tokens_choose(probs: jax.Array, k: int, cap: int, batch_prioritized: bool = False):
+    """(dispatch, combine, expert_index [G, S, k]) for top-k tokens-choose routing."""
+    groups, tokens, num_experts = probs.shape
+    gates, expert_index = jax.lax.top_k(probs, k)                            # [G,S,k]
+    if batch_prioritized:  # rank tokens by their top probability, highest first
+        order = jnp.argsort(-gates[..., 0], axis=1, stable=True)             # [G,S]
+    else:
+        order = jnp.broadcast_to(jnp.arange(tokens), (groups, tokens))
+    ranked = jnp.take_along_axis(expert_index, order[..., None], axis=1)
+    # priority: all first choices (in rank order), then all second choices, ...
+    mask = jax.nn.one_hot(jnp.swapaxes(ranked, 1, 2), num_experts, dtype=jnp.int32)
+    mask = mask.reshape(groups, k * tokens, num_experts)                     # [G,kS,E]
+    position = jnp.sum((jnp.cumsum(mask, axis=1) - 1) * mask, axis=-1)       # [G,kS]
+    position = jnp.swapaxes(position.reshape(groups, k, tokens), 1, 2)       # [G,S(rank),k]
+    unrank = jnp.argsort(order, axis=1)
+    position = jnp.take_along_axis(position, unrank[..., None], axis=1)      # [G,S,k]
+    keep = position < cap
+    dispatch, combine = _slots(expert_index, gates, keep, position, num_experts, cap)
+    return dispatch, combine, expert_index
+
+
+def experts_choose(probs: jax.Array, cap: int):
+    """(dispatch, combine) where each expert takes its `cap` most probable tokens."""
+    tokens = probs.shape[1]
+    gates, token_index = jax.lax.top_k(jnp.swapaxes(probs, 1, 2), cap)      # [G,E,C]
+    dispatch = jnp.einsum("gecs->gsec", jax.nn.one_hot(token_index, tokens, dtype=jnp.float32))
+    return dispatch, dispatch * gates[:, None, :, :]
+
+
+def load_balancing_loss(probs: jax.Array, expert_index: jax.Array) -> jax.Array:
+    """Switch eq. 4 per group, averaged: E * sum_e f_e P_e (1 when perfectly balanced).
+
+    f_e: fraction of the group's tokens that chose expert e (any of their k choices, before
+    capacity); P_e: mean router probability of expert e.
+    """
+    num_experts = probs.shape[-1]
+    chose = jnp.max(jax.nn.one_hot(expert_index, num_experts, dtype=jnp.float32), axis=-2)
+    f = jnp.mean(chose, axis=1)
+    p = jnp.mean(probs, axis=1)
+    return jnp.mean(jnp.sum(f * p, axis=-1)) * num_experts
+
+
+def router_z_loss(logits: jax.Array) -> jax.Array:
+    """ST-MoE eq. 5: mean over tokens of logsumexp(logits)^2."""
+    return jnp.mean(jnp.square(jax.nn.logsumexp(logits, axis=-1)))
+
+
+def routing_metrics(dispatch: jax.Array) -> dict:
+    """Fraction of tokens no expert processes, and expert load (1 = even share) min/max and
+    entropy (nats; log E when even)."""
+    num_experts = dispatch.shape[2]
+    per_token = jnp.sum(dispatch, axis=(2, 3))                               # [G,S]
+    load = jnp.sum(dispatch, axis=(0, 1, 3))                                 # [E]
+    share = load / jnp.maximum(jnp.sum(load), 1.0)
+    entropy = -jnp.sum(jnp.where(share > 0, share * jnp.log(jnp.maximum(share, 1e-30)), 0.0))
+    return {"dropped_fraction": jnp.mean((per_token == 0).astype(jnp.float32)),
+            "expert_load_min": jnp.min(share) * num_experts,
+            "expert_load_max": jnp.max(share) * num_experts,
+            "expert_load_entropy": entropy}
