@@ -114,9 +114,10 @@ class EncoderDecoder(nnx.Module):
                 self.byte_projection = param(rngs, jax.nn.initializers.normal(b.d_model ** -0.5),
                                              (b.d_model, d), (None, "embed"))
 
-    def embed(self, tokens: jax.Array) -> jax.Array:
+    def embed(self, tokens: jax.Array, table: nnx.Param | None = None) -> jax.Array:
+        """Rows of `table` (default: the shared token embedding) in the compute dtype."""
         # Gather from a table whole along `embed` (FSDP all-gathers it, as for any weight).
-        table = constrain(self.shared[...], ("vocab", None))
+        table = constrain((self.shared if table is None else table)[...], ("vocab", None))
         x = jnp.take(table, tokens, axis=0).astype(self.config.compute_dtype)
         return constrain(x, ("batch", "length", "embed"))
 
@@ -156,10 +157,8 @@ class EncoderDecoder(nnx.Module):
             fold(dropout_rng, 2), deterministic)], axis=1), aux
 
     def _encode_bytes(self, tokens, segment_ids, positions, rng, deterministic):
-        table = constrain(self.byte_shared[...], ("vocab", None))
-        x = jnp.take(table, tokens, axis=0).astype(self.config.compute_dtype)
-        x, _ = self.byte_encoder(constrain(x, ("batch", "length", "embed")), tokens,
-                                 segment_ids, positions, rng=rng, deterministic=deterministic)
+        x, _ = self.byte_encoder(self.embed(tokens, self.byte_shared), tokens, segment_ids,
+                                 positions, rng=rng, deterministic=deterministic)
         if hasattr(self, "byte_projection"):
             x = jnp.einsum("bte,ed->btd", x,
                            self.byte_projection[...].astype(self.config.compute_dtype))
