@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 
 import gin
@@ -120,7 +121,10 @@ def bucket_ranges(n: int) -> dict[str, range]:
 def splits(config: WikiSpellConfig) -> dict[str, list[tuple[str, str]]]:
     """{split: [(word, bucket), ...]}, deterministic for the config (seed included)."""
     if config.word_list:
-        words, freqs, _ = read_word_list(config.word_list)
+        words, freqs, skipped = read_word_list(config.word_list)
+        if any(skipped.values()):
+            logging.getLogger(__name__).warning("WikiSpell word_list %s: skipped %s lines",
+                                                config.word_list, skipped)
     else:
         words, freqs = wordfreq_words()
     n, rng = len(words), np.random.default_rng(config.seed)

@@ -67,11 +67,13 @@ def test_default_list_is_wordfreq_english_letters():
     assert len(rows) == 50 and rows[0]["targets"] == " ".join(rows[0]["inputs"])
 
 
-def test_bad_words_are_skipped_and_counted(word_list):
+def test_bad_words_are_skipped_and_counted(word_list, caplog):
     path, words = word_list
     kept, _, skipped = wikispell.read_word_list(path)
     assert kept == words
     assert skipped == {"empty": 1, "not_ascii_letters": 3, "duplicate": 1}
+    wikispell.splits(WikiSpellConfig(seed=9, word_list=path, **SMALL))
+    assert "'not_ascii_letters': 3" in caplog.text
 
 
 def test_bad_names_and_sizes_are_clear_errors(word_list):
