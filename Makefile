@@ -1,5 +1,5 @@
 # Two commands do all the setup on a fresh machine:
-#   make quickstart   train a tiny T5 on the 8-device CPU mesh (embedded default)
+#   make quickstart   char-blind T5 vs char-aware ByT5 on WikiSpell, 8-device CPU mesh
 #   make test         the test suite on 8 fake CPU devices
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 quickstart: $(STAMP)
-	XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu $(PY) -m tools.quickstart
+	TF_CPP_MIN_LOG_LEVEL=3 XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu $(PY) -m tools.quickstart
 
 test: $(STAMP)
 	XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu $(PY) -m pytest tests

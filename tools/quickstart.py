@@ -21,6 +21,9 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--per_bucket", type=int, default=200, help="test words per bucket")
     args = p.parse_args(argv)
+    from absl import logging  # seqio's advice on caching tasks is noise for this demo
+
+    logging.set_verbosity(logging.ERROR)
     return wikispell_compare.main([f"--out={args.out}", f"--steps={args.steps}",
                                    f"--per_bucket={args.per_bucket}", "--models=t5,byt5",
                                    "--gin=EVAL_EVERY=0", "--gin=CHECKPOINT_EVERY=300",
