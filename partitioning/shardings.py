@@ -39,6 +39,24 @@ def batch_sharding(rules: Rules, mesh: Mesh, ndim: int = 2) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(*spec, *([None] * (ndim - 1))))
 
 
+def process_rows(sharding: NamedSharding, global_batch: int) -> slice:
+    """The rows of a [global_batch, ...] array that this process's devices hold.
+
+    What a host must feed `jax.make_array_from_process_local_data` when every host slices
+    one global batch (tests, synthetic data); a host's rows must be one contiguous block.
+    """
+    index = sharding.addressable_devices_indices_map((global_batch,))
+    rows = sorted({(i[0].start or 0, global_batch if i[0].stop is None else i[0].stop)
+                   for i in index.values()})
+    start, stop = rows[0][0], rows[-1][1]
+    covered = sum(b - a for a, b in rows)
+    if covered != stop - start:
+        raise ValueError(f"process {jax.process_index()} holds rows {rows} of the batch, not one "
+                         "contiguous block; order the mesh so each host's devices are adjacent "
+                         "along the batch axes")
+    return slice(start, stop)
+
+
 def data_parallel_degree(rules: Rules, mesh: Mesh) -> int:
     """How many ways the batch dimension is split."""
     spec = resolve(("batch",), rules, mesh_shape(mesh))[0]

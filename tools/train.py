@@ -5,6 +5,10 @@
 
 Resumes from the latest complete checkpoint in --model_dir; SIGTERM saves and exits 0.
 Outputs: DIR/checkpoints, DIR/metrics.jsonl, DIR/tensorboard, DIR/config.gin.
+
+Multi-host: run the same command on every host. Cloud TPU VMs and SLURM steps are detected;
+elsewhere add --coordinator_address=HOST0:PORT --num_processes=N --process_id=I. Host 0
+alone writes metrics and config files; all hosts write the (shared) checkpoint directory.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ def identity_of(model_cfg) -> dict:
 
 def check_model_dir(model_dir: str) -> None:
     os.makedirs(model_dir, exist_ok=True)
-    probe = os.path.join(model_dir, ".t5pod_write_test")
+    probe = os.path.join(model_dir, f".t5pod_write_test.{jax.process_index()}")
     try:
         with open(probe, "w") as f:
             f.write("x" * 4096)
@@ -136,6 +140,38 @@ def build(run, model_dir: str):
     return trainer, make_feed, make_eval
 
 
+def add_distributed_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("multi-host (see partitioning/distributed.py)")
+    g.add_argument("--distributed", default="auto",
+                   choices=["auto", "explicit", "cluster", "single"],
+                   help="auto: explicit if --coordinator_address, cluster on Cloud TPU/SLURM, "
+                        "else single process")
+    g.add_argument("--coordinator_address", help="HOST:PORT of process 0")
+    g.add_argument("--num_processes", type=int)
+    g.add_argument("--process_id", type=int)
+    g.add_argument("--local_device_ids", help="comma-separated local device ids (default all)")
+    g.add_argument("--initialization_timeout", type=int, default=300, help="seconds")
+    g.add_argument("--heartbeat_timeout", type=int, default=100,
+                   help="seconds before a silent process counts as dead and the rest stop")
+
+
+def start_distributed(p: argparse.ArgumentParser, args) -> str:
+    """Join the multi-host job (or not) before anything touches a device."""
+    from partitioning.distributed import DistributedConfig, initialize
+
+    try:
+        ids = args.local_device_ids
+        config = DistributedConfig(
+            mode=args.distributed, coordinator_address=args.coordinator_address,
+            num_processes=args.num_processes, process_id=args.process_id,
+            local_device_ids=None if ids is None else tuple(int(i) for i in ids.split(",")),
+            initialization_timeout=args.initialization_timeout,
+            heartbeat_timeout=args.heartbeat_timeout)
+    except ValueError as e:
+        p.error(str(e))
+    return initialize(config)
+
+
 def main(argv=None) -> dict:
     from tools import configurables, gin_flags
 
@@ -144,9 +180,11 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model_dir", required=True)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    add_distributed_flags(p)
     args = p.parse_args(rest)
     if not files:
         p.error("give at least one --gin_file")
+    start_distributed(p, args)
     configurables.register_tasks_configurables()
     gin_flags.parse(files, bindings)
     gin_flags.require_macros(REQUIRED_MACROS)
@@ -170,14 +208,17 @@ def main(argv=None) -> dict:
     # Refuse a model_dir of another model before writing anything into it.
     Checkpointer(os.path.join(args.model_dir, "checkpoints"), async_save=False,
                  identity=identity_of(run.model)).check_identity()
-    with open(os.path.join(args.model_dir, "config.gin"), "w") as f:
-        f.write(gin.config_str())
-    write_model_json(args.model_dir, run.model, run.feed.mixture_or_task_name)
+    primary = jax.process_index() == 0
+    if primary:
+        with open(os.path.join(args.model_dir, "config.gin"), "w") as f:
+            f.write(gin.config_str())
+        write_model_json(args.model_dir, run.model, run.feed.mixture_or_task_name)
     result = run_loop(trainer, run.loop, args.model_dir, make_feed, make_eval,
                       identity=identity_of(run.model), initial_params=initial,
                       progress=args.progress)
-    with open(os.path.join(args.model_dir, "operative_config.gin"), "w") as f:
-        f.write(gin.operative_config_str())
+    if primary:
+        with open(os.path.join(args.model_dir, "operative_config.gin"), "w") as f:
+            f.write(gin.operative_config_str())
     summary = {"model_dir": os.path.abspath(args.model_dir), "step": result["step"],
                "preempted": result["preempted"], "resumed": result["resumed"],
                **{k: v for k, v in result.get("metrics", {}).items() if k in ("loss", "accuracy")}}

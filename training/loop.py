@@ -106,8 +106,9 @@ def run(trainer: Trainer, config: LoopConfig, model_dir: str,
         ckpt.close()
         return {"step": step, "preempted": False, "resumed": latest is not None}
     feed = make_feed(input_state)
-    writer = MetricsWriter(model_dir)
-    bar = _progress(progress, step, config.train_steps)
+    primary = jax.process_index() == 0  # host 0 alone logs; all hosts write checkpoints
+    writer = MetricsWriter(model_dir, primary=primary)
+    bar = _progress(progress, step, config.train_steps) if primary else None
     last = {}
     t0, logged_at = time.perf_counter(), step
     saved = set(ckpt.all_steps())

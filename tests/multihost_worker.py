@@ -1,0 +1,157 @@
+"""One process of a real 2-process CPU run (4 devices each, gloo), driven by test_multihost.
+
+    python -m tests.multihost_worker train PROCESS_ID PORT MODEL_DIR REFERENCE_DIR OUT_JSON
+    python -m tests.multihost_worker collectives PROCESS_ID PORT
+
+`train`: the tiny T5 trained by `training.loop.run` on the global mesh below, fed by the
+real per-host `HostFeed` (this host's seqio shard); host 1 gets SIGTERM while fetching
+batch PREEMPT_AT, so both hosts must agree to save that step. Then the checkpoint a 1-process
+run wrote in REFERENCE_DIR is restored on this 2-process mesh and compared with this run's
+state. `collectives`: an endless loop of cross-process sums, for the failure test to kill.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+LOCAL_DEVICES = 4
+STEPS, PREEMPT_AT, CHECKPOINT_EVERY = 4, 3, 2
+FEED = dict(mixture_or_task_name="demo_span_corruption_byte",
+            task_feature_lengths={"inputs": 32, "targets": 8}, batch_size=8, seed=0)
+
+
+def make_trainer(devices=None):
+    """data across hosts (DCN) x fsdp x tensor inside each; the same on 1 process x 8."""
+    import partitioning
+    from model_zoo import EncoderDecoder
+    from tests.train_helpers import TINY
+    from training.optimizers import OptimizerConfig
+    from training.partitioned import TrainConfig, Trainer
+    from training.schedules import ScheduleConfig
+
+    mesh = partitioning.make_mesh(partitioning.MeshConfig(ici={"fsdp": 2, "tensor": 2},
+                                                          dcn={"data": 2}), devices)
+    cfg = TINY.replace(vocab_size=384)
+    opt = OptimizerConfig(name="adamw", schedule=ScheduleConfig(
+        kind="constant", learning_rate=1e-2, warmup_steps=0))
+    config = TrainConfig(batch_size=FEED["batch_size"], rules="fsdp_tensor", optimizer=opt)
+    return Trainer(lambda r: EncoderDecoder(cfg, rngs=r), cfg.dtype, config, mesh)
+
+
+class PreemptedFeed:
+    """A HostFeed that sends this process SIGTERM while it fetches batch `at` (1-based)."""
+
+    def __init__(self, feed, at: int | None):
+        self.feed, self.at, self.first = feed, at, None
+
+    def __next__(self):
+        if self.at is not None and self.feed.position + 1 == self.at:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGTERM)
+        batch = next(self.feed)
+        if self.first is None:
+            self.first = batch
+        return batch
+
+    def state(self):
+        return self.feed.state()
+
+
+def max_abs_diff(a, b) -> float:
+    """Largest |a - b| over two identically sharded trees, computed on the global mesh."""
+    import jax
+    import jax.numpy as jnp
+
+    def diff(a, b):  # one program: each host must run the same collectives in one order
+        leaves = jax.tree.map(lambda x, y: jnp.max(jnp.abs(x.astype(jnp.float32) - y)), a, b)
+        return jnp.max(jnp.stack(jax.tree.leaves(leaves)))
+
+    return float(jax.jit(diff)(a, b))
+
+
+def join(process_id: int, port: str, heartbeat: int) -> None:
+    from partitioning.distributed import DistributedConfig, initialize
+
+    mode = initialize(DistributedConfig(coordinator_address=f"localhost:{port}",
+                                        num_processes=2, process_id=process_id,
+                                        initialization_timeout=60, heartbeat_timeout=heartbeat))
+    assert mode == "explicit", mode
+
+
+def _phase(name):
+    import time
+
+    print(f"[{time.process_time():.1f}s cpu {time.perf_counter():.1f}s] {name}", file=sys.stderr)
+
+
+def train(process_id: int, port: str, model_dir: str, reference_dir: str, out: str) -> None:
+    _phase("start")
+    join(process_id, port, heartbeat=30)
+    _phase("joined")
+    import json
+
+    import jax
+
+    jax.config.update("jax_default_matmul_precision", "highest")
+    import partitioning
+    from tasks.feeding import FeedConfig, HostFeed
+    from training.checkpoints import Checkpointer, abstract_with_shardings
+    from training.loop import LoopConfig, run
+
+    _phase("imported")
+    trainer = make_trainer()
+    rows = partitioning.process_rows(trainer.batch_sharding, FEED["batch_size"])
+    feed = PreemptedFeed(HostFeed(FeedConfig(**FEED)), PREEMPT_AT if process_id == 1 else None)
+    _phase("feed built")
+    result = run(trainer, LoopConfig(train_steps=STEPS, checkpoint_every=CHECKPOINT_EVERY,
+                                     log_every=1), model_dir, lambda _: feed, progress=False)
+    _phase("trained")
+    # The reverse direction: a checkpoint written by 1 process x 8 devices, restored here.
+    abstract = abstract_with_shardings(jax.eval_shape(trainer._init), trainer.state_shardings)
+    restored, _ = Checkpointer(reference_dir, async_save=False).restore(abstract, result["step"])
+    with open(out, "w") as f:
+        json.dump({"process_index": jax.process_index(), "process_count": jax.process_count(),
+                   "devices": jax.device_count(), "rows": [rows.start, rows.stop],
+                   "feed_process_index": feed.feed.process_index,
+                   "first_batch": feed.first["encoder_input_tokens"].tolist(),
+                   "step": result["step"],
+                   "preempted": result["preempted"],
+                   "reference_params_diff": max_abs_diff(restored.params, result["state"].params),
+                   "reference_opt_diff": max_abs_diff(restored.opt_state,
+                                                      result["state"].opt_state)}, f)
+    _phase("done")
+
+
+def collectives(process_id: int, port: str) -> None:
+    join(process_id, port, heartbeat=5)
+    import time
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    x = jax.make_array_from_process_local_data(NamedSharding(mesh, PartitionSpec("data")),
+                                               np.ones(LOCAL_DEVICES, np.float32))
+    total = jax.jit(jnp.sum, out_shardings=NamedSharding(mesh, PartitionSpec()))
+    assert float(total(x)) == 2 * LOCAL_DEVICES
+    print("ready", flush=True)
+    while True:
+        total(x).block_until_ready()
+        time.sleep(0.01)
+
+
+if __name__ == "__main__":  # set before jax is imported (the functions import it lazily)
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={LOCAL_DEVICES}"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import faulthandler
+
+    faulthandler.dump_traceback_later(200, exit=True)  # a hang shows where, then ends
+    what, args = sys.argv[1], sys.argv[2:]
+    if what == "train":
+        train(int(args[0]), args[1], args[2], args[3], args[4])
+    else:
+        collectives(int(args[0]), args[1])
