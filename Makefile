@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 quickstart: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=3 XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu $(PY) -m tools.quickstart
 
+# two workers, one per core; a file stays on one worker so its module fixtures build once
 test: $(STAMP)
-	XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu $(PY) -m pytest tests
+	XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu $(PY) -m pytest tests -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
