@@ -82,7 +82,7 @@ def _changed(before, after, key) -> bool:
 
 
 @pytest.mark.parametrize("frozen,ici,rules,dtype", [
-    (False, {"data": 2, "fsdp": 2, "tensor": 2}, "fsdp_tensor", "bfloat16"),
+    (False, {"fsdp": 2}, "fsdp", "bfloat16"),
     (True, {"data": 1}, "data_parallel", "float32")])
 def test_gradients_reach_both_encoders_unless_frozen(frozen, ici, rules, dtype):
     cfg = HYBRID.replace(freeze_encoder=frozen,
