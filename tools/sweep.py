@@ -44,29 +44,21 @@ def _parse_member(cfg: SweepConfig, member: Member, extra: list[str]) -> None:
 
 def _check_macros(cfg: SweepConfig, members: list[Member]) -> None:
     """Macro keys (no '.') must be macros the base run defines: gin accepts any name."""
+    import difflib
+    import re
+
     keys = set(cfg.bindings) | {k for m in members for k, _ in m.bindings}
-    macros = sorted(k for k in keys if "." not in k)
     gin_flags.parse(list(cfg.gin_files), [])
-    defined = []
-    for name in macros:
+    for name in sorted(k for k in keys if "." not in k):
         try:
             gin.query_parameter(f"%{name}")
         except ValueError:
-            import difflib
-
-            defined = defined or sorted(_macros_in_config())
+            defined = sorted(set(re.findall(r"%([A-Za-z_]\w*)", gin.config_str())))
             close = difflib.get_close_matches(name, defined, n=3, cutoff=0.5)
             raise ValueError(f"sweep binds {name!r}, which is neither a configurable parameter "
                              f"(configurable.parameter) nor a macro of {list(cfg.gin_files)}"
                              + (f"; did you mean {close}?" if close else
                                 f"; its macros: {defined}")) from None
-
-
-def _macros_in_config() -> set[str]:
-    import re
-
-    return set(re.findall(r"^([A-Z][A-Z0-9_]*) = ", gin.config_str(), re.M)) | set(
-        re.findall(r"%([A-Za-z_][A-Za-z0-9_]*)", gin.config_str()))
 
 
 def _heldout_name() -> str | None:
@@ -96,8 +88,10 @@ def check(cfg: SweepConfig, members: list[Member], extra: list[str]) -> None:
             for name, split in data:
                 ds = lookup(name).get_dataset(lengths, split=split, shuffle=False)
                 next(ds.take(1).as_numpy_iterator())
-        except Exception as e:
-            raise type(e)(f"sweep member {member.name!r}: {e}") from None
+        except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
+            message = e.args[0] if isinstance(e, KeyError) and e.args else e
+            raise (ValueError if isinstance(e, KeyError) else type(e))(
+                f"sweep member {member.name!r}: {message}") from e
         finally:
             gin.clear_config()
 
@@ -226,7 +220,10 @@ def main(argv=None) -> list[dict]:
         with compilation_cache(os.path.join(args.out, ".jax_cache")):
             for member in pending:
                 print(f"sweep: training member {member.name}", file=sys.stderr)
+                start = time.process_time()
                 print(json.dumps(run_member(cfg, member, args.out, extra_flags)))
+                print(f"sweep: member {member.name} took {time.process_time() - start:.1f} "
+                      "CPU seconds", file=sys.stderr)
         for member in members_to_run:
             if member not in pending:
                 print(f"sweep: member {member.name} is finished; skipped", file=sys.stderr)
