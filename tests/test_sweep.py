@@ -75,7 +75,7 @@ def test_three_member_sweep_runs_resumes_and_reports(tmp_path, capsys):
         rows = list(csv.DictReader(f))
     assert [r["member"] for r in rows] == [d.name for d in dirs]
     for r in rows:
-        assert np.isfinite(float(r["eval/loss"])) and 0 <= float(r["heldout/accuracy"]) <= 100
+        assert np.isfinite(float(r["eval/loss"])) and 0 <= float(r["heldout/accuracy"]) <= 1
     assert (out / "results.md").read_text().startswith("| member |")
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -104,7 +104,8 @@ def heldout_eval(model_dir: str, heldout: str, examples: int, lengths: dict) -> 
     predictor = Predictor(model_dir, decode_config=DecodeConfig(lengths["targets"]),
                           max_input_length=lengths["inputs"])
     results = evaluate_task(predictor, heldout, "validation", lengths, examples)
-    out = {f"heldout/{task}": r["accuracy"] for task, r in results.items()}
+    # fractions, like the teacher-forced eval/accuracy beside them
+    out = {f"heldout/{task}": r["accuracy"] / 100.0 for task, r in results.items()}
     out["heldout/accuracy"] = sum(out.values()) / len(out)
     return out
 

@@ -16,10 +16,13 @@ values are Python literals.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import re
 
 import gin
+
+MAX_NAME = 80   # characters of a member's directory name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +95,11 @@ def member_name(bindings: dict) -> str:
     shorts = [k.rsplit(".", 1)[-1] for k in bindings]
     keys = [s if shorts.count(s) == 1 else k for s, k in zip(shorts, bindings, strict=True)]
     text = ",".join(f"{k}={_short(v)}" for k, v in zip(keys, bindings.values(), strict=True))
-    return re.sub(r"[^A-Za-z0-9=.,+_-]", "_", text) or "base"
+    name = re.sub(r"[^A-Za-z0-9=.,+_-]", "_", text) or "base"
+    if len(name) > MAX_NAME:  # long values (paths): a readable head and a stable hash
+        digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+        name = f"{name[:MAX_NAME - 9]}-{digest}"
+    return name
 
 
 def read(path: str) -> SweepConfig:
