@@ -87,9 +87,13 @@ def plot(path: str, swept: list[str], results: list[dict]) -> None:
             ax = axes[i][j]
             ys = [r["metrics"].get(metric, float("nan")) for r in results]
             ax.scatter(xs, ys)
-            if numeric and all(v > 0 for v in values) and max(values) / min(values) >= 10:
-                ax.set_xscale("log")
-            if not numeric:
+            if numeric:
+                if all(v > 0 for v in values) and max(values) / min(values) >= 10:
+                    ax.set_xscale("log")
+                ticks = sorted(set(values))
+                ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
+                ax.minorticks_off()
+            else:
                 ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=7)
             ax.set_xlabel(key.rsplit(".", 1)[-1])
             ax.set_ylabel(metric)
