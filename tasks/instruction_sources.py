@@ -45,7 +45,12 @@ def tfds_loader(tfds_name: str, convert: Callable[[dict], dict],
 def _tfds_rows(tfds_name: str, split: str, mocked: bool) -> tuple:
     import seqio
 
-    ds = seqio.TfdsDataSource(tfds_name=tfds_name).get_dataset(split, shuffle=False)
+    source = seqio.TfdsDataSource(tfds_name=tfds_name)
+    if not mocked:
+        from tasks.feeding import check_tfds_dataset_prepared
+
+        check_tfds_dataset_prepared(tfds_name, source.tfds_dataset.data_dir)
+    ds = source.get_dataset(split, shuffle=False)
     return tuple(ds.as_numpy_iterator())
 
 

@@ -209,3 +209,13 @@ def test_jsonl_missing_a_mapped_field_names_file_line_and_field(tmp_path):
     finally:
         gin.clear_config()
         sources.clear_caches()
+
+
+def test_unprepared_tfds_instruction_task_says_how_to_prepare(tmp_path):
+    seqio.set_tfds_data_dir_override(str(tmp_path))
+    try:
+        with pytest.raises(FileNotFoundError, match=f"not prepared.*{tmp_path}.*tfds build "
+                                                    "super_glue/boolq"):
+            flan_tasks.rendered("flan_boolq", "train")
+    finally:
+        seqio.set_tfds_data_dir_override(None)
