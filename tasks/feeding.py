@@ -65,7 +65,6 @@ def _tfds_sources(provider) -> list:
 
 def check_tfds_prepared(provider, data_dir: str | None) -> None:
     """Refuse, early and clearly, a TFDS dataset that was never downloaded and prepared."""
-
     for source in _tfds_sources(provider):
         check_tfds_dataset_prepared(source.tfds_dataset.name, data_dir)
 
