@@ -65,18 +65,21 @@ def _tfds_sources(provider) -> list:
 
 def check_tfds_prepared(provider, data_dir: str | None) -> None:
     """Refuse, early and clearly, a TFDS dataset that was never downloaded and prepared."""
+    for source in _tfds_sources(provider):
+        check_tfds_dataset_prepared(source.tfds_dataset.name, data_dir)
+
+
+def check_tfds_dataset_prepared(name: str, data_dir: str | None = None) -> None:
     import tensorflow_datasets as tfds
 
-    for source in _tfds_sources(provider):
-        name = source.tfds_dataset.name
-        builder = tfds.builder(name, data_dir=data_dir)
-        if not tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json")):
-            searched = data_dir or os.environ.get("TFDS_DATA_DIR") or tfds.core.constants.DATA_DIR
-            raise FileNotFoundError(
-                f"TFDS dataset {name!r} is not prepared (searched data dir {searched}). "
-                f"Prepare it with `tfds build {name.split(':')[0]} --data_dir {searched}` on a "
-                "machine with network access (or copy a prepared one there), or point "
-                "FeedConfig.tfds_data_dir / TFDS_DATA_DIR at it.")
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json")):
+        searched = data_dir or os.environ.get("TFDS_DATA_DIR") or tfds.core.constants.DATA_DIR
+        raise FileNotFoundError(
+            f"TFDS dataset {name!r} is not prepared (searched data dir {searched}). "
+            f"Prepare it with `tfds build {name.split(':')[0]} --data_dir {searched}` on a "
+            "machine with network access (or copy a prepared one there), or point "
+            "FeedConfig.tfds_data_dir / TFDS_DATA_DIR at it.")
 
 
 def dataset(config: FeedConfig, process_index: int = 0, process_count: int = 1):

@@ -7,7 +7,7 @@ import os
 
 import seqio
 
-from tasks import corpus, text_files, wikispell
+from tasks import corpus, flan_tasks, text_files, wikispell
 from tasks.metrics import accuracy
 from tasks.span_corruption import prefix_lm, span_corruption
 from tasks.text_to_text import format_fields, keep, label_to_text
@@ -125,3 +125,5 @@ def register() -> None:
         output_features=features(spm), metric_fns=[accuracy])
     seqio.MixtureRegistry.add("glue_sst2_and_boolq", ["glue_sst2", "super_glue_boolq"],
                               default_rate=1.0)
+    # Flan-style instruction tasks (tasks/flan_tasks.py) and their mixtures.
+    flan_tasks.register(spm)

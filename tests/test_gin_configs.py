@@ -54,11 +54,31 @@ def test_mesh_gin_resolves_for_its_machine(path):
 def test_run_gin_builds_a_complete_run(path):
     gin_flags.parse(["models/t5_1_1/small.gin", "mesh/cpu8.gin", path],
                     ["MIXTURE_OR_TASK_NAME = 'demo_span_corruption'"]
-                    + (["INITIAL_CHECKPOINT_PATH = '/ckpt'"] if "finetune" in path else []))
+                    + (["INITIAL_CHECKPOINT_PATH = '/ckpt'"]
+                       if "finetune" in path or "instruction_tune" in path else []))
     gin_flags.require_macros(train_tool.REQUIRED_MACROS)
     run = configurables.train()
     assert run.train.batch_size == run.feed.batch_size
     assert run.loop.train_steps >= 1
+
+
+SWEEPS = sorted(glob.glob(os.path.join(GIN, "sweeps", "*.gin")))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: os.path.relpath(p, GIN))
+def test_sweep_gin_expands_to_complete_runs(path):
+    from tools import sweep_config
+
+    cfg = sweep_config.read(path)
+    members = cfg.expand()
+    assert len(members) >= 3 and len({m.name for m in members}) == len(members)
+    for member in members:  # every member's bindings parse and build a run (nothing trains)
+        gin_flags.parse(list(cfg.gin_files), member.gin_bindings(cfg.bindings)
+                        + ["INITIAL_CHECKPOINT_PATH = '/ckpt'"])
+        run = configurables.train()
+        assert run.train.batch_size == run.feed.batch_size
+        for key, value in member.bindings:
+            assert gin.query_parameter(key if "." in key else f"%{key}") == value
 
 
 @pytest.mark.parametrize("name", DECODING)

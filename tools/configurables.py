@@ -92,6 +92,12 @@ def known_configurables() -> dict[str, list[str]]:
 
         known["tasks.FeedConfig"] = params(FeedConfig)
         known["tasks.text_corpus"] = ["train", "validation", "field"]
+        from tasks.instruction_sources import JsonlTask
+        from tasks.instructions import InstructionFormat
+
+        known["tasks.instruction_format"] = params(InstructionFormat)
+        known["tasks.instruction_jsonl"] = params(JsonlTask)
+        known["tasks.instruction_mixing"] = ["weights", "cap"]
     except ImportError:  # no TensorFlow on this machine
         pass
     return known

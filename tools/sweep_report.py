@@ -1,0 +1,111 @@
+"""A sweep's results: DIR/results.csv, DIR/results.md and DIR/results.png (eval metrics
+against each swept value)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+# Columns after the swept values, when any member has them.
+METRICS = ("step", "train/loss", "eval/loss", "eval/accuracy", "heldout/accuracy",
+           "train_seconds")
+
+
+def final_metrics(model_dir: str) -> dict:
+    """The last logged train and eval metrics of a run (from DIR/metrics.jsonl)."""
+    out = {}
+    with open(os.path.join(model_dir, "metrics.jsonl")) as f:
+        for line in f:
+            record = json.loads(line)
+            if "eval/loss" in record:
+                out.update({k: v for k, v in record.items() if k.startswith("eval/")})
+            elif "loss" in record:
+                out["step"], out["train/loss"] = record["step"], record["loss"]
+                if "accuracy" in record:
+                    out["train/accuracy"] = record["accuracy"]
+    return out
+
+
+def columns(swept: list[str], results: list[dict]) -> list[str]:
+    present = {k for r in results for k in r["metrics"]}
+    extra = sorted(k for k in present if k.startswith("heldout/") and k != "heldout/accuracy")
+    return ["member"] + swept + [m for m in METRICS if m in present] + extra
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def rows(swept: list[str], results: list[dict]) -> list[list[str]]:
+    cols = columns(swept, results)
+    out = []
+    for r in results:
+        values = {"member": r["member"], **r["bindings"], **r["metrics"]}
+        out.append([_cell(values.get(c)) for c in cols])
+    return out
+
+
+def write_csv(path: str, swept: list[str], results: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns(swept, results))
+        writer.writerows(rows(swept, results))
+
+
+def markdown(swept: list[str], results: list[dict]) -> str:
+    cols = columns(swept, results)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows(swept, results)]
+    return "\n".join(lines)
+
+
+def _numeric(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def plot(path: str, swept: list[str], results: list[dict]) -> None:
+    """One panel per swept key: eval metrics (y) against its values (x), one point per
+    member; non-numeric values (dicts, names) are placed at evenly spaced ticks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in ("eval/loss", "eval/accuracy", "heldout/accuracy")
+               if any(m in r["metrics"] for r in results)]
+    fig, axes = plt.subplots(len(metrics) or 1, len(swept) or 1, squeeze=False,
+                             figsize=(4 * max(len(swept), 1), 3 * max(len(metrics), 1)))
+    for j, key in enumerate(swept):
+        values = [r["bindings"].get(key) for r in results]
+        numeric = all(_numeric(v) for v in values)
+        labels = sorted({repr(v) for v in values})
+        xs = values if numeric else [labels.index(repr(v)) for v in values]
+        for i, metric in enumerate(metrics):
+            ax = axes[i][j]
+            ys = [r["metrics"].get(metric, float("nan")) for r in results]
+            ax.scatter(xs, ys)
+            if numeric:
+                if all(v > 0 for v in values) and max(values) / min(values) >= 10:
+                    ax.set_xscale("log")
+                ticks = sorted(set(values))
+                ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
+                ax.minorticks_off()
+            else:
+                ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=7)
+            ax.set_xlabel(key.rsplit(".", 1)[-1])
+            ax.set_ylabel(metric)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def write_all(out: str, swept: list[str], results: list[dict]) -> str:
+    write_csv(os.path.join(out, "results.csv"), swept, results)
+    md = markdown(swept, results)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(md + "\n")
+    plot(os.path.join(out, "results.png"), swept, results)
+    return md
