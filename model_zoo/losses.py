@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 
-def _smoothing(vocab: int, label_smoothing: float) -> tuple[float, float, float]:
+def smoothing_constants(vocab: int, label_smoothing: float) -> tuple[float, float, float]:
     """(confidence, low_confidence, normalizing constant) so a perfect prediction costs 0."""
     confidence = 1.0 - label_smoothing
     low = label_smoothing / (vocab - 1)
@@ -35,7 +35,7 @@ def softmax_cross_entropy(logits: jax.Array, targets: jax.Array, z_loss: float,
 def _forward(logits, targets, z_loss, label_smoothing):
     logits = logits.astype(jnp.float32)
     vocab = logits.shape[-1]
-    confidence, low, constant = _smoothing(vocab, label_smoothing)
+    confidence, low, constant = smoothing_constants(vocab, label_smoothing)
     log_z = jax.nn.logsumexp(logits, axis=-1)
     target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     # -sum_v soft_v * (logit_v - log_z), with soft = low everywhere + (confidence - low) at target
@@ -54,7 +54,7 @@ def _fwd(logits, targets, z_loss, label_smoothing):
 def _bwd(z_loss, label_smoothing, residuals, cotangents):
     logits, targets, log_z = residuals
     g_total, g_z = cotangents
-    confidence, low, _ = _smoothing(logits.shape[-1], label_smoothing)
+    confidence, low, _ = smoothing_constants(logits.shape[-1], label_smoothing)
     probs = jnp.exp(logits - log_z[..., None])
     onehot = jax.nn.one_hot(targets, logits.shape[-1], dtype=jnp.float32)
     soft = onehot * (confidence - low) + low

@@ -211,7 +211,7 @@ class EncoderDecoder(nnx.Module):
 
     def _decode(self, encoded, encoder_keys, decoder_input_tokens, encoder_key_segments=None,
                 decoder_segment_ids=None, decoder_positions=None, *,
-                deterministic: bool = True, dropout_rng=None):
+                deterministic: bool = True, dropout_rng=None, project: bool = True):
         _check_tokens("decoder_input_tokens", decoder_input_tokens, encoded.shape[0])
         _check_same_shape("decoder_segment_ids", decoder_segment_ids,
                           "decoder_input_tokens", decoder_input_tokens)
@@ -221,7 +221,7 @@ class EncoderDecoder(nnx.Module):
         x, aux = self.decoder(self.embed(decoder_input_tokens), decoder_input_tokens, encoded,
                               cross, decoder_segment_ids, decoder_positions,
                               rng=fold(dropout_rng, 1), deterministic=deterministic)
-        return self.logits(x), aux
+        return (self.logits(x) if project else x), aux
 
     def init_cache(self, encoded: jax.Array, encoder_input_tokens: jax.Array,
                    max_decode_length: int, byte_encoder_input_tokens=None) -> dict:
@@ -243,13 +243,20 @@ class EncoderDecoder(nnx.Module):
         x, cache = self.decoder.step(self.embed(tokens[:, None]), index, cache)
         return self.logits(x)[:, 0], cache
 
-    def logits(self, x: jax.Array) -> jax.Array:
+    def output_projection(self) -> tuple[jax.Array, float]:
+        """(kernel [d_model, vocab] in the compute dtype, scale): logits = scale * x @ kernel.
+
+        Tied embeddings rescale by d_model^-0.5 first, as Mesh-TF T5 did.
+        """
         cfg = self.config
-        if cfg.tie_word_embeddings:  # Mesh-TF T5 rescales before the tied projection
-            x = x * (cfg.d_model ** -0.5)
-            kernel = self.shared[...].astype(cfg.compute_dtype).T
-        else:
-            kernel = self.lm_head[...].astype(cfg.compute_dtype)
+        if cfg.tie_word_embeddings:
+            return self.shared[...].astype(cfg.compute_dtype).T, cfg.d_model ** -0.5
+        return self.lm_head[...].astype(cfg.compute_dtype), 1.0
+
+    def logits(self, x: jax.Array) -> jax.Array:
+        kernel, scale = self.output_projection()
+        if scale != 1.0:
+            x = x * scale
         logits = jnp.einsum("btd,dv->btv", x, kernel, preferred_element_type=jnp.float32)
         return constrain(logits, ("batch", "length", "vocab"))
 
@@ -257,10 +264,12 @@ class EncoderDecoder(nnx.Module):
                  decoder_segment_ids=None, encoder_positions=None, decoder_positions=None, *,
                  byte_encoder_input_tokens=None, byte_encoder_segment_ids=None,
                  byte_encoder_positions=None, deterministic: bool = True, dropout_rng=None,
-                 return_aux: bool = False):
+                 return_aux: bool = False, return_hidden: bool = False):
         """Float32 logits; with `return_aux`, also {'loss': auxiliary loss to add, metrics...}.
 
         `byte_encoder_*`: the bytes of the same inputs, for a hybrid model only.
+        `return_hidden`: the decoder's outputs before `output_projection` instead of logits
+        (for a loss that projects them itself, e.g. chunked_cross_entropy).
         """
         if not deterministic and self.config.dropout_rate > 0 and dropout_rng is None:
             raise ValueError("deterministic=False with dropout_rate="
@@ -274,7 +283,8 @@ class EncoderDecoder(nnx.Module):
                                                byte_encoder_segment_ids)
         logits, dec_aux = self._decode(encoded, keys, decoder_input_tokens, key_segments,
                                        decoder_segment_ids, decoder_positions,
-                                       deterministic=deterministic, dropout_rng=dropout_rng)
+                                       deterministic=deterministic, dropout_rng=dropout_rng,
+                                       project=not return_hidden)
         if not return_aux:
             return logits
         return logits, self._aux(enc_aux, dec_aux)

@@ -58,3 +58,51 @@ def test_z_loss_and_accuracy_are_reported():
     log_z = float(jax.nn.logsumexp(jnp.array([2.0, 0.0])))
     assert float(sums.correct) == 1.0 and float(sums.weight) == 2.0
     np.testing.assert_allclose(float(sums.z_loss), 2 * 0.5 * log_z ** 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("smoothing,scale,chunk", [(0.0, 1.0, 4), (0.1, 0.25, 7)])
+def test_chunked_projection_loss_equals_the_plain_one(smoothing, scale, chunk):
+    from model_zoo.chunked_cross_entropy import chunked_cross_entropy_loss
+
+    rng = np.random.default_rng(0)
+    hidden = jnp.asarray(rng.normal(size=(3, 10, 16)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(16, 50)) * 0.3, jnp.float32)
+    targets = jnp.asarray(rng.integers(0, 50, (3, 10)), jnp.int32)
+    weights = jnp.asarray(rng.random((3, 10)) > 0.2, jnp.float32)
+
+    def plain(h, k):
+        logits = jnp.einsum("btd,dv->btv", h, k) * scale
+        sums = cross_entropy_loss(logits, targets, weights, z_loss=1e-3,
+                                  label_smoothing=smoothing)
+        return sums.loss, sums
+
+    def chunked(h, k):  # 10 positions: chunk 7 pads the last chunk
+        sums = chunked_cross_entropy_loss(h, k, targets, weights, scale=scale, chunk=chunk,
+                                          z_loss=1e-3, label_smoothing=smoothing)
+        return sums.loss, sums
+
+    (_, want), want_grads = jax.value_and_grad(plain, (0, 1), has_aux=True)(hidden, kernel)
+    (_, got), got_grads = jax.jit(jax.value_and_grad(chunked, (0, 1), has_aux=True))(
+        hidden, kernel)
+    for field in ("loss", "z_loss", "correct", "weight"):
+        np.testing.assert_allclose(getattr(got, field), getattr(want, field), rtol=1e-5)
+    for g, w in zip(got_grads, want_grads, strict=True):
+        np.testing.assert_allclose(g, w, atol=1e-5)
+
+
+def test_train_step_with_the_chunked_loss_equals_the_plain_one():
+    from tests.train_helpers import copy_batch, make_trainer
+    from training.step import LossConfig
+
+    batch = copy_batch(8)
+    results = []
+    for loss in (LossConfig(), LossConfig(vocab_chunk=5)):
+        trainer = make_trainer(ici={"data": 2, "tensor": 2}, rules="tensor", loss=loss)
+        state, metrics = trainer.train_step(trainer.init_state(), batch)
+        results.append((metrics, jax.device_get(state.params)))
+    (m0, p0), (m1, p1) = results
+    for key in ("loss", "z_loss", "accuracy", "grad_norm"):
+        np.testing.assert_allclose(m1[key], m0[key], rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), p1, p0)
+    with pytest.raises(ValueError, match="vocab_chunk=-1"):
+        LossConfig(vocab_chunk=-1)

@@ -31,6 +31,7 @@ from model_zoo import EncoderDecoder, preset
 from model_zoo.flops import train_flops_per_step
 from training.optimizers import OptimizerConfig
 from training.partitioned import TrainConfig, Trainer
+from training.step import LossConfig
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v4": 275.0,
                     "TPU v5": 459.0, "L4": 121.0}
@@ -77,7 +78,8 @@ def bench(args, preset_name: str) -> dict:
                                   devices=mesh_devices(args.mesh))
     train = TrainConfig(batch_size=args.batch, microbatches=args.microbatches, rules=args.rules,
                         optimizer=OptimizerConfig(name=args.optimizer), deterministic=True,
-                        max_replicated_fraction=1.0)
+                        max_replicated_fraction=1.0,
+                        loss=LossConfig(vocab_chunk=args.vocab_chunk))
     trainer = Trainer(lambda r: EncoderDecoder(cfg, rngs=r), cfg.dtype, train, mesh)
     state = trainer.init_state()
     batch = trainer.shard_batch(synthetic_batch(args.batch, args.inputs, args.targets,
@@ -106,6 +108,7 @@ def bench(args, preset_name: str) -> dict:
             "inputs": args.inputs, "targets": args.targets,
             "mesh": partitioning.mesh_shape(mesh),
             "rules": args.rules, "remat": args.remat, "attention": args.attention,
+            "vocab_chunk": args.vocab_chunk,
             "devices": n_dev, "device_kind": mesh.devices.flat[0].device_kind,
             "step_time_s": round(step_s, 5),
             "tokens_per_s": round(args.batch * (args.inputs + args.targets) / step_s, 1),
@@ -172,6 +175,8 @@ def main(argv=None):
     p.add_argument("--attention", default="einsum", choices=["einsum", "xla", "cudnn"])
     p.add_argument("--optimizer", default="adafactor", choices=["adafactor", "adamw"])
     p.add_argument("--microbatches", type=int, default=1)
+    p.add_argument("--vocab_chunk", type=int, default=0,
+                   help="fuse output layer + loss over this many target positions (0: off)")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--data", help="time this task's input pipeline instead of the model")

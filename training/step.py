@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from model_zoo.chunked_cross_entropy import chunked_cross_entropy_loss
 from model_zoo.functional import ModelDef
 from model_zoo.losses import LossSums, cross_entropy_loss
 from training.loss_scale import LossScaleConfig, all_finite, update_loss_scale
@@ -28,8 +29,17 @@ MODEL_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "encoder_segme
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
+    """`vocab_chunk` > 0: fuse the output layer with the loss over that many target
+    positions at a time (model_zoo.chunked_cross_entropy), never holding whole logits."""
+
     z_loss: float = 1e-4
     label_smoothing: float = 0.0
+    vocab_chunk: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.vocab_chunk, int) or self.vocab_chunk < 0:
+            raise ValueError(f"LossConfig.vocab_chunk={self.vocab_chunk!r} must be an int >= 0 "
+                             "(0: plain logits; N: target positions per fused chunk)")
 
 
 def _forward_sums(mdef: ModelDef, params, batch, loss: LossConfig, *, rng,
@@ -40,13 +50,21 @@ def _forward_sums(mdef: ModelDef, params, batch, loss: LossConfig, *, rng,
     train step adds to the objective.
     """
     features = {k: batch[k] for k in MODEL_FEATURES if k in batch}
-    logits, aux = mdef.bind(params)(**features, deterministic=deterministic, dropout_rng=rng,
-                                    return_aux=True)
+    model = mdef.bind(params)
+    out, aux = model(**features, deterministic=deterministic, dropout_rng=rng,
+                     return_aux=True, return_hidden=loss.vocab_chunk > 0)
     weights = batch.get("decoder_loss_weights")
     if weights is None:
         weights = batch["decoder_target_tokens"] > 0
-    sums = cross_entropy_loss(logits, batch["decoder_target_tokens"], weights,
-                              z_loss=loss.z_loss, label_smoothing=loss.label_smoothing)
+    if loss.vocab_chunk:
+        kernel, scale = model.output_projection()
+        sums = chunked_cross_entropy_loss(out, kernel, batch["decoder_target_tokens"], weights,
+                                          scale=scale, chunk=loss.vocab_chunk,
+                                          z_loss=loss.z_loss,
+                                          label_smoothing=loss.label_smoothing)
+    else:
+        sums = cross_entropy_loss(out, batch["decoder_target_tokens"], weights,
+                                  z_loss=loss.z_loss, label_smoothing=loss.label_smoothing)
     return sums, {k: v for k, v in aux.items() if jnp.ndim(v) == 0}
 
 
