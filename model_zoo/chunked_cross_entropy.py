@@ -16,7 +16,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from model_zoo.losses import LossSums, smoothing_constants
+from model_zoo.losses import LossSums, logits_grad, token_losses
 
 
 def _chunks(x: jax.Array, chunk: int) -> jax.Array:
@@ -41,19 +41,12 @@ def _per_token(hidden, kernel, targets, scale, z_loss, label_smoothing, chunk):
 
 
 def _forward(hidden, kernel, targets, scale, z_loss, label_smoothing, chunk):
-    confidence, low, constant = smoothing_constants(kernel.shape[-1], label_smoothing)
-
     def body(_, xs):
         x, t = xs
         logits = _logits(x, kernel, scale)
-        log_z = jax.nn.logsumexp(logits, axis=-1)
-        target_logit = jnp.take_along_axis(logits, t[..., None], axis=-1)[..., 0]
-        cross = log_z - (confidence - low) * target_logit
-        if low > 0:
-            cross = cross - low * jnp.sum(logits, axis=-1)
-        z = z_loss * jnp.square(log_z)
+        total, z, log_z = token_losses(logits, t, z_loss, label_smoothing)
         correct = (jnp.argmax(logits, axis=-1) == t).astype(jnp.float32)
-        return None, (cross - constant + z, z, correct, log_z)
+        return None, (total, z, correct, log_z)
 
     _, (total, z, correct, log_z) = jax.lax.scan(
         body, None, (_chunks(hidden, chunk), _chunks(targets, chunk)))
@@ -68,15 +61,11 @@ def _fwd(hidden, kernel, targets, scale, z_loss, label_smoothing, chunk):
 def _bwd(scale, z_loss, label_smoothing, chunk, residuals, cotangents):
     hidden, kernel, targets, log_z = residuals
     g_total, g_z, _ = cotangents
-    vocab = kernel.shape[-1]
-    confidence, low, _ = smoothing_constants(vocab, label_smoothing)
 
     def body(d_kernel, xs):
         x, t, lz, gt, gz = xs
-        probs = jnp.exp(_logits(x, kernel, scale) - lz[..., None])
-        soft = jax.nn.one_hot(t, vocab, dtype=jnp.float32) * (confidence - low) + low
-        dz = (2.0 * z_loss * lz)[..., None] * probs
-        d_logits = (gt[..., None] * (probs - soft + dz) + gz[..., None] * dz) * scale
+        d_logits = logits_grad(_logits(x, kernel, scale), t, lz, gt, gz, z_loss,
+                               label_smoothing) * scale
         d_x = jnp.einsum("bcv,dv->bcd", d_logits.astype(kernel.dtype), kernel,
                          preferred_element_type=jnp.float32).astype(x.dtype)
         d_kernel = d_kernel + jnp.einsum("bcd,bcv->dv", x.astype(jnp.float32), d_logits)

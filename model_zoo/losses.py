@@ -32,10 +32,9 @@ def softmax_cross_entropy(logits: jax.Array, targets: jax.Array, z_loss: float,
     return out
 
 
-def _forward(logits, targets, z_loss, label_smoothing):
-    logits = logits.astype(jnp.float32)
-    vocab = logits.shape[-1]
-    confidence, low, constant = smoothing_constants(vocab, label_smoothing)
+def token_losses(logits, targets, z_loss, label_smoothing):
+    """Per-token (total, z-loss, log Z) for float32 logits [..., vocab]."""
+    confidence, low, constant = smoothing_constants(logits.shape[-1], label_smoothing)
     log_z = jax.nn.logsumexp(logits, axis=-1)
     target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     # -sum_v soft_v * (logit_v - log_z), with soft = low everywhere + (confidence - low) at target
@@ -43,7 +42,22 @@ def _forward(logits, targets, z_loss, label_smoothing):
     if low > 0:
         cross = cross - low * jnp.sum(logits, axis=-1)
     z = z_loss * jnp.square(log_z)
-    total = cross - constant + z
+    return cross - constant + z, z, log_z
+
+
+def logits_grad(logits, targets, log_z, g_total, g_z, z_loss, label_smoothing):
+    """d(loss)/d(logits) given the per-token cotangents of (total, z-loss)."""
+    confidence, low, _ = smoothing_constants(logits.shape[-1], label_smoothing)
+    probs = jnp.exp(logits - log_z[..., None])
+    onehot = jax.nn.one_hot(targets, logits.shape[-1], dtype=jnp.float32)
+    soft = onehot * (confidence - low) + low
+    dz = (2.0 * z_loss * log_z)[..., None] * probs
+    return g_total[..., None] * (probs - soft + dz) + g_z[..., None] * dz
+
+
+def _forward(logits, targets, z_loss, label_smoothing):
+    logits = logits.astype(jnp.float32)
+    total, z, log_z = token_losses(logits, targets, z_loss, label_smoothing)
     return (total, z), (logits, targets, log_z)
 
 
@@ -54,13 +68,7 @@ def _fwd(logits, targets, z_loss, label_smoothing):
 def _bwd(z_loss, label_smoothing, residuals, cotangents):
     logits, targets, log_z = residuals
     g_total, g_z = cotangents
-    confidence, low, _ = smoothing_constants(logits.shape[-1], label_smoothing)
-    probs = jnp.exp(logits - log_z[..., None])
-    onehot = jax.nn.one_hot(targets, logits.shape[-1], dtype=jnp.float32)
-    soft = onehot * (confidence - low) + low
-    dz = (2.0 * z_loss * log_z)[..., None] * probs
-    grad = g_total[..., None] * (probs - soft + dz) + g_z[..., None] * dz
-    return grad, None
+    return logits_grad(logits, targets, log_z, g_total, g_z, z_loss, label_smoothing), None
 
 
 softmax_cross_entropy.defvjp(_fwd, _bwd)

@@ -96,12 +96,8 @@ def jsonl_spec() -> InstructionTask:
 
 def jsonl_rows(split: str) -> list[dict]:
     config = instruction_jsonl()
-    patterns = {"train": config.train, "validation": config.validation}.get(split)
-    if patterns is None:
-        raise ValueError(f"flan_jsonl has no split {split!r}; use 'train' or 'validation'")
-    if not patterns:
-        raise ValueError(f"no files bound for the {split!r} split of flan_jsonl: set "
-                         f"tasks.instruction_jsonl.{split} = '/path/to/*.jsonl' (gin)")
+    patterns = text_files.split_patterns(config, split, "flan_jsonl",
+                                         "tasks.instruction_jsonl", "/path/to/*.jsonl")
     return list(_jsonl_rows(patterns, config.fields))
 
 

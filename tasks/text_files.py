@@ -77,15 +77,22 @@ def read_texts(patterns: Iterable[str], field: str = "text") -> list[str]:
     return texts
 
 
+def split_patterns(config, split: str, task: str, binding: str, example: str) -> tuple:
+    """The file patterns a gin-bound corpus config (with `train`/`validation`) gives `split`."""
+    patterns = {"train": config.train, "validation": config.validation}.get(split)
+    if patterns is None:
+        raise ValueError(f"{task} has no split {split!r}; use 'train' or 'validation'")
+    if not patterns:
+        raise ValueError(f"no files bound for the {split!r} split of {task}: set "
+                         f"{binding}.{split} = '{example}' (gin)")
+    return patterns
+
+
 def text_dataset(split: str, shuffle_files: bool = False, seed: int | None = None):
     """tf.data of {'text'} from the gin-bound corpus; a seqio FunctionDataSource dataset_fn."""
     corpus = text_corpus()
-    patterns = {"train": corpus.train, "validation": corpus.validation}.get(split)
-    if patterns is None:
-        raise ValueError(f"text corpus has no split {split!r}; use 'train' or 'validation'")
-    if not patterns:
-        raise ValueError(f"no files bound for the {split!r} split of text_span_corruption: "
-                         f"set tasks.text_corpus.{split} = '/path/to/*.txt' (gin)")
+    patterns = split_patterns(corpus, split, "text_span_corruption", "tasks.text_corpus",
+                              "/path/to/*.txt")
     texts = read_texts(patterns, corpus.field)
     ds = tf.data.Dataset.from_tensor_slices({"text": tf.constant(texts)})
     return ds.shuffle(len(texts), seed=seed) if shuffle_files else ds
