@@ -15,13 +15,14 @@ from jax.ad_checkpoint import checkpoint_name
 
 from model_zoo.axes import constrain, param
 from model_zoo.dropout import dropout
+from model_zoo.mixed_einsum import mixed_einsum
 
 NEG_INF = -1e10  # finite so fully masked rows stay finite
 
 
 def attention_weights_einsum(q, k, v, bias, mask, dropout_rate, rng, deterministic):
     """softmax(q k^T + bias) v with q [b,q,h,d], k/v [b,k,h,d], bias [.,h,q,k], mask [.,.,q,k]."""
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    logits = mixed_einsum("bqhd,bkhd->bhqk", q, k)
     if bias is not None:
         logits = logits + bias
     if mask is not None:

@@ -97,3 +97,13 @@ def constrain(x: jax.Array, names: tuple[str | None, ...]) -> jax.Array:
     if len(names) != x.ndim:
         raise ValueError(f"activation of shape {x.shape} got {len(names)} logical axes {names}")
     return jax.lax.with_sharding_constraint(x, resolve(tuple(names)))
+
+
+def in_use(weight: jax.Array, names: tuple[str | None, ...]) -> jax.Array:
+    """Hint that `weight` is used here whole along the data-parallel axes: FSDP gathers it
+    (tensor/expert shards stay). For ops XLA would otherwise partition over a sharded
+    weight, such as an embedding lookup (no-op without rules)."""
+    resolve = _RULES.get()
+    if resolve is None:
+        return weight
+    return jax.lax.with_sharding_constraint(weight, resolve(tuple(names), in_use=True))

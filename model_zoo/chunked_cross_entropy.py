@@ -68,7 +68,8 @@ def _bwd(scale, z_loss, label_smoothing, chunk, residuals, cotangents):
                                label_smoothing) * scale
         d_x = jnp.einsum("bcv,dv->bcd", d_logits.astype(kernel.dtype), kernel,
                          preferred_element_type=jnp.float32).astype(x.dtype)
-        d_kernel = d_kernel + jnp.einsum("bcd,bcv->dv", x.astype(jnp.float32), d_logits)
+        d_kernel = d_kernel + jnp.einsum("bcd,bcv->dv", x, d_logits.astype(x.dtype),
+                                         preferred_element_type=jnp.float32)
         return d_kernel, d_x
 
     xs = tuple(_chunks(a, chunk) for a in (hidden, targets)) + (log_z,) + tuple(

@@ -10,10 +10,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from model_zoo import masks
-from model_zoo.axes import constrain, param
+from model_zoo.axes import constrain, in_use, param
 from model_zoo.config import ModelConfig
 from model_zoo.dropout import dropout, fold
 from model_zoo.layers import DecoderLayer, EncoderLayer
+from model_zoo.mixed_einsum import mixed_einsum
 from model_zoo.moe import summarize
 from model_zoo.norm import RMSNorm
 from model_zoo.relative_position import RelativePositionBias
@@ -116,8 +117,9 @@ class EncoderDecoder(nnx.Module):
 
     def embed(self, tokens: jax.Array, table: nnx.Param | None = None) -> jax.Array:
         """Rows of `table` (default: the shared token embedding) in the compute dtype."""
-        # Gather from a table whole along `embed` (FSDP all-gathers it, as for any weight).
-        table = constrain((self.shared if table is None else table)[...], ("vocab", None))
+        # FSDP gathers the table (fp32: the gradient's scatter-add needs it) before the lookup;
+        # a vocab-sharded lookup would move [global batch, length, d_model] activations.
+        table = in_use((self.shared if table is None else table)[...], ("vocab", "embed"))
         x = jnp.take(table, tokens, axis=0).astype(self.config.compute_dtype)
         return constrain(x, ("batch", "length", "embed"))
 
@@ -257,7 +259,7 @@ class EncoderDecoder(nnx.Module):
         kernel, scale = self.output_projection()
         if scale != 1.0:
             x = x * scale
-        logits = jnp.einsum("btd,dv->btv", x, kernel, preferred_element_type=jnp.float32)
+        logits = mixed_einsum("btd,dv->btv", x, kernel)
         return constrain(logits, ("batch", "length", "vocab"))
 
     def __call__(self, encoder_input_tokens, decoder_input_tokens, encoder_segment_ids=None,

@@ -63,6 +63,20 @@ def _as_tuple(mesh_axes) -> tuple[str, ...]:
     return (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes)
 
 
+# Mesh axes a weight is gathered over before each use (FSDP/ZeRO-3); tensor and expert
+# shards of a weight stay put while it is used.
+GATHERED_FOR_USE = ("data", "fsdp")
+
+
+def in_use_rules(rules: Rules) -> Rules:
+    """The rules for a weight while it is used: `rules` without the GATHERED_FOR_USE axes."""
+    out = []
+    for logical, target in rules:
+        kept = tuple(a for a in _as_tuple(target) if a not in GATHERED_FOR_USE)
+        out.append((logical, None if not kept else kept[0] if len(kept) == 1 else kept))
+    return tuple(out)
+
+
 def validate_rules(rules: Rules, mesh_axes: Sequence[str] = AXES) -> None:
     """Refuse rules that name mesh axes the mesh does not have."""
     for logical, target in rules:

@@ -9,7 +9,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from partitioning.mesh import mesh_shape
-from partitioning.rules import Rules, resolve, validate_rules
+from partitioning.rules import Rules, in_use_rules, resolve, validate_rules
 
 MODEL_AXES = ("fsdp", "tensor", "expert")
 
@@ -65,10 +65,15 @@ def data_parallel_degree(rules: Rules, mesh: Mesh) -> int:
 
 
 def activation_resolver(rules: Rules, mesh: Mesh) -> Callable:
-    """names -> NamedSharding, for `model_zoo.axes.activation_rules`."""
+    """(names, in_use=False) -> NamedSharding, for `model_zoo.axes.activation_rules`.
+
+    With `in_use`, for a weight at its point of use (`in_use_rules`: gathered over fsdp).
+    """
     validate_rules(rules, mesh.axis_names)
     ms = mesh_shape(mesh)
-    return lambda names: NamedSharding(mesh, resolve(names, rules, ms))
+    weights = in_use_rules(rules)
+    return lambda names, in_use=False: NamedSharding(
+        mesh, resolve(names, weights if in_use else rules, ms))
 
 
 def check_sufficient_sharding(logical, shapes, rules: Rules, mesh: Mesh,

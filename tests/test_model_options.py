@@ -38,6 +38,25 @@ def test_xla_attention_kernel_equals_einsum():
     assert_same(loss_and_grads(CFG.replace(attention_impl="xla")), loss_and_grads(CFG), 2e-5)
 
 
+@pytest.mark.skipif(jax.devices()[0].platform != "gpu",
+                    reason="cuDNN attention runs on NVIDIA GPUs (tools/launch/gpu_checks.sh)")
+def test_cudnn_attention_kernel_equals_einsum_in_bf16():
+    cfg = preset("t5_1_1_tiny", vocab_size=256, d_model=128, d_ff=256, num_heads=2, d_kv=64,
+                 dtype="bfloat16")
+
+    def run(impl):
+        mdef, params = split_params(EncoderDecoder(cfg.replace(attention_impl=impl),
+                                                   rngs=nnx.Rngs(0)))
+        enc, dec, tgt = padded_batch(cfg.vocab_size, 4, 128, 64)
+        return jax.jit(jax.value_and_grad(
+            lambda p: cross_entropy_loss(mdef.bind(p)(enc, dec), tgt).loss))(params)
+
+    (loss, grads), (ref_loss, ref_grads) = run("cudnn"), run("einsum")
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-2)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=0.1, atol=2e-2 * float(
+        np.abs(y).max())), grads, ref_grads)
+
+
 def test_dropout_is_seeded_and_off_when_deterministic():
     model = EncoderDecoder(CFG.replace(dropout_rate=0.3), rngs=nnx.Rngs(0))
     mdef, params = split_params(model)

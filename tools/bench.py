@@ -9,7 +9,9 @@ k selected experts and the router. Switch-base-8 against its FLOP-matched dense 
         --batch 64 --inputs 512 --targets 128 [--mesh expert=8 --rules expert]
 
 No TensorFlow: batches are random ids with the real shapes. MFU is against the chip's
-dense bf16 peak (null where unknown, e.g. CPU). tokens/s counts inputs + targets.
+dense bf16 peak (null where unknown, e.g. CPU). tokens/s counts inputs + targets. On GPUs
+set XLA's flags first, as the launchers do: eval "$(python -m tools.xla_flags gpu)"; each row
+records them (`xla_profile`, `xla_flags`).
 `--data TASK` instead times that task's input pipeline (examples/s, tokens/s; this mode
 imports TensorFlow).
 """
@@ -20,6 +22,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import os
 import sys
 import time
 
@@ -32,6 +35,7 @@ from model_zoo.flops import train_flops_per_step
 from training.optimizers import OptimizerConfig
 from training.partitioned import TrainConfig, Trainer
 from training.step import LossConfig
+from tools import xla_flags
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v4": 275.0,
                     "TPU v5": 459.0, "L4": 121.0}
@@ -68,7 +72,8 @@ def synthetic_batch(batch: int, inputs: int, targets: int, vocab: int, seed: int
             "decoder_loss_weights": np.ones((batch, targets), np.float32)}
 
 
-def bench(args, preset_name: str) -> dict:
+def setup(args, preset_name: str):
+    """(model config, Trainer, synthetic numpy batch) for one preset under the step flags."""
     cfg = preset(preset_name, dtype=args.dtype, remat_policy=args.remat,
                  attention_impl=args.attention, dropout_rate=0.0)
     if cfg.moe is not None:  # steps run without dropout: route with the train capacity factor
@@ -81,9 +86,31 @@ def bench(args, preset_name: str) -> dict:
                         max_replicated_fraction=1.0,
                         loss=LossConfig(vocab_chunk=args.vocab_chunk))
     trainer = Trainer(lambda r: EncoderDecoder(cfg, rngs=r), cfg.dtype, train, mesh)
+    return cfg, trainer, synthetic_batch(args.batch, args.inputs, args.targets, cfg.vocab_size)
+
+
+def add_step_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that fix one train step: shapes, precision, mesh, remat, attention, loss."""
+    p.add_argument("--preset", action="append", help="model preset (repeatable)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--inputs", type=int, default=64)
+    p.add_argument("--targets", type=int, default=16)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--mesh", default="data=-1", help="ici degrees, e.g. data=2,tensor=4")
+    p.add_argument("--rules", default="data_parallel")
+    p.add_argument("--remat", default="none")
+    p.add_argument("--attention", default="einsum", choices=["einsum", "xla", "cudnn"])
+    p.add_argument("--optimizer", default="adafactor", choices=["adafactor", "adamw"])
+    p.add_argument("--microbatches", type=int, default=1)
+    p.add_argument("--vocab_chunk", type=int, default=0,
+                   help="fuse output layer + loss over this many target positions (0: off)")
+
+
+def bench(args, preset_name: str) -> dict:
+    cfg, trainer, batch = setup(args, preset_name)
+    mesh = trainer.mesh
     state = trainer.init_state()
-    batch = trainer.shard_batch(synthetic_batch(args.batch, args.inputs, args.targets,
-                                                cfg.vocab_size))
+    batch = trainer.shard_batch(batch)
     t0 = time.perf_counter()
     step = trainer.compile_train_step({k: (v.shape, v.dtype) for k, v in batch.items()})
     compile_s = time.perf_counter() - t0
@@ -118,6 +145,8 @@ def bench(args, preset_name: str) -> dict:
             "xla_temp_bytes": getattr(memory, "temp_size_in_bytes", None),
             "xla_argument_bytes": getattr(memory, "argument_size_in_bytes", None),
             "final_loss": float(metrics["loss"]), "jax": jax.__version__,
+            "xla_profile": xla_flags.profile_of(os.environ.get("XLA_FLAGS", "")),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "date": datetime.date.today().isoformat(),
             "command": "python -m tools.bench " + " ".join(sys.argv[1:])}
 
@@ -164,19 +193,7 @@ def versus_hf(args, preset_name: str, ours: dict) -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--preset", action="append", help="model preset (repeatable)")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--inputs", type=int, default=64)
-    p.add_argument("--targets", type=int, default=16)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--mesh", default="data=-1", help="ici degrees, e.g. data=2,tensor=4")
-    p.add_argument("--rules", default="data_parallel")
-    p.add_argument("--remat", default="none")
-    p.add_argument("--attention", default="einsum", choices=["einsum", "xla", "cudnn"])
-    p.add_argument("--optimizer", default="adafactor", choices=["adafactor", "adamw"])
-    p.add_argument("--microbatches", type=int, default=1)
-    p.add_argument("--vocab_chunk", type=int, default=0,
-                   help="fuse output layer + loss over this many target positions (0: off)")
+    add_step_flags(p)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--data", help="time this task's input pipeline instead of the model")

@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 
-HEADER = ("| model | precision | batch | inputs/targets | tokens/s | MFU | HF peer tokens/s | "
-          "ratio | device | date | command |\n|---|---|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| model | precision | batch | inputs/targets | attention | tokens/s | MFU | "
+          "HF peer tokens/s | ratio | compile s | peak GiB | XLA flags | device | date | "
+          "command |\n" + "|---" * 15 + "|")
 
 
 def rows(lines: list[dict]) -> list[str]:
@@ -19,12 +20,15 @@ def rows(lines: list[dict]) -> list[str]:
             continue
         peer = lines[i + 1] if i + 1 < len(lines) and lines[i + 1].get("impl") == "hf" else {}
         mfu = "" if row.get("mfu") is None else f"{100 * row['mfu']:.1f}%"
+        peak = row.get("peak_bytes_in_use")
         out.append(
             f"| {row['model']} | {row['dtype']} | {row['batch']} | "
-            f"{row['inputs']}/{row['targets']} | {row['tokens_per_s']:,.0f} | {mfu} | "
+            f"{row['inputs']}/{row['targets']} | {row.get('attention', '')} | "
+            f"{row['tokens_per_s']:,.0f} | {mfu} | "
             f"{peer.get('tokens_per_s', ''):{',.0f' if 'tokens_per_s' in peer else ''}} | "
-            f"{peer.get('ratio_tokens_per_s', '')} | {row['device_kind']} | "
-            f"{row.get('date', '')} | `{row.get('command', '')}` |")
+            f"{peer.get('ratio_tokens_per_s', '')} | {row.get('compile_s', '')} | "
+            f"{'' if peak is None else f'{peak / 2**30:.1f}'} | {row.get('xla_profile', '')} | "
+            f"{row['device_kind']} | {row.get('date', '')} | `{row.get('command', '')}` |")
     return out
 
 

@@ -175,13 +175,19 @@ class Trainer:
         with self._context():
             return self._eval(params, self.shard_batch(batch))
 
-    def compile_train_step(self, batch_shapes: dict):
-        """Ahead-of-time compile for {feature: (shape, dtype)}; returns the Compiled object."""
+    def lower_train_step(self, batch_shapes: dict):
+        """The train step traced for {feature: (shape, dtype)}; returns the Lowered object."""
         abstract_state = jax.eval_shape(lambda: self._init())
         batch = {k: jax.ShapeDtypeStruct(s, d, sharding=self.batch_sharding)
                  for k, (s, d) in batch_shapes.items()}
         with self._context():
-            return self._train.lower(abstract_state, batch).compile()
+            return self._train.lower(abstract_state, batch)
+
+    def compile_train_step(self, batch_shapes: dict):
+        """Ahead-of-time compile for {feature: (shape, dtype)}; returns the Compiled object."""
+        lowered = self.lower_train_step(batch_shapes)
+        with self._context():
+            return lowered.compile()
 
 
 class _Both:

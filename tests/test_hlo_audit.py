@@ -1,0 +1,72 @@
+"""tools.hlo_audit: what a train step's HLO does that costs time, credited to source lines."""
+
+import argparse
+import inspect
+import json
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from tools import bench, hlo_audit, hlo_text
+
+
+def step_hlo(*flags):
+    """(emitted, compiled) HLO text of t5_1_1_tiny's train step, and its params' shapes."""
+    p = argparse.ArgumentParser()
+    bench.add_step_flags(p)
+    args = p.parse_args(["--batch", "8", "--inputs", "32", "--targets", "16", *flags])
+    _, trainer, batch = bench.setup(args, "t5_1_1_tiny")
+    lowered = trainer.lower_train_step({k: (v.shape, v.dtype) for k, v in batch.items()})
+    with trainer._context():
+        compiled = lowered.compile()
+    params = jax.tree.leaves(jax.eval_shape(trainer._init).params)
+    return lowered.as_text("hlo", debug_info=True), compiled.as_text(), params
+
+
+def test_parser_credits_each_op_to_its_source_line():
+    def f(x):
+        y = x.astype(jnp.bfloat16).T
+        return y.astype(jnp.float32)
+
+    line = inspect.getsourcelines(f)[1]
+    text = jax.jit(f).lower(jnp.ones((512, 1024))).as_text("hlo", debug_info=True)
+    ops = hlo_text.parse(text)
+    (t,) = hlo_audit.transposes(ops, min_bytes=1 << 20)
+    assert (t.results[0].dtype, t.results[0].shape) == ("bf16", (1024, 512))
+    assert t.source == f"test_hlo_audit.py:{line + 1}"
+    (up,) = hlo_audit.upcasts(ops, "bfloat16", min_bytes=1 << 20)
+    assert up.bytes == 2 << 20 and up.source == f"test_hlo_audit.py:{line + 2}"
+
+
+@pytest.mark.parametrize("vocab_chunk", ["0", "8"])
+def test_bf16_train_step_runs_every_matmul_in_bf16(vocab_chunk, tmp_path):
+    out = tmp_path / "audit.jsonl"
+    hlo_audit.main(["--preset", "t5_1_1_tiny", "--dtype", "bfloat16", "--batch", "8",
+                    "--inputs", "32", "--targets", "16", "--mesh", "data=2",
+                    "--vocab_chunk", vocab_chunk, "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert report["emitted"]["fp32_matmuls"]["count"] == 0, report["emitted"]["fp32_matmuls"]
+    # the plain fp32 einsum gradient would have put them there: the check can fail
+    assert report["emitted"]["upcasts"]["count"] > 0
+
+
+def test_data_parallel_step_gathers_nothing_and_reduces_every_gradient():
+    _, compiled, params = step_hlo("--mesh", "data=8", "--dtype", "bfloat16")
+    found = hlo_audit.collectives(hlo_text.parse(compiled))
+    kinds = {op.opcode.removesuffix("-start") for op in found}
+    assert kinds == {"all-reduce"}, kinds
+    assert sum(op.bytes for op in found) >= sum(4 * p.size for p in params)
+
+
+def test_fsdp_step_all_gathers_params_never_activations():
+    _, compiled, params = step_hlo("--mesh", "fsdp=8", "--rules", "fsdp")
+    gathered = [op for op in hlo_audit.collectives(hlo_text.parse(compiled))
+                if op.opcode.startswith("all-gather")]
+    assert gathered
+    # a param, or one layer of a scanned stack, in any order of its dims
+    shapes = {tuple(sorted(p.shape)) for p in params} | {
+        tuple(sorted(p.shape[1:])) for p in params}
+    for op in gathered:
+        for result in op.results:
+            assert tuple(sorted(result.shape)) in shapes, (op.name, str(result), op.source)
