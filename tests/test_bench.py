@@ -39,3 +39,9 @@ def test_bench_vs_hf_prints_peer_and_ratio_and_renders_table(capsys, tmp_path):
     table = doc.read_text()
     assert "| t5_1_1_tiny | float32 | 2 | 16/8 |" in table
     assert f"| {peer['ratio_tokens_per_s']} |" in table
+    # regenerating a page with prose replaces only its table
+    doc.write_text("# Perf\n\nprose before\n\n" + perf_table.render([]) + "\n\nprose after\n")
+    perf_table.main([str(out), "--out", str(doc)])
+    text = doc.read_text()
+    assert text.startswith("# Perf\n\nprose before\n\n") and text.endswith("\n\nprose after\n")
+    assert "| t5_1_1_tiny | float32 | 2 | 16/8 |" in text
