@@ -6,6 +6,7 @@ from jax.sharding import PartitionSpec as P
 
 import partitioning
 from partitioning import MeshConfig, make_mesh, resolve
+from partitioning.rules import in_use_rules
 from tests.train_helpers import TINY, make_trainer
 from training.partitioned import TrainConfig, check_precision_platform
 
@@ -34,6 +35,17 @@ def test_indivisible_dims_fall_back():
 def test_multi_axis_targets_and_size_one_axes_dropped():
     rules = (("batch", ("data", "fsdp", "expert")),)
     assert resolve(("batch",), rules, MS) == P(("data", "fsdp"))
+
+
+def test_a_weight_in_use_is_gathered_over_fsdp_and_keeps_its_tensor_shards():
+    ms = {"data": 1, "fsdp": 4, "tensor": 2, "expert": 1}
+    for name, want in (("fsdp", P(None, None)), ("fsdp_tensor", P("tensor", None)),
+                       ("tensor", P("tensor", None))):
+        rules = partitioning.rule_set(name)
+        assert resolve(("vocab", "embed"), in_use_rules(rules), ms) == want, name
+    # stored, the same table is sharded over fsdp
+    assert resolve(("vocab", "embed"), partitioning.rule_set("fsdp_tensor"), ms) == P(
+        "tensor", "fsdp")
 
 
 def test_unknown_logical_names_are_reported():
