@@ -33,6 +33,7 @@ def test_bench_vs_hf_prints_peer_and_ratio_and_renders_table(capsys, tmp_path):
                 "--no-hf_compile", "--out", str(out)])
     ours, peer = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()[-2:]]
     assert ours["impl"] == "t5pod" and peer["impl"] == "hf"
+    assert peer["hf_model"] == "T5ForConditionalGeneration"
     assert peer["ratio_tokens_per_s"] == round(ours["tokens_per_s"] / peer["tokens_per_s"], 3)
     doc = tmp_path / "performance.md"
     perf_table.main([str(out), "--out", str(doc)])
@@ -45,3 +46,12 @@ def test_bench_vs_hf_prints_peer_and_ratio_and_renders_table(capsys, tmp_path):
     text = doc.read_text()
     assert text.startswith("# Perf\n\nprose before\n\n") and text.endswith("\n\nprose after\n")
     assert "| t5_1_1_tiny | float32 | 2 | 16/8 |" in text
+
+
+def test_the_hf_peer_of_a_switch_preset_is_switch_transformers(capsys):
+    bench.main(["--preset", "switch_tiny", "--batch", "2", "--inputs", "16", "--targets", "8",
+                "--mesh", "data=1", "--steps", "1", "--warmup", "0", "--vs", "hf",
+                "--no-hf_compile"])
+    peer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert peer["hf_model"] == "SwitchTransformersForConditionalGeneration"
+    assert peer["tokens_per_s"] > 0 and peer["ratio_tokens_per_s"] > 0

@@ -2,6 +2,8 @@
 
 PyTorch with bf16 (or fp16 + GradScaler) autocast, torch.compile, and fused AdamW on CUDA:
 the setup the HF peer figures in docs/performance.md use. Random init, synthetic batches.
+T5 and ByT5 presets run HF's T5, Switch presets HF's SwitchTransformers (whose loss adds the
+router losses).
 """
 
 from __future__ import annotations
@@ -25,14 +27,19 @@ def available() -> str | None:
 def bench_hf(cfg: ModelConfig, batch: dict, dtype: str, steps: int, warmup: int,
              compile_model: bool = True) -> dict:
     import torch
-    from transformers import T5Config, T5ForConditionalGeneration
+    import transformers
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    hf_cfg = T5Config(**{k: v for k, v in config_to_hf(cfg).items() if k != "architectures"})
+    # Switch-* presets map to HF SwitchTransformers, the rest (T5, ByT5) to HF T5
+    family = "SwitchTransformers" if cfg.moe is not None else "T5"
+    fields = {k: v for k, v in config_to_hf(cfg).items()
+              if k not in ("architectures", "model_type", "t5pod_moe")}
+    hf_cfg = getattr(transformers, f"{family}Config")(**fields)
     hf_cfg.tie_word_embeddings = cfg.tie_word_embeddings
     hf_cfg.dropout_rate = 0.0
     torch.manual_seed(0)
-    model = T5ForConditionalGeneration(hf_cfg).to(device).train()
+    model = getattr(transformers, f"{family}ForConditionalGeneration")(hf_cfg)
+    model = model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
     amp = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
     scaler = torch.amp.GradScaler(device, enabled=dtype == "float16")
@@ -69,7 +76,8 @@ def bench_hf(cfg: ModelConfig, batch: dict, dtype: str, steps: int, warmup: int,
     step_s = (time.perf_counter() - t0) / steps
     tokens = inputs.numel() + labels.numel()
     return {"impl": "hf", "device_kind": torch.cuda.get_device_name() if device == "cuda"
-            else "cpu", "torch": torch.__version__, "compiled": compile_model,
+            else "cpu", "hf_model": type(model).__name__, "torch": torch.__version__,
+            "compiled": compile_model,
             "step_time_s": round(step_s, 5), "tokens_per_s": round(tokens / step_s, 1),
             "compile_s": round(compile_s, 2), "final_loss": float(loss.detach()),
             "peak_bytes_in_use": torch.cuda.max_memory_allocated() if device == "cuda"

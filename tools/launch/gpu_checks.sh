@@ -50,8 +50,10 @@ step 60 "t5_1_1_base fp16 (loss scaling)" $BENCH --preset t5_1_1_base $BASE --dt
   --attention cudnn
 step 200 "t5_1_1_large bf16 vs HF" $BENCH --preset t5_1_1_large --batch 32 --inputs 512 \
   --targets 128 --optimizer adamw --dtype bfloat16 --attention cudnn --vs hf
-step 120 "switch_base_8, byt5_small, t5_1_0_base bf16" $BENCH --preset switch_base_8 \
-  --preset t5_1_0_base --preset byt5_small $BASE --dtype bfloat16 --attention cudnn
+step 120 "switch_base_8 and its dense peer t5_1_0_base bf16" $BENCH --preset switch_base_8 \
+  --preset t5_1_0_base $BASE --dtype bfloat16 --attention cudnn
+step 150 "byt5_small bf16 vs HF" $BENCH --preset byt5_small $BASE --dtype bfloat16 \
+  --attention cudnn --vs hf
 step 60 "base with einsum attention" $BENCH --preset t5_1_1_base $BASE --dtype bfloat16 \
   --attention einsum
 step 60 "base with XLA's attention" $BENCH --preset t5_1_1_base $BASE --dtype bfloat16 \
