@@ -15,6 +15,7 @@ from jax.ad_checkpoint import checkpoint_name
 
 from model_zoo.axes import constrain, param
 from model_zoo.dropout import dropout
+from model_zoo.masks import AttentionMask
 from model_zoo.mixed_einsum import mixed_einsum
 
 NEG_INF = -1e10  # finite so fully masked rows stay finite
@@ -32,13 +33,39 @@ def attention_weights_einsum(q, k, v, bias, mask, dropout_rate, rng, determinist
     return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
 
 
+def fused_attention(q, k, v, bias, mask: AttentionMask | jax.Array | None, impl: str):
+    """`jax.nn.dot_product_attention`, given the mask's hints rather than its array where
+    they are exact: cuDNN then masks by lengths / causality and keeps the learned bias
+    [1, heads, q, k] (and its gradient) that small, instead of adding a [batch, 1, ., k]
+    mask into a [batch, heads, q, k] bias. Padding that is not trailing takes the array."""
+    bias = None if bias is None else bias.astype(q.dtype)
+
+    def with_array():
+        dense = mask.dense if isinstance(mask, AttentionMask) else mask
+        return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=dense, scale=1.0,
+                                            implementation=impl)
+
+    if not isinstance(mask, AttentionMask) or not (mask.causal or mask.key_lengths is not None):
+        return with_array()
+
+    def with_hints():
+        return jax.nn.dot_product_attention(
+            q, k, v, bias=bias, scale=1.0, is_causal=mask.causal,
+            key_value_seq_lengths=mask.key_lengths, implementation=impl)
+
+    if mask.key_lengths is None:  # causal: exact by construction
+        return with_hints()
+    return jax.lax.cond(mask.trailing, with_hints, with_array)
+
+
 def attend(q, k, v, bias, mask, *, impl: str, dropout_rate: float, rng, deterministic: bool):
-    """Dispatch to one attention kernel; dropout on probabilities forces the einsum kernel."""
+    """Dispatch to one attention kernel; dropout on probabilities forces the einsum kernel.
+
+    `mask`: an `AttentionMask`, a boolean array [batch|1, 1, q, k], or None."""
     if impl == "einsum" or (dropout_rate > 0.0 and not deterministic):
-        return attention_weights_einsum(q, k, v, bias, mask, dropout_rate, rng, deterministic)
-    return jax.nn.dot_product_attention(
-        q, k, v, bias=None if bias is None else bias.astype(q.dtype), mask=mask, scale=1.0,
-        implementation=impl)
+        dense = mask.dense if isinstance(mask, AttentionMask) else mask
+        return attention_weights_einsum(q, k, v, bias, dense, dropout_rate, rng, deterministic)
+    return fused_attention(q, k, v, bias, mask, impl)
 
 
 class MultiHeadAttention(nnx.Module):

@@ -236,7 +236,7 @@ class EncoderDecoder(nnx.Module):
         shape = (depth, batch, max_decode_length, cfg.num_heads, cfg.d_kv)
         zeros = jnp.zeros(shape, cfg.compute_dtype)
         keys, _ = self.encoder_keys(encoder_input_tokens, None, byte_encoder_input_tokens)
-        mask = masks.cross_mask(keys, None, None)
+        mask = masks.cross_mask(keys, None, None).dense
         return {"k": zeros, "v": zeros, "cross_k": cross_k, "cross_v": cross_v,
                 "cross_mask": jnp.broadcast_to(mask, (depth,) + mask.shape)}
 

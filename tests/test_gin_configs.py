@@ -48,6 +48,9 @@ def test_mesh_gin_resolves_for_its_machine(path):
     devices, slices = DEVICES[os.path.basename(path)[:-4]]
     shape = configurables.mesh().shape(devices, slices)
     assert int(np.prod(list(shape.values()))) == devices
+    gpu = os.path.basename(path).startswith("gpu")
+    model = configurables.model(preset_name="t5_1_1_tiny")
+    assert (model.attention_impl == "cudnn") == gpu  # GPU meshes pick the fused kernel
 
 
 @pytest.mark.parametrize("path", RUNS, ids=lambda p: os.path.relpath(p, GIN))

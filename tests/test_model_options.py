@@ -1,11 +1,15 @@
 """Dropout, remat policies and attention kernels: options that must not change the maths."""
 
+import dataclasses
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from model_zoo import EncoderDecoder, preset
+from model_zoo import EncoderDecoder, masks, preset
+from model_zoo.attention import attention_weights_einsum, fused_attention
 from model_zoo.functional import split_params
 from model_zoo.losses import cross_entropy_loss
 from tests.batches import padded_batch
@@ -13,9 +17,15 @@ from tests.batches import padded_batch
 CFG = preset("t5_1_1_tiny", vocab_size=64, d_model=32, d_ff=64, num_heads=4, d_kv=8)
 
 
-def loss_and_grads(cfg, **call):
+def left_padded(tokens):
+    """Rows with their padding moved to the front."""
+    return np.stack([np.roll(row, int((row == 0).sum())) for row in tokens])
+
+
+def loss_and_grads(cfg, inputs=lambda enc: enc, **call):
     mdef, params = split_params(EncoderDecoder(cfg, rngs=nnx.Rngs(0)))
-    enc, dec, tgt = padded_batch(cfg.vocab_size, 2, 10, 8)
+    enc, dec, tgt = padded_batch(cfg.vocab_size, 3, 12, 8)  # inputs 12, 7 and 8 long
+    enc = inputs(enc)
 
     def f(p):
         logits = mdef.bind(p)(enc, dec, **call)
@@ -36,6 +46,35 @@ def test_remat_policies_give_the_same_gradients(policy):
 
 def test_xla_attention_kernel_equals_einsum():
     assert_same(loss_and_grads(CFG.replace(attention_impl="xla")), loss_and_grads(CFG), 2e-5)
+
+
+def test_fused_kernels_take_the_mask_array_when_padding_is_not_trailing():
+    xla = loss_and_grads(CFG.replace(attention_impl="xla"), left_padded)
+    assert_same(xla, loss_and_grads(CFG, left_padded), 2e-5)
+    # one attention call: the key lengths would attend to the padding here
+    enc, _, _ = padded_batch(64, 3, 12, 8)
+    mask = masks.encoder_mask(jnp.asarray(left_padded(enc)), None)
+    q, k, v = jax.random.normal(jax.random.key(0), (3, 3, 12, 2, 8))
+    want = attention_weights_einsum(q, k, v, None, mask.dense, 0.0, None, True)
+    np.testing.assert_allclose(fused_attention(q, k, v, None, mask, "xla"), want, atol=1e-5)
+    forced = dataclasses.replace(mask, trailing=jnp.asarray(True))
+    assert not np.allclose(fused_attention(q, k, v, None, forced, "xla"), want, atol=1e-3)
+
+
+def test_mask_hints_equal_the_mask_array():
+    enc, _, _ = padded_batch(64, 3, 12, 8)
+    mask = masks.encoder_mask(jnp.asarray(enc), None)
+    lengths = (enc > 0).sum(-1)
+    np.testing.assert_array_equal(mask.key_lengths, [12, 7, 8])
+    assert bool(mask.trailing) and not mask.causal
+    np.testing.assert_array_equal(
+        mask.dense[:, 0, 0], np.arange(12)[None, :] < lengths[:, None])
+    assert not bool(masks.encoder_mask(jnp.asarray(left_padded(enc)), None).trailing)
+    causal = masks.decoder_mask(5, None)
+    assert causal.causal and causal.key_lengths is None
+    np.testing.assert_array_equal(causal.dense[0, 0], np.tril(np.ones((5, 5), bool)))
+    packed = masks.encoder_mask(jnp.asarray(enc), jnp.asarray((enc > 0).astype(np.int32)))
+    assert packed.key_lengths is None and not packed.causal  # segments: the array only
 
 
 @pytest.mark.skipif(jax.devices()[0].platform != "gpu",

@@ -94,6 +94,11 @@ def test_fp16_on_tpu_is_refused():
     check_precision_platform("bfloat16", "tpu")
 
 
+def test_cudnn_attention_off_gpu_is_refused_before_compiling():
+    with pytest.raises(ValueError, match="attention_impl='cudnn' needs NVIDIA GPUs.*'cpu'"):
+        make_trainer(model_cfg=TINY.replace(attention_impl="cudnn"))
+
+
 def test_replicated_params_on_a_model_parallel_mesh_are_refused():
     with pytest.raises(ValueError, match="stay replicated.*largest replicated params"):
         make_trainer({"fsdp": 8}, rules="data_parallel")

@@ -96,6 +96,12 @@ def check_precision_platform(compute_dtype: str, platform: str) -> None:
                          "use dtype='bfloat16', which needs no loss scaling")
 
 
+def check_attention_platform(attention_impl: str | None, platform: str) -> None:
+    if attention_impl == "cudnn" and platform != "gpu":
+        raise ValueError(f"attention_impl='cudnn' needs NVIDIA GPUs; this mesh's devices are "
+                         f"{platform!r}: use attention_impl='einsum' or 'xla'")
+
+
 class Trainer:
     """Builds the sharded train state and the jitted steps for one model on one mesh."""
 
@@ -120,6 +126,8 @@ class Trainer:
         # frozen: the TrainConfig's names plus what the model's config freezes
         model_cfg = getattr(nnx.merge(self.model_def.graphdef, self.model_def.template),
                             "config", None)
+        check_attention_platform(getattr(model_cfg, "attention_impl", None),
+                                 mesh.devices.flat[0].platform)
         self.frozen = tuple(dict.fromkeys(tuple(config.frozen) + tuple(
             getattr(model_cfg, "frozen_params", ()))))
         unknown = set(self.frozen) - set(abstract_params)
