@@ -41,6 +41,15 @@ def test_parser_credits_each_op_to_its_source_line():
     assert up.bytes == 2 << 20 and up.source == f"test_hlo_audit.py:{line + 2}"
 
 
+def test_only_top_level_ops_and_fusion_outputs_count_as_written_to_memory():
+    f = jax.jit(lambda x: jnp.tanh(x * 2.0 + 1.0).T @ x)
+    ops = {op.opcode: op for op in hlo_text.parse(f.lower(jnp.ones((256, 512))).compile()
+                                                   .as_text())}
+    assert ops["multiply"].fused and not ops["multiply"].materialized  # inside the fusion
+    assert ops["tanh"].fused and ops["tanh"].root and ops["tanh"].materialized  # its output
+    assert not ops["fusion"].fused and ops["fusion"].materialized and ops["dot"].materialized
+
+
 @pytest.mark.parametrize("vocab_chunk", ["0", "8"])
 def test_bf16_train_step_runs_every_matmul_in_bf16(vocab_chunk):
     emitted, _, _ = step_hlo("--dtype", "bfloat16", "--vocab_chunk", vocab_chunk,

@@ -8,8 +8,9 @@ Takes tools.bench's step flags. Two stages are read:
   operand under bf16/fp16 compute is a stray: it runs at a fraction of the bf16 rate.
 - compiled: after XLA's passes on this backend. Collectives (all-gather, all-reduce,
   reduce-scatter, all-to-all, collective-permute) appear here, after SPMD partitioning;
-  transposes and layout copies are as this backend's compiler left them (run it on the GPU
-  for the GPU's).
+  transposes, layout copies and fp32 upcasts are those written to memory (top-level ops and
+  fusion outputs) as this backend's compiler left them: run it on the GPU for the GPU's (a
+  CPU promotes bf16 arithmetic to fp32, so its compiled upcasts say little).
 Each finding is credited to the line of t5pod code that made it and grouped by it; ops in a
 scanned stack's loop body are counted once, though they run once per layer.
 """
@@ -45,13 +46,14 @@ def upcasts(ops, dtype: str, min_bytes: int) -> list:
     do this by design; a large one elsewhere is a stray fp32 copy)."""
     low = LOW_PRECISION.get(dtype)
     return [op for op in ops if op.opcode == "convert" and op.bytes >= min_bytes
-            and any(a.dtype == "f32" for a in op.results)
+            and op.materialized and any(a.dtype == "f32" for a in op.results)
             and any(a.dtype == low for a in op.operands)]
 
 
 def transposes(ops, min_bytes: int) -> list:
-    """Transposes, and copies (layout changes) of at least min_bytes."""
-    return [op for op in ops if op.opcode in ("transpose", "copy") and op.bytes >= min_bytes]
+    """Transposes, and copies (layout changes) of at least min_bytes, written to memory."""
+    return [op for op in ops if op.opcode in ("transpose", "copy") and op.bytes >= min_bytes
+            and op.materialized]
 
 
 def collectives(ops) -> list:
@@ -81,7 +83,8 @@ def audit(emitted: str, compiled: str, dtype: str, min_bytes: int = 1 << 20,
                     "upcasts": summarize(upcasts(early, dtype, min_bytes), top),
                     "transposes": summarize(transposes(early, min_bytes), top)},
         "compiled": {"collectives": summarize(collectives(late), top),
-                     "transposes": summarize(transposes(late, min_bytes), top)},
+                     "transposes": summarize(transposes(late, min_bytes), top),
+                     "upcasts": summarize(upcasts(late, dtype, min_bytes), top)},
     }
 
 

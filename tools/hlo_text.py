@@ -45,6 +45,13 @@ class Op:
     computation: str
     attributes: str
     source: str | None  # "model_zoo/t5.py:260" of the innermost t5pod frame
+    root: bool = False  # the ROOT of its computation
+    fused: bool = False  # inside a fusion's computation (not written to memory unless root)
+
+    @property
+    def materialized(self) -> bool:
+        """Its result is written to device memory: a top-level op or a fusion's root."""
+        return self.root or not self.fused
 
     @property
     def bytes(self) -> int:
@@ -154,5 +161,12 @@ def parse(text: str) -> list[Op]:
                          for t in types.get(ref.strip().lstrip("%").split(" ")[-1], ()))
         frame = re.search(r"stack_frame_id=(\d+)", attributes)
         source = sources.source(int(frame.group(1))) if frame else None
-        ops.append(Op(name, opcode, results, operands, computation, attributes, source))
-    return ops
+        if source is None:  # no stack frame: at least JAX's name of the op
+            op_name = re.search(r'op_name="([^"]+)"', attributes)
+            source = f"op {op_name.group(1)[-60:]}" if op_name else None
+        ops.append(Op(name, opcode, results, operands, computation, attributes, source,
+                      root=line.lstrip().startswith("ROOT ")))
+    fusions = {callee for op in ops if op.opcode == "fusion"
+               for callee in re.findall(r"calls=%?([\w.\-]+)", op.attributes)}
+    return [dataclasses.replace(op, fused=True) if op.computation in fusions else op
+            for op in ops]
