@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
 import queue
 import threading
@@ -21,6 +22,11 @@ import seqio
 
 from tasks.hybrid_features import converter, is_hybrid
 from tasks.tf_setup import tf
+
+
+RESUME_MODES = ("exact", "approximate")
+# what "approximate" resumes across; any other change makes a saved position meaningless
+RESCALABLE = ("process_count", "batch_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,10 +40,16 @@ class FeedConfig:
     pack: bool = True
     num_epochs: int | None = None   # None: repeat forever (training)
     tfds_data_dir: str | None = None
+    # "exact": refuse a saved position that this run cannot replay. "approximate": a position
+    # saved under another host count or batch size resumes at the same number of global
+    # examples on this run's shards (some examples may repeat or be skipped).
+    resume: str = "exact"
 
     def __post_init__(self):
         if self.batch_size < 1:
             raise ValueError(f"FeedConfig.batch_size={self.batch_size} must be >= 1")
+        if self.resume not in RESUME_MODES:
+            raise ValueError(f"FeedConfig.resume={self.resume!r}; valid: {RESUME_MODES}")
         bad = {k: v for k, v in self.task_feature_lengths.items()
                if not isinstance(v, int) or v < 1}
         keys = set(self.task_feature_lengths)
@@ -148,17 +160,30 @@ class HostFeed:
                 "pack": self.config.pack, "split": self.config.split}
 
     @classmethod
-    def restore(cls, config: FeedConfig, state: dict, **kwargs) -> "HostFeed":
-        feed = cls(config, position=state["position"], **kwargs)
-        now = {**dataclasses.asdict(config), "process_count": feed.process_count}
-        for key in ("mixture_or_task_name", "seed", "batch_size", "process_count",
-                    "task_feature_lengths", "pack", "split"):
-            if key in state and state[key] != now[key]:
-                raise ValueError(
-                    f"the saved input position was for {key}={state[key]!r}, but this run has "
-                    f"{key}={now[key]!r}: resuming would not replay the same examples. "
-                    "Restore the original value or start a new model_dir.")
-        return feed
+    def restore(cls, config: FeedConfig, state: dict, process_index: int | None = None,
+                process_count: int | None = None) -> "HostFeed":
+        import jax
+
+        count = jax.process_count() if process_count is None else process_count
+        now = {**dataclasses.asdict(config), "process_count": count}
+        changed = {key: (state[key], now[key]) for key in (
+            "mixture_or_task_name", "seed", "batch_size", "process_count",
+            "task_feature_lengths", "pack", "split") if key in state and state[key] != now[key]}
+        position = state["position"]
+        rescalable = set(changed) <= set(RESCALABLE)
+        if changed and not (rescalable and config.resume == "approximate"):
+            key, (saved, have) = next(iter(changed.items()))
+            raise ValueError(
+                f"the saved input position was for {key}={saved!r}, but this run has "
+                f"{key}={have!r}: resuming would not replay the same examples. Restore the "
+                "original value" + (", set tasks.FeedConfig.resume='approximate' to go on "
+                                    "from the same example count on the new shards"
+                                    if rescalable else "") + " or start a new model_dir.")
+        if changed:
+            position = position * state.get("batch_size", config.batch_size) // config.batch_size
+            logging.warning("input position saved under %s resumes approximately at batch %d "
+                            "of this run's shards", changed, position)
+        return cls(config, process_index, count, position=position)
 
 
 def prefetch_global(batches: Iterator[dict], sharding, size: int = 2) -> Iterator[dict]:

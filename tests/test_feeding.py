@@ -1,6 +1,7 @@
 """Per-host feeding, packing, resumable position, TFDS tasks (mocked) and the demo tasks."""
 
 import collections
+import dataclasses
 import json
 from unittest import mock
 
@@ -202,3 +203,27 @@ def test_restoring_a_position_under_another_batch_size_is_refused():
     with pytest.raises(ValueError, match="batch_size=4, but this run has batch_size=8"):
         HostFeed.restore(FeedConfig("demo_span_corruption", LENGTHS, 8), state,
                          process_index=0, process_count=1)
+
+
+def test_another_host_count_resumes_only_when_approximate_is_asked_for():
+    config = FeedConfig("demo_span_corruption", LENGTHS, 8)
+    feed = HostFeed(config, 1, 2)
+    next(feed), next(feed)
+    state = feed.state()
+    with pytest.raises(ValueError, match="process_count=2, but this run has process_count=1.*"
+                                         "resume='approximate'"):
+        HostFeed.restore(config, state, process_index=0, process_count=1)
+    loose = dataclasses.replace(config, resume="approximate")
+    resumed = HostFeed.restore(loose, state, process_index=0, process_count=1)
+    assert resumed.position == 2 and next(resumed)["encoder_input_tokens"].shape == (8, 64)
+    # the global example count carries over: 2 batches of 8 are 4 of 4
+    halved = HostFeed.restore(dataclasses.replace(loose, batch_size=4), state,
+                              process_index=0, process_count=1)
+    assert halved.position == 4
+    # another task or seed is never approximated
+    with pytest.raises(ValueError, match="seed=0, but this run has seed=1") as err:
+        HostFeed.restore(dataclasses.replace(loose, seed=1), state, process_index=0,
+                         process_count=1)
+    assert "approximate" not in str(err.value)
+    with pytest.raises(ValueError, match=r"resume='roughly'; valid: \('exact', 'approximate'\)"):
+        dataclasses.replace(config, resume="roughly")
