@@ -93,8 +93,12 @@ def audit_step(args, preset_name: str) -> dict:
     lowered = trainer.lower_train_step({k: (v.shape, v.dtype) for k, v in batch.items()})
     with trainer._context():
         compiled = lowered.compile()
-    report = audit(lowered.as_text("hlo", debug_info=True), compiled.as_text(), args.dtype,
-                   int(args.min_mib * (1 << 20)), args.top)
+    try:  # source lines need debug_info (jax >= 0.10); without it findings name no line
+        emitted = lowered.as_text("hlo", debug_info=True)
+    except TypeError:
+        emitted = lowered.as_text("hlo")
+    report = audit(emitted, compiled.as_text(), args.dtype, int(args.min_mib * (1 << 20)),
+                   args.top)
     return {"model": preset_name, "dtype": args.dtype, "batch": args.batch,
             "inputs": args.inputs, "targets": args.targets, "mesh": args.mesh,
             "rules": args.rules, "attention": args.attention, "remat": args.remat,
