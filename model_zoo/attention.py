@@ -33,6 +33,10 @@ def attention_weights_einsum(q, k, v, bias, mask, dropout_rate, rng, determinist
     return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
 
 
+def _array(mask: AttentionMask | jax.Array | None) -> jax.Array | None:
+    return mask.dense if isinstance(mask, AttentionMask) else mask
+
+
 def fused_attention(q, k, v, bias, mask: AttentionMask | jax.Array | None, impl: str):
     """`jax.nn.dot_product_attention`, given the mask's hints rather than its array where
     they are exact: cuDNN then masks by lengths / causality and keeps the learned bias
@@ -41,8 +45,7 @@ def fused_attention(q, k, v, bias, mask: AttentionMask | jax.Array | None, impl:
     bias = None if bias is None else bias.astype(q.dtype)
 
     def with_array():
-        dense = mask.dense if isinstance(mask, AttentionMask) else mask
-        return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=dense, scale=1.0,
+        return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=_array(mask), scale=1.0,
                                             implementation=impl)
 
     if not isinstance(mask, AttentionMask) or not (mask.causal or mask.key_lengths is not None):
@@ -63,8 +66,8 @@ def attend(q, k, v, bias, mask, *, impl: str, dropout_rate: float, rng, determin
 
     `mask`: an `AttentionMask`, a boolean array [batch|1, 1, q, k], or None."""
     if impl == "einsum" or (dropout_rate > 0.0 and not deterministic):
-        dense = mask.dense if isinstance(mask, AttentionMask) else mask
-        return attention_weights_einsum(q, k, v, bias, dense, dropout_rate, rng, deterministic)
+        return attention_weights_einsum(q, k, v, bias, _array(mask), dropout_rate, rng,
+                                        deterministic)
     return fused_attention(q, k, v, bias, mask, impl)
 
 

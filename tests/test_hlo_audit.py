@@ -18,10 +18,7 @@ def step_hlo(*flags, compile_step=True):
     args = p.parse_args(["--batch", "8", "--inputs", "32", "--targets", "16", *flags])
     _, trainer, batch = bench.setup(args, "t5_1_1_tiny")
     lowered = trainer.lower_train_step({k: (v.shape, v.dtype) for k, v in batch.items()})
-    compiled = None
-    if compile_step:
-        with trainer._context():
-            compiled = lowered.compile().as_text()
+    compiled = lowered.compile().as_text() if compile_step else None
     params = jax.tree.leaves(jax.eval_shape(trainer._init).params)
     return lowered.as_text("hlo", debug_info=True), compiled, params
 

@@ -91,8 +91,7 @@ def audit(emitted: str, compiled: str, dtype: str, min_bytes: int = 1 << 20,
 def audit_step(args, preset_name: str) -> dict:
     cfg, trainer, batch = bench.setup(args, preset_name)
     lowered = trainer.lower_train_step({k: (v.shape, v.dtype) for k, v in batch.items()})
-    with trainer._context():
-        compiled = lowered.compile()
+    compiled = lowered.compile()
     try:  # source lines need debug_info (jax >= 0.10); without it findings name no line
         emitted = lowered.as_text("hlo", debug_info=True)
     except TypeError:

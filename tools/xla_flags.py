@@ -74,7 +74,7 @@ def profile_of(xla_flags: str) -> str:
     for name, env in PROFILES.items():
         if env.get("XLA_FLAGS") and set(env["XLA_FLAGS"].split()) <= have:
             return name
-    return "none" if not have - {f for f in have if "force_host_platform" in f} else "custom"
+    return "custom" if any("force_host_platform" not in f for f in have) else "none"
 
 
 def unknown_flags(flags: str) -> list[str]:

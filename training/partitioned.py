@@ -193,9 +193,7 @@ class Trainer:
 
     def compile_train_step(self, batch_shapes: dict):
         """Ahead-of-time compile for {feature: (shape, dtype)}; returns the Compiled object."""
-        lowered = self.lower_train_step(batch_shapes)
-        with self._context():
-            return lowered.compile()
+        return self.lower_train_step(batch_shapes).compile()
 
 
 class _Both:
