@@ -18,6 +18,7 @@ an estimate of GPU memory; TPU figures are XLA's TPU memory analysis.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
 import os
@@ -25,7 +26,6 @@ import re
 import sys
 
 HBM = {"tpu_v4_32GiB": 32 * 2**30, "gpu_80GB": 80 * 10**9}  # per chip / per GPU
-COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 CHILD_ENV = "T5POD_PLAN_DEVICES"
 
 
@@ -96,12 +96,10 @@ def _per_device_bytes(tree, shardings) -> int:
 
 def collectives(hlo: str) -> dict[str, int]:
     """How many of each cross-device collective the compiled step runs (per HLO op)."""
-    counts = {}
-    for name in COLLECTIVES:
-        n = len(re.findall(rf"\s{name}(?:-start)?\(", hlo))
-        if n:
-            counts[name] = n
-    return counts
+    from tools import hlo_audit, hlo_text
+
+    return dict(collections.Counter(op.opcode.removesuffix("-start")
+                                    for op in hlo_audit.collectives(hlo_text.parse(hlo))))
 
 
 def plan(args) -> dict:
