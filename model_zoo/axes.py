@@ -107,3 +107,18 @@ def in_use(weight: jax.Array, names: tuple[str | None, ...]) -> jax.Array:
     if resolve is None:
         return weight
     return jax.lax.with_sharding_constraint(weight, resolve(tuple(names), in_use=True))
+
+
+def shard_count(names: tuple[str | None, ...], dim: int = 0) -> int:
+    """How many shards `constrain(x, names)` cuts dimension `dim` of x into (1 without rules)."""
+    resolve = _RULES.get()
+    if resolve is None:
+        return 1
+    sharding = resolve(tuple(names))
+    spec = tuple(sharding.spec) + (None,) * len(names)
+    axes = spec[dim]
+    axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+    count = 1
+    for axis in axes:
+        count *= sharding.mesh.shape[axis]
+    return count

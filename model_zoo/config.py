@@ -55,15 +55,22 @@ class MoEConfig:
 
     Every `*_sparse_step`-th feed-forward layer of a stack is an MoE layer (0: none), laid
     out as in HF SwitchTransformers: layers 1, 1+N, 1+2N, ... (every layer when N = 1).
-    Routing groups are sequences: an expert takes at most `capacity` tokens of each
-    sequence, capacity = ceil(capacity_factor * tokens_per_group / num_experts), at least
-    `min_expert_capacity` (the train factor applies when dropout is on, i.e. with
-    `deterministic=False`, the eval factor otherwise); a fixed `expert_capacity` (HF's
-    config field) overrides the factors. Tokens-choose routing (k = `num_selected_experts`:
-    1 is Switch, 2 GShard/ST-MoE) drops overflow tokens to the residual by position (or,
-    with `batch_prioritized_routing`, by router probability); experts-choose routing (Zhou
-    et al. 2022) is encoder-only. The router runs in float32; `init_scale` scales the
-    experts' and router's init variance (Switch: 0.1).
+    Routing groups: the batch's tokens are split into groups of consecutive tokens, at most
+    `group_size` each (flaxformer's `max_group_size`; the group count divides the tokens
+    and is a multiple of the batch's shard count, so no group spans devices); None makes
+    each sequence a group (HF SwitchTransformers). An expert takes at most `capacity`
+    tokens of each group, capacity = ceil(capacity_factor * tokens_per_group /
+    num_experts), at least `min_expert_capacity` (the train factor applies when dropout is
+    on, i.e. with `deterministic=False`, the eval factor otherwise); a fixed
+    `expert_capacity` (HF's config field) overrides the factors. A decoding step (one
+    position) routes each row alone. `ignore_padding_tokens` keeps padding (token id 0
+    outside a packed segment) out of routing, where it takes no capacity, and out of the
+    router losses and metrics (False routes it, as HF does). Tokens-choose routing (k =
+    `num_selected_experts`: 1 is Switch, 2 GShard/ST-MoE) drops overflow tokens to the
+    residual by position (or, with `batch_prioritized_routing`, by router probability,
+    encoder-only); experts-choose routing (Zhou et al. 2022) is encoder-only. The router
+    runs in float32; `init_scale` scales the experts' and router's init variance (Switch:
+    0.1).
     """
 
     num_experts: int = 8
@@ -74,6 +81,8 @@ class MoEConfig:
     eval_capacity_factor: float = 2.0
     min_expert_capacity: int = 4
     expert_capacity: int | None = None
+    group_size: int | None = None
+    ignore_padding_tokens: bool = True
     encoder_routing: str = "tokens_choose"
     decoder_routing: str = "tokens_choose"
     batch_prioritized_routing: bool = False
@@ -99,6 +108,15 @@ class MoEConfig:
                                  "(expert capacity = factor x tokens per group / experts)")
         if self.expert_capacity is not None:
             _positive_int("MoEConfig", "expert_capacity", self.expert_capacity)
+        if self.group_size is not None and (
+                not isinstance(self.group_size, int) or isinstance(self.group_size, bool)
+                or self.group_size < 1):
+            raise ValueError(f"MoEConfig.group_size={self.group_size!r} is invalid: expected "
+                             "None (each sequence is a routing group) or an integer >= 1 (the "
+                             "most tokens per group, e.g. 4096)")
+        if not isinstance(self.ignore_padding_tokens, bool):
+            raise ValueError(f"MoEConfig.ignore_padding_tokens={self.ignore_padding_tokens!r} "
+                             "is invalid: expected a bool")
         for name in ("encoder_routing", "decoder_routing"):
             if getattr(self, name) not in ROUTINGS:
                 raise ValueError(f"MoEConfig.{name}={getattr(self, name)!r} is invalid: "
@@ -107,6 +125,13 @@ class MoEConfig:
             raise ValueError("MoEConfig.decoder_routing='experts_choose' is invalid: experts "
                              "choosing among a sequence's tokens sees future tokens, so it is "
                              "encoder-only; use 'tokens_choose' in the decoder")
+        if self.batch_prioritized_routing and self.decoder_sparse_step:
+            raise ValueError("MoEConfig.batch_prioritized_routing=True is invalid with MoE "
+                             f"layers in the decoder (decoder_sparse_step="
+                             f"{self.decoder_sparse_step}): ranking a group's tokens by router "
+                             "probability lets later tokens decide whether earlier ones are "
+                             "dropped, a causal leak; batch-prioritised routing is encoder-only: "
+                             "set decoder_sparse_step=0 or batch_prioritized_routing=False")
         rates = {"router_jitter_noise": self.router_jitter_noise,
                  "expert_dropout_rate": self.expert_dropout_rate}
         for name, value in rates.items():

@@ -131,6 +131,7 @@ def _moe_from_hf(hf: dict, source: str) -> MoEConfig:
         encoder_sparse_step=_hf_sparse_step(layers, hf.get("num_sparse_encoder_layers", 3)),
         decoder_sparse_step=_hf_sparse_step(dec_layers, hf.get("num_sparse_decoder_layers", 3)),
         expert_capacity=hf.get("expert_capacity", 64),
+        group_size=None, ignore_padding_tokens=False,  # HF: a sequence per group, padding routed
         router_jitter_noise=float(hf.get("router_jitter_noise", 0.01)),
         router_z_loss_weight=float(hf.get("router_z_loss_coef", 0.001)),
         load_balancing_loss_weight=float(hf.get("router_aux_loss_coef", 0.001)))

@@ -37,12 +37,12 @@ class EncoderLayer(nnx.Module):
         self.dropout_rate = cfg.dropout_rate
 
     def __call__(self, x: jax.Array, bias, mask, *, rng=None, deterministic=True,
-                 with_aux=False):
+                 with_aux=False, token_mask=None):
         rate = self.dropout_rate
         h = self.pre_attention_norm(x)
         h = self.attention(h, h, bias, mask, rng=fold(rng, 0), deterministic=deterministic)
         x = x + dropout(h, rate, fold(rng, 1), deterministic)
-        h, aux = self.mlp.forward(self.pre_mlp_norm(x), rng=fold(rng, 2),
+        h, aux = self.mlp.forward(self.pre_mlp_norm(x), token_mask, rng=fold(rng, 2),
                                   deterministic=deterministic)
         x = x + dropout(h, rate, fold(rng, 3), deterministic)
         return (x, aux) if with_aux else x
@@ -59,7 +59,7 @@ class DecoderLayer(nnx.Module):
         self.dropout_rate = cfg.dropout_rate
 
     def __call__(self, x: jax.Array, bias, mask, encoded, cross_mask, *, rng=None,
-                 deterministic=True, with_aux=False):
+                 deterministic=True, with_aux=False, token_mask=None):
         rate = self.dropout_rate
         h = self.pre_self_attention_norm(x)
         h = self.self_attention(h, h, bias, mask, rng=fold(rng, 0), deterministic=deterministic)
@@ -68,7 +68,7 @@ class DecoderLayer(nnx.Module):
         h = self.cross_attention(h, encoded, None, cross_mask, rng=fold(rng, 2),
                                  deterministic=deterministic)
         x = x + dropout(h, rate, fold(rng, 3), deterministic)
-        h, aux = self.mlp.forward(self.pre_mlp_norm(x), rng=fold(rng, 4),
+        h, aux = self.mlp.forward(self.pre_mlp_norm(x), token_mask, rng=fold(rng, 4),
                                   deterministic=deterministic)
         x = x + dropout(h, rate, fold(rng, 5), deterministic)
         return (x, aux) if with_aux else x

@@ -24,8 +24,9 @@ class MLP(nnx.Module):
         self.dtype = dtype
         self.dropout_rate = dropout_rate
 
-    def forward(self, x: jax.Array, *, rng=None, deterministic: bool = True):
-        """(outputs, aux): the feed-forward interface shared with moe.MoEFeedForward."""
+    def forward(self, x: jax.Array, token_mask=None, *, rng=None, deterministic: bool = True):
+        """(outputs, aux): the feed-forward interface shared with moe.MoEFeedForward
+        (`token_mask` is for routing; a dense MLP ignores it)."""
         return self(x, rng=rng, deterministic=deterministic), {}
 
     def __call__(self, x: jax.Array, *, rng=None, deterministic: bool = True) -> jax.Array:

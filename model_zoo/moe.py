@@ -1,19 +1,26 @@
 """The mixture-of-experts feed-forward layer: fp32 router, dispatch, experts, combine.
 
-Tokens [G, S, d] (G = batch rows = routing groups) are dispatched by einsum to an
-[E, G, C, d] tensor whose sharding hint puts experts on the `expert` logical axis and the
-groups on the remaining batch axes, so with expert parallelism XLA moves tokens between
-devices all-to-all; the experts' weights [E, ...] are sharded on `expert` too. Gradients
-flow through the same einsums, so nothing needs rescaling by hand.
+Tokens [B, S, d] are regrouped into G routing groups [G, S_g, d] of consecutive tokens
+(`MoEConfig.group_size` tokens at most, as flaxformer's `max_group_size`; one sequence each
+when it is None), G a multiple of the batch's shard count so that a group never spans
+devices: the regrouping is local and the group axis keeps the `batch` sharding. One
+decoding step (S = 1) keeps one group per row, so decoding never drops. Groups are
+dispatched by einsum to an [E, G, C, d] tensor whose sharding hint puts experts on the
+`expert` logical axis and the groups on the remaining batch axes, so with expert
+parallelism XLA moves tokens between devices all-to-all; the experts' weights [E, ...] are
+sharded on `expert` too. Gradients flow through the same einsums, so nothing needs
+rescaling by hand. With `ignore_padding_tokens`, the stack's token mask keeps padding out
+of routing (no slot), the router losses and the metrics.
 
-Against HF SwitchTransformers (checked in tests/test_moe_hf.py): same routing groups (a
-sequence), position priority, drops (a dropped token's MoE output is 0), router logits and
-z-loss. Differences: (1) capacity comes from factors (ceil(cf * S / E), HF takes a fixed
-`expert_capacity`, which `MoEConfig.expert_capacity` reproduces); (2) with several MoE
-layers in a stack the balancing loss is the mean of the per-layer Switch losses, where HF
-pools all layers' tokens before multiplying f and P (equal with one MoE layer per stack);
-(3) jitter multiplies the router's input only (HF's in-place multiply also reaches the
-experts' input in float32 training).
+Against HF SwitchTransformers (checked in tests/test_moe_hf.py, which reads HF's settings:
+`group_size=None`, padding routed): same routing groups (a sequence), position priority,
+drops (a dropped token's MoE output is 0), router logits and z-loss. Differences: (1)
+capacity comes from factors (ceil(cf * S / E), HF takes a fixed `expert_capacity`, which
+`MoEConfig.expert_capacity` reproduces); (2) with several MoE layers in a stack the
+balancing loss is the mean of the per-layer Switch losses, where HF pools all layers'
+tokens before multiplying f and P (equal with one MoE layer per stack); (3) jitter
+multiplies the router's input only (HF's in-place multiply also reaches the experts' input
+in float32 training).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from model_zoo import routing
-from model_zoo.axes import constrain, param
+from model_zoo.axes import constrain, param, shard_count
 from model_zoo.config import ModelConfig
 from model_zoo.dropout import dropout, fold
 
@@ -50,8 +57,18 @@ class MoEFeedForward(nnx.Module):
         self.dropout_rate = (cfg.dropout_rate if moe.expert_dropout_rate is None
                              else moe.expert_dropout_rate)
 
-    def route(self, x: jax.Array, *, rng=None, deterministic: bool = True):
-        """(dispatch, combine, router logits, expert_index or None) for x [G, S, d]."""
+    def num_groups(self, rows: int, length: int) -> int:
+        """Routing groups for a [rows, length] batch: at most `group_size` tokens each, a
+        multiple of the batch axis's shard count; rows when `group_size` is None or when
+        decoding one position (length 1)."""
+        size = self.config.group_size
+        size = length if size is None or length == 1 else size
+        return routing.num_groups(rows * length, size, shard_count(("batch",)))
+
+    def route(self, x: jax.Array, valid: jax.Array | None = None, *, rng=None,
+              deterministic: bool = True):
+        """(dispatch, combine, router logits, expert_index or None) for groups x [G, S, d]
+        (`valid` [G, S]: real tokens; None: all)."""
         moe = self.config
         logits = router_logits = routing.router_logits(
             x, self.router[...], moe.router_jitter_noise, None if deterministic else rng)
@@ -60,10 +77,10 @@ class MoEFeedForward(nnx.Module):
         cap = routing.capacity(x.shape[1], moe.num_experts, factor, moe.min_expert_capacity,
                                moe.expert_capacity)
         if self.routing_kind == "experts_choose":
-            dispatch, combine = routing.experts_choose(probs, cap)
+            dispatch, combine = routing.experts_choose(probs, cap, valid)
             return dispatch, combine, router_logits, None
         dispatch, combine, index = routing.tokens_choose(probs, moe.num_selected_experts, cap,
-                                                         moe.batch_prioritized_routing)
+                                                         moe.batch_prioritized_routing, valid)
         return dispatch, combine, router_logits, index
 
     def experts(self, xe: jax.Array, *, rng=None, deterministic: bool = True) -> jax.Array:
@@ -78,24 +95,35 @@ class MoEFeedForward(nnx.Module):
         h = dropout(h, self.dropout_rate, rng, deterministic)
         return constrain(jnp.einsum("egcf,efd->egcd", h, w(self.wo)), EXPERT_AXES)
 
-    def forward(self, x: jax.Array, *, rng=None, deterministic: bool = True):
-        """(y [G, S, d], aux): aux holds the router's losses, metrics and logits."""
-        dispatch, combine, logits, index = self.route(x, rng=fold(rng, 0),
+    def forward(self, x: jax.Array, token_mask: jax.Array | None = None, *, rng=None,
+                deterministic: bool = True):
+        """(y [B, S, d], aux) for x [B, S, d]; aux holds the router's losses, metrics and
+        logits [B, S, E]. `token_mask` [B, S]: real tokens (for `ignore_padding_tokens`)."""
+        rows, length, d = x.shape
+        groups = self.num_groups(rows, length)
+        xg = constrain(x.reshape(groups, -1, d), ("batch", "length", "embed"))
+        valid = (token_mask.reshape(groups, -1).astype(bool)
+                 if token_mask is not None and self.config.ignore_padding_tokens else None)
+        dispatch, combine, logits, index = self.route(xg, valid, rng=fold(rng, 0),
                                                       deterministic=deterministic)
-        xe = jnp.einsum("gsd,gsec->egcd", x, dispatch.astype(x.dtype))
+        xe = jnp.einsum("gsd,gsec->egcd", xg, dispatch.astype(x.dtype))
         xe = constrain(xe, EXPERT_AXES)  # tokens move to their experts' devices (all-to-all)
         ye = self.experts(xe, rng=fold(rng, 1), deterministic=deterministic)
         y = jnp.einsum("egcd,gsec->gsd", ye, combine.astype(ye.dtype))
-        y = constrain(y, ("batch", "length", "embed"))
+        y = constrain(constrain(y, ("batch", "length", "embed")).reshape(rows, length, d),
+                      ("batch", "length", "embed"))
         probs = jax.nn.softmax(logits, axis=-1)
         balance = (jnp.zeros((), jnp.float32) if index is None  # experts-choose: balanced
-                   else routing.load_balancing_loss(probs, index))
-        aux = {"load_balancing_loss": balance, "router_z_loss": routing.router_z_loss(logits),
-               "router_logits": logits, **routing.routing_metrics(dispatch)}
+                   else routing.load_balancing_loss(probs, index, valid))
+        aux = {"load_balancing_loss": balance,
+               "router_z_loss": routing.router_z_loss(logits, valid),
+               "router_logits": logits.reshape(rows, length, -1),
+               **routing.routing_metrics(dispatch, valid)}
         return y, aux
 
-    def __call__(self, x: jax.Array, *, rng=None, deterministic: bool = True) -> jax.Array:
-        return self.forward(x, rng=rng, deterministic=deterministic)[0]
+    def __call__(self, x: jax.Array, token_mask: jax.Array | None = None, *, rng=None,
+                 deterministic: bool = True) -> jax.Array:
+        return self.forward(x, token_mask, rng=rng, deterministic=deterministic)[0]
 
 
 LOSSES = ("load_balancing_loss", "router_z_loss")

@@ -1,9 +1,12 @@
 """MoE routing: which tokens each expert processes, and the router's auxiliary losses.
 
-Shapes: G routing groups (sequences), S tokens per group, E experts, C expert capacity.
-A routing is a `dispatch` mask [G, S, E, C] (token s fills slot c of expert e) and
-`combine` weights of the same shape (the router probability on kept slots, 0 elsewhere).
-Everything here is float32 (selective precision, Switch Transformer section 2.4).
+Shapes: G routing groups, S tokens per group, E experts, C expert capacity. A group is
+a run of consecutive tokens of the batch (one sequence, several, or part of one; see
+`num_groups`). A routing is a `dispatch` mask [G, S, E, C] (token s fills slot c of expert
+e) and `combine` weights of the same shape (the router probability on kept slots, 0
+elsewhere). Everything here is float32 (selective precision, Switch Transformer 2.4).
+`valid` [G, S] (optional, True = a real token) keeps padding out: it takes no slot and
+counts in no loss or metric.
 
 Tokens choose (Switch k=1, GShard/ST-MoE k=2): each token picks its top-k experts; an
 expert keeps the first `capacity` tokens that picked it, ordered by position within the
@@ -35,6 +38,22 @@ def capacity(tokens_per_group: int, num_experts: int, factor: float, minimum: in
     return max(1, min(c, tokens_per_group))
 
 
+def num_groups(tokens: int, max_group_size: int, multiple_of: int = 1) -> int:
+    """The fewest groups G with at most `max_group_size` tokens each, G dividing `tokens`
+    and a multiple of `multiple_of` (the batch's shard count, so no group spans devices).
+
+    As flaxformer's MoeLayer picks `num_groups`, but rounding the size bound up: the group
+    size tokens / G never exceeds `max_group_size`.
+    """
+    if tokens % multiple_of:
+        raise ValueError(f"{tokens} tokens do not split over {multiple_of} batch shards")
+    g = max(multiple_of, -(-tokens // max_group_size))
+    g += -g % multiple_of
+    while tokens % g:
+        g += multiple_of
+    return g
+
+
 def router_logits(x: jax.Array, kernel: jax.Array, jitter: float = 0.0,
                   rng: jax.Array | None = None) -> jax.Array:
     """float32 logits [G, S, E]; multiplicative jitter U(1-eps, 1+eps) on the input if `rng`."""
@@ -53,7 +72,8 @@ def _slots(expert_index, gates, keep, position, num_experts, cap):
     return dispatch, combine
 
 
-def tokens_choose(probs: jax.Array, k: int, cap: int, batch_prioritized: bool = False):
+def tokens_choose(probs: jax.Array, k: int, cap: int, batch_prioritized: bool = False,
+                  valid: jax.Array | None = None):
     """(dispatch, combine, expert_index [G, S, k]) for top-k tokens-choose routing."""
     groups, tokens, num_experts = probs.shape
     gates, expert_index = jax.lax.top_k(probs, k)                            # [G,S,k]
@@ -64,51 +84,74 @@ def tokens_choose(probs: jax.Array, k: int, cap: int, batch_prioritized: bool = 
     ranked = jnp.take_along_axis(expert_index, order[..., None], axis=1)
     # priority: all first choices (in rank order), then all second choices, ...
     mask = jax.nn.one_hot(jnp.swapaxes(ranked, 1, 2), num_experts, dtype=jnp.int32)
+    if valid is not None:  # padding claims no slot
+        mask = mask * jnp.take_along_axis(valid, order, axis=1)[:, None, :, None]
     mask = mask.reshape(groups, k * tokens, num_experts)                     # [G,kS,E]
     position = jnp.sum((jnp.cumsum(mask, axis=1) - 1) * mask, axis=-1)       # [G,kS]
     position = jnp.swapaxes(position.reshape(groups, k, tokens), 1, 2)       # [G,S(rank),k]
     unrank = jnp.argsort(order, axis=1)
     position = jnp.take_along_axis(position, unrank[..., None], axis=1)      # [G,S,k]
-    keep = position < cap
+    keep = position < cap if valid is None else (position < cap) & valid[..., None]
     dispatch, combine = _slots(expert_index, gates, keep, position, num_experts, cap)
     return dispatch, combine, expert_index
 
 
-def experts_choose(probs: jax.Array, cap: int):
+def experts_choose(probs: jax.Array, cap: int, valid: jax.Array | None = None):
     """(dispatch, combine) where each expert takes its `cap` most probable tokens."""
     tokens = probs.shape[1]
+    if valid is not None:  # padding ranks last, and a slot it gets stays empty
+        probs = jnp.where(valid[..., None], probs, -1.0)
     gates, token_index = jax.lax.top_k(jnp.swapaxes(probs, 1, 2), cap)      # [G,E,C]
     dispatch = jnp.einsum("gecs->gsec", jax.nn.one_hot(token_index, tokens, dtype=jnp.float32))
+    if valid is not None:
+        dispatch = dispatch * valid[..., None, None]
+        gates = jnp.maximum(gates, 0.0)
     return dispatch, dispatch * gates[:, None, :, :]
 
 
-def load_balancing_loss(probs: jax.Array, expert_index: jax.Array) -> jax.Array:
+def _weights(x: jax.Array, valid: jax.Array | None) -> jax.Array:
+    """float32 [G, S] token weights: 1 for real tokens (all tokens without `valid`)."""
+    return jnp.ones(x.shape[:2], jnp.float32) if valid is None else valid.astype(jnp.float32)
+
+
+def load_balancing_loss(probs: jax.Array, expert_index: jax.Array,
+                        valid: jax.Array | None = None) -> jax.Array:
     """Switch eq. 4 per group, averaged: E * sum_e f_e P_e (1 when perfectly balanced).
 
     f_e: fraction of the group's tokens that chose expert e (any of their k choices, before
-    capacity); P_e: mean router probability of expert e.
+    capacity); P_e: mean router probability of expert e. With `valid`, over real tokens
+    only, and the mean over groups that hold any.
     """
     num_experts = probs.shape[-1]
+    w = _weights(probs, valid)
+    count = jnp.sum(w, axis=1)                                               # [G]
     chose = jnp.max(jax.nn.one_hot(expert_index, num_experts, dtype=jnp.float32), axis=-2)
-    f = jnp.mean(chose, axis=1)
-    p = jnp.mean(probs, axis=1)
-    return jnp.mean(jnp.sum(f * p, axis=-1)) * num_experts
+    f = jnp.einsum("gse,gs->ge", chose, w) / jnp.maximum(count, 1.0)[:, None]
+    p = jnp.einsum("gse,gs->ge", probs, w) / jnp.maximum(count, 1.0)[:, None]
+    filled = (count > 0).astype(jnp.float32)
+    per_group = jnp.sum(f * p, axis=-1) * num_experts
+    return jnp.sum(per_group * filled) / jnp.maximum(jnp.sum(filled), 1.0)
 
 
-def router_z_loss(logits: jax.Array) -> jax.Array:
-    """ST-MoE eq. 5: mean over tokens of logsumexp(logits)^2."""
-    return jnp.mean(jnp.square(jax.nn.logsumexp(logits, axis=-1)))
+def router_z_loss(logits: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+    """ST-MoE eq. 5: mean over (real) tokens of logsumexp(logits)^2."""
+    w = _weights(logits, valid)
+    z = jnp.square(jax.nn.logsumexp(logits, axis=-1))
+    return jnp.sum(z * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
-def routing_metrics(dispatch: jax.Array) -> dict:
-    """Fraction of tokens no expert processes, and expert load (1 = even share) min/max and
-    entropy (nats; log E when even)."""
+def routing_metrics(dispatch: jax.Array, valid: jax.Array | None = None) -> dict:
+    """Fraction of (real) tokens no expert processes, and expert load (1 = even share)
+    min/max and entropy (nats; log E when even). Padding takes no slot, so load counts
+    real tokens only when it is excluded from routing."""
     num_experts = dispatch.shape[2]
+    w = _weights(dispatch, valid)
     per_token = jnp.sum(dispatch, axis=(2, 3))                               # [G,S]
     load = jnp.sum(dispatch, axis=(0, 1, 3))                                 # [E]
     share = load / jnp.maximum(jnp.sum(load), 1.0)
     entropy = -jnp.sum(jnp.where(share > 0, share * jnp.log(jnp.maximum(share, 1e-30)), 0.0))
-    return {"dropped_fraction": jnp.mean((per_token == 0).astype(jnp.float32)),
+    dropped = jnp.sum((per_token == 0).astype(jnp.float32) * w) / jnp.maximum(jnp.sum(w), 1.0)
+    return {"dropped_fraction": dropped,
             "expert_load_min": jnp.min(share) * num_experts,
             "expert_load_max": jnp.max(share) * num_experts,
             "expert_load_entropy": entropy}

@@ -52,7 +52,8 @@ class MoEStack(nnx.Module):
         return list(range(sparse_position(self.step), self.num_layers, self.step))
 
     def forward(self, x, *args, rng=None, deterministic=True, weights=None):
-        """(outputs, aux) with each MoE aux entry stacked over the blocks."""
+        """(outputs, aux) with each MoE aux entry stacked over the blocks; `weights` [B, S]
+        (real tokens) reaches the MoE layers as their token mask."""
         sparse = sparse_position(self.step)
 
         def apply(block, h, _, b):
@@ -60,7 +61,8 @@ class MoEStack(nnx.Module):
             for j, layer in enumerate(block.sublayers()):
                 r = fold(rng, b * self.step + j)
                 if j == sparse:
-                    h, aux = layer(h, *args, rng=r, deterministic=deterministic, with_aux=True)
+                    h, aux = layer(h, *args, rng=r, deterministic=deterministic, with_aux=True,
+                                   token_mask=weights)
                 else:
                     h = layer(h, *args, rng=r, deterministic=deterministic)
             return h, aux
