@@ -187,7 +187,8 @@ def test_model_threads_the_token_mask_to_every_moe_layer():
 
     moe = MoEConfig(num_experts=E, encoder_sparse_step=1, decoder_sparse_step=1,
                     group_size=32, min_expert_capacity=1)
-    model = EncoderDecoder(TINY.replace(moe=moe), rngs=nnx.Rngs(0))
+    cfg = TINY.replace(num_encoder_layers=1, num_decoder_layers=1, moe=moe)
+    model = EncoderDecoder(cfg, rngs=nnx.Rngs(0))
     enc, dec, _ = padded_batch(TINY.vocab_size, batch=4, input_len=12, target_len=10)
     mdef, params = split_params(model)
     _, aux = jax.jit(lambda p, e, d: mdef.bind(p)(e, d, return_aux=True))(params, enc, dec)
