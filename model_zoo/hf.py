@@ -13,6 +13,16 @@ tokens-choose routing, non-gated experts and MoE layers in both stacks only.
 `transformers.T5ForConditionalGeneration.from_pretrained` loads. Real T5 checkpoints hold
 `shared`, `encoder.embed_tokens`, `decoder.embed_tokens` (equal to `shared`) and, when
 untied, `lm_head`; t5pod keeps one input embedding and refuses checkpoints that differ.
+
+Both transformers eras are read as the installed transformers (5.x) builds them. The output
+layer: T5 scales the decoder output by d_model^-0.5 when `scale_decoder_outputs` says so
+(transformers 5) or, in hub-era configs without that key, unless `tie_word_embeddings` is
+false; Switch scales when `tie_word_embeddings` is true. The head is `shared` unless
+`lm_head.weight` is present and differs from it (transformers 5 always writes
+`tie_word_embeddings: true` for T5). t5pod's tied head is shared and scaled, its untied
+head unscaled; the two other combinations load as an untied head with the scale folded in.
+Switch layouts come from `encoder_sparse_step`/`decoder_sparse_step` when present, else from
+`num_sparse_*_layers`. `save` writes both eras' keys, consistently.
 """
 
 from __future__ import annotations
@@ -74,14 +84,44 @@ def _mlp_entries(hf_layer: int, gated: bool, switch: bool = False, sparse: bool 
 
 # Config ------------------------------------------------------------------------------
 
-def config_from_hf(hf: dict, source: str = "config.json", **overrides) -> ModelConfig:
-    """A ModelConfig from an HF T5 config dict; refuses other architectures."""
+def scales_output(hf: dict) -> bool:
+    """Whether transformers multiplies the decoder output by d_model^-0.5 before the head."""
+    if hf.get("model_type") == "switch_transformers":
+        return hf.get("tie_word_embeddings", True) is not False
+    if "scale_decoder_outputs" in hf:
+        return bool(hf["scale_decoder_outputs"])
+    return hf.get("tie_word_embeddings", True) is not False  # the hub-era meaning
+
+
+def has_own_head(hf: dict, tensors: dict) -> bool:
+    """Whether transformers builds a head apart from `shared`: `lm_head.weight` present and
+    different (transformers 5 ties T5 heads otherwise, whatever the config says)."""
+    head, shared = tensors.get("lm_head.weight"), tensors.get("shared.weight")
+    if head is None:
+        if hf.get("model_type") == "switch_transformers" and hf.get("tie_word_embeddings") is False:
+            raise KeyError("HF checkpoint lacks tensor 'lm_head.weight' that its config "
+                           "(tie_word_embeddings=false) requires")
+        return False
+    return shared is None or not np.array_equal(head, shared)
+
+
+def _check_architecture(hf: dict, source: str) -> None:
     archs = hf.get("architectures") or []
     model_type = hf.get("model_type")
     if model_type not in MODEL_TYPES or (archs and not set(archs) & set(ARCHITECTURES)):
         raise ValueError(f"{source}: architecture {archs or '?'} (model_type {model_type!r}) is "
                          f"not supported; hf.load reads {ARCHITECTURES} with model_type "
                          f"in {MODEL_TYPES}")
+
+
+def config_from_hf(hf: dict, source: str = "config.json", *, own_head: bool | None = None,
+                   **overrides) -> ModelConfig:
+    """A ModelConfig from an HF T5 config dict; refuses other architectures.
+
+    `own_head`: whether the checkpoint has a head apart from `shared` (`has_own_head`); unknown
+    (None), a scaled output means a tied head and an unscaled one an own head.
+    """
+    _check_architecture(hf, source)
     proj = hf.get("feed_forward_proj", "relu")
     if proj not in _ACTIVATIONS:
         raise ValueError(f"{source}: feed_forward_proj={proj!r} is not supported; expected one "
@@ -93,11 +133,12 @@ def config_from_hf(hf: dict, source: str = "config.json", **overrides) -> ModelC
         feed_forward_proj=_ACTIVATIONS[proj],
         relative_attention_num_buckets=hf.get("relative_attention_num_buckets", 32),
         relative_attention_max_distance=hf.get("relative_attention_max_distance", 128),
-        tie_word_embeddings=bool(hf.get("tie_word_embeddings", True)),
+        tie_word_embeddings=scales_output(hf) and not (
+            own_head if own_head is not None else not scales_output(hf)),
         dropout_rate=float(hf.get("dropout_rate", 0.1)),
         layer_norm_epsilon=float(hf.get("layer_norm_epsilon", 1e-6)),
     )
-    if model_type == "switch_transformers":
+    if hf.get("model_type") == "switch_transformers":
         fields.update(feed_forward_proj=_switch_activation(hf, source),
                       moe=_moe_from_hf(hf, source))
     fields.update(overrides)
@@ -128,8 +169,10 @@ def _moe_from_hf(hf: dict, source: str) -> MoEConfig:
     dec_layers = hf.get("num_decoder_layers") or layers
     return MoEConfig(
         num_experts=hf.get("num_experts", 8), num_selected_experts=1,
-        encoder_sparse_step=_hf_sparse_step(layers, hf.get("num_sparse_encoder_layers", 3)),
-        decoder_sparse_step=_hf_sparse_step(dec_layers, hf.get("num_sparse_decoder_layers", 3)),
+        encoder_sparse_step=hf.get("encoder_sparse_step", _hf_sparse_step(
+            layers, hf.get("num_sparse_encoder_layers", 3))),
+        decoder_sparse_step=hf.get("decoder_sparse_step", _hf_sparse_step(
+            dec_layers, hf.get("num_sparse_decoder_layers", 3))),
         expert_capacity=hf.get("expert_capacity", 64),
         group_size=None, ignore_padding_tokens=False,  # HF: a sequence per group, padding routed
         router_jitter_noise=float(hf.get("router_jitter_noise", 0.01)),
@@ -151,7 +194,10 @@ def config_to_hf(cfg: ModelConfig) -> dict:
         "num_decoder_layers": cfg.num_decoder_layers, "feed_forward_proj": cfg.feed_forward_proj,
         "relative_attention_num_buckets": cfg.relative_attention_num_buckets,
         "relative_attention_max_distance": cfg.relative_attention_max_distance,
-        "tie_word_embeddings": cfg.tie_word_embeddings, "dropout_rate": cfg.dropout_rate,
+        # both eras: hub-era readers take the scaling (and tying) from tie_word_embeddings,
+        # transformers 5 from scale_decoder_outputs, and unties a differing lm_head.weight
+        "tie_word_embeddings": cfg.tie_word_embeddings,
+        "scale_decoder_outputs": cfg.tie_word_embeddings, "dropout_rate": cfg.dropout_rate,
         "layer_norm_epsilon": cfg.layer_norm_epsilon, "is_encoder_decoder": True,
         "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0,
     }
@@ -172,12 +218,15 @@ def _switch_config_to_hf(cfg: ModelConfig) -> dict:
             raise ValueError(f"hf.save: moe.{side}_sparse_step=0 (no MoE layers) has no "
                              "SwitchTransformers equivalent; use a dense T5 for that stack")
     dense = config_to_hf(cfg.replace(moe=None))
+    del dense["scale_decoder_outputs"]  # Switch scales iff tie_word_embeddings, in both eras
     cap = moe.expert_capacity or max(moe.min_expert_capacity,
                                      -(-int(moe.eval_capacity_factor * 512) // moe.num_experts))
     return {**dense, "architectures": [SWITCH], "model_type": "switch_transformers",
             "num_experts": moe.num_experts, "expert_capacity": cap,
             "num_sparse_encoder_layers": cfg.num_encoder_layers // moe.encoder_sparse_step,
             "num_sparse_decoder_layers": cfg.num_decoder_layers // moe.decoder_sparse_step,
+            "encoder_sparse_step": moe.encoder_sparse_step,
+            "decoder_sparse_step": moe.decoder_sparse_step,
             "router_bias": False, "router_dtype": "float32",
             "router_jitter_noise": moe.router_jitter_noise,
             "router_z_loss_coef": moe.router_z_loss_weight,
@@ -187,26 +236,29 @@ def _switch_config_to_hf(cfg: ModelConfig) -> dict:
 
 # Tensors ------------------------------------------------------------------------------
 
-def read_safetensors(path: str) -> dict[str, np.ndarray]:
-    """All tensors of an HF directory as float32 numpy, single file or sharded with an index."""
+def _safetensors_files(path: str) -> list[str]:
     index = os.path.join(path, "model.safetensors.index.json")
-    single = os.path.join(path, "model.safetensors")
     if os.path.exists(index):
         with open(index) as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
-    elif os.path.exists(single):
-        files = ["model.safetensors"]
-    else:
-        present = sorted(os.listdir(path))
-        raise FileNotFoundError(
-            f"{path} has no model.safetensors or model.safetensors.index.json (found {present}); "
-            "t5pod reads safetensors only, never pickled .bin files: re-save with "
-            "save_pretrained(dir, safe_serialization=True)")
+            return sorted(set(json.load(f)["weight_map"].values()))
+    if os.path.exists(os.path.join(path, "model.safetensors")):
+        return ["model.safetensors"]
+    present = sorted(os.listdir(path))
+    raise FileNotFoundError(
+        f"{path} has no model.safetensors or model.safetensors.index.json (found {present}); "
+        "t5pod reads safetensors only, never pickled .bin files: re-save with "
+        "save_pretrained(dir, safe_serialization=True)")
+
+
+def read_safetensors(path: str, names=None) -> dict[str, np.ndarray]:
+    """Tensors of an HF directory (all, or those of `names` present) as float32 numpy,
+    single file or sharded with an index."""
     tensors = {}
-    for name in files:
+    for name in _safetensors_files(path):
         with safe_open(os.path.join(path, name), framework="flax") as f:
             for key in f.keys():
-                tensors[key] = np.asarray(f.get_tensor(key), dtype=np.float32)
+                if names is None or key in names:
+                    tensors[key] = np.asarray(f.get_tensor(key), dtype=np.float32)
     return tensors
 
 
@@ -259,8 +311,13 @@ def _get(tree: dict, dotted: str):
     return tree
 
 
-def params_from_hf(tensors: dict[str, np.ndarray], cfg: ModelConfig) -> dict:
-    """A pure param dict shaped like `nnx.to_pure_dict(nnx.state(EncoderDecoder(cfg)))`."""
+def params_from_hf(tensors: dict[str, np.ndarray], cfg: ModelConfig,
+                   scaled: bool | None = None) -> dict:
+    """A pure param dict shaped like `nnx.to_pure_dict(nnx.state(EncoderDecoder(cfg)))`.
+
+    `scaled`: whether the HF model scales the decoder output (`scales_output`); an untied
+    t5pod head then takes the scale into its kernel. None: as `cfg` says (tied: scaled).
+    """
     def take(name):
         if name not in tensors:
             raise KeyError(f"HF checkpoint lacks tensor {name!r} that config "
@@ -276,7 +333,12 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: ModelConfig) -> dict:
                              "models share one input embedding, as real T5 checkpoints do")
     pure: dict = {"shared": shared}
     if not cfg.tie_word_embeddings:
-        pure["lm_head"] = take("lm_head.weight").T
+        head = tensors.get("lm_head.weight") if scaled is not None else take("lm_head.weight")
+        head = shared if head is None else head
+        pure["lm_head"] = head.T * (cfg.d_model ** -0.5 if scaled else 1.0)
+    elif scaled is False:
+        raise ValueError("config.json says the decoder output is not scaled, which a tied "
+                         "t5pod head (tie_word_embeddings=True) cannot express; load it untied")
     def read(kind, name):
         if kind == "experts":
             return np.stack([take(name.format(e=e)).T for e in range(cfg.moe.num_experts)])
@@ -342,12 +404,32 @@ def model_from_params(cfg: ModelConfig, pure: dict) -> EncoderDecoder:
     return mdef.bind(jax.tree.map(lambda x: jax.numpy.asarray(x, np.float32), pure))
 
 
-def read_config(path: str, **overrides) -> ModelConfig:
+def _read_hf_json(path: str) -> tuple[dict, str]:
     cfg_path = os.path.join(path, "config.json")
     if not os.path.isfile(cfg_path):
         raise FileNotFoundError(f"{path} is not an HF model directory: no config.json")
     with open(cfg_path) as f:
-        return config_from_hf(json.load(f), cfg_path, **overrides)
+        return json.load(f), cfg_path
+
+
+def read_config(path: str, **overrides) -> ModelConfig:
+    """The ModelConfig of the HF directory `path`, its head read as transformers builds it."""
+    hf, source = _read_hf_json(path)
+    _check_architecture(hf, source)
+    head = read_safetensors(path, names=("shared.weight", "lm_head.weight"))
+    return config_from_hf(hf, source, own_head=has_own_head(hf, head), **overrides)
+
+
+def read_params(path: str, cfg: ModelConfig) -> dict:
+    """The HF directory's weights as a pure t5pod param dict for `cfg` (shapes checked by
+    `model_from_params`)."""
+    hf, _ = _read_hf_json(path)
+    tensors = read_safetensors(path)
+    vocab = tensors.get("shared.weight", np.zeros((0, 0))).shape
+    if vocab != (cfg.vocab_size, cfg.d_model):
+        raise ValueError(f"{path}: shared.weight has shape {vocab}, expected "
+                         f"(vocab_size={cfg.vocab_size}, d_model={cfg.d_model}) from the config")
+    return params_from_hf(tensors, cfg, scaled=scales_output(hf))
 
 
 def load(path: str, **overrides) -> EncoderDecoder:
@@ -356,12 +438,7 @@ def load(path: str, **overrides) -> EncoderDecoder:
     `overrides` replace ModelConfig fields that HF does not store (dtype, remat_policy, ...).
     """
     cfg = read_config(path, **overrides)
-    tensors = read_safetensors(path)
-    vocab = tensors.get("shared.weight", np.zeros((0, 0))).shape
-    if vocab != (cfg.vocab_size, cfg.d_model):
-        raise ValueError(f"{path}: shared.weight has shape {vocab}, expected "
-                         f"(vocab_size={cfg.vocab_size}, d_model={cfg.d_model}) from config.json")
-    return model_from_params(cfg, params_from_hf(tensors, cfg))
+    return model_from_params(cfg, read_params(path, cfg))
 
 
 def save(model: EncoderDecoder, path: str) -> None:

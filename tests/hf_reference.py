@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import numpy as np
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
+
+from model_zoo import EncoderDecoder
+from model_zoo.functional import model_def, split_params
 
 CONFIGS = {
     # relu + tied (T5 1.0 style), uneven depths, small buckets so log-spaced ones are used
@@ -76,3 +82,14 @@ def make_hf_switch(seed: int = 0):
             if "layer_norm" in n:
                 p.add_(0.1 * torch.randn_like(p))
     return model
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _t5pod_logits(cfg, params, enc, dec):
+    return model_def(lambda r: EncoderDecoder(cfg, rngs=r)).bind(params)(enc, dec)
+
+
+def t5pod_logits(model, enc, dec) -> np.ndarray:
+    """t5pod's logits, jitted once per (config, shapes): tests sharing configs compile once."""
+    _, params = split_params(model)
+    return np.asarray(_t5pod_logits(model.config, params, enc, dec))
