@@ -61,10 +61,15 @@ def write_manifest(step_dir: str, step: int) -> None:
         files[rel] = [os.path.getsize(path), _crc32(path)]
     tmp = os.path.join(step_dir, MANIFEST + ".tmp")
     with open(tmp, "w") as f:
-        json.dump({"format": 1, "step": step, "files": files}, f, indent=0)
+        json.dump({"format": 1, "step": step, "files": files, "crc": _files_crc(files)}, f,
+                  indent=0)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, os.path.join(step_dir, MANIFEST))
+
+
+def _files_crc(files: dict) -> int:
+    return zlib.crc32(json.dumps(files, sort_keys=True).encode())
 
 
 def read_json(path: str):
@@ -76,6 +81,10 @@ def read_json(path: str):
         raise DamagedCheckpoint(path, "missing") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise DamagedCheckpoint(path, f"not valid JSON ({e})") from None
+
+
+def has_manifest(step_dir: str) -> bool:
+    return os.path.exists(os.path.join(step_dir, MANIFEST))
 
 
 def verify_step(step_dir: str) -> bool:
@@ -98,8 +107,12 @@ def verify_step(step_dir: str) -> bool:
     manifest = read_json(manifest_path)
     try:
         files = dict(manifest["files"])
+        intact = manifest["crc"] == _files_crc(files)
     except (KeyError, TypeError, ValueError):
         raise DamagedCheckpoint(manifest_path, "not a t5pod manifest") from None
+    if not intact:
+        raise DamagedCheckpoint(manifest_path, "contents changed since the save (CRC-32 "
+                                               "mismatch)")
     for rel, (size, crc) in sorted(files.items()):
         path = os.path.join(step_dir, rel)
         if not os.path.isfile(path):

@@ -20,7 +20,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from training.checkpoint_verify import DamagedCheckpoint, read_json, verify_step, write_manifest
+from training.checkpoint_verify import (MANIFEST, DamagedCheckpoint, has_manifest, read_json,
+                                       verify_step, write_manifest)
 from training.finite import all_finite, nonfinite_leaves
 from training.train_state import TrainState
 
@@ -81,7 +82,12 @@ class Checkpointer:
     def verify(self, step: int) -> bool:
         """True if `step` matches its checksums, False if it has none (older t5pod); raises
         DamagedCheckpoint naming the bad file otherwise. For tools that read one step."""
-        return verify_step(self.step_dir(step))
+        verified = verify_step(self.step_dir(step))
+        older = [s for s in self.all_steps() if s < step and has_manifest(self.step_dir(s))]
+        if not verified and older:  # this t5pod commits the manifest with the step
+            raise DamagedCheckpoint(os.path.join(self.step_dir(step), MANIFEST),
+                                    f"missing, though the older step {older[-1]} has one")
+        return verified
 
     def check_identity(self, step: int | None = None) -> None:
         """Refuse a directory whose checkpoints belong to a different model.
