@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 
 class MetricsWriter:
@@ -41,11 +42,17 @@ class MetricsWriter:
                     self._tb.add_scalar(key, value, int(step))
 
     def close(self) -> None:
+        """Close both files; a failing flush (a full disk) is reported, not raised, so it never
+        hides the error that is ending the run."""
         if not self.primary:
             return
-        self._jsonl.close()
-        if self._tb is not None:
-            self._tb.close()
+        for f in (self._jsonl, self._tb):
+            try:
+                if f is not None:
+                    f.close()
+            except OSError as e:
+                print(f"could not flush the metrics in {os.path.dirname(self.path)}: {e}",
+                      file=sys.stderr)
 
 
 def _drop_after(path: str, step: int) -> None:
