@@ -1,20 +1,43 @@
 """Orbax checkpoints of the train state plus the input position and the model's identity.
 
-A CheckpointManager writes asynchronously and keeps the last N. Orbax finalises a step
-by renaming its temporary directory, so a write that was cut off is never listed and the
-previous complete step is what restores. Restores take target shardings, so a checkpoint
-written on one mesh loads onto any other.
+A CheckpointManager writes asynchronously. Orbax finalises a step by renaming its
+temporary directory, so a write that was cut off is never listed. Just before that rename
+every file of the step gets a checksum (checkpoint_verify); a restore verifies them and the
+restored values are checked finite, and the train loop falls back to the newest step that
+passes, setting the damaged ones aside. A state holding NaN/inf is never saved; old steps
+are evicted (keep-last-N) only once a newer step has committed; a failed background save
+raises once, at the next step boundary, naming the step and the last good one. Restores
+take target shardings, so a checkpoint written on one mesh loads onto any other.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
+import sys
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
+from training.checkpoint_verify import (MANIFEST, DamagedCheckpoint, has_manifest, read_json,
+                                       verify_step, write_manifest)
+from training.finite import all_finite, nonfinite_leaves
 from training.train_state import TrainState
+
+_TMP_SUFFIX = ".orbax-checkpoint-tmp"  # where orbax writes a step before renaming it
+
+
+class CheckpointSaveError(RuntimeError):
+    """A background save failed; the run must stop (its message names the last good step)."""
+
+
+class NonFiniteState(RuntimeError):
+    """The state to save holds NaN/inf; it was not saved over the good checkpoints."""
+
+
+class NoGoodCheckpoint(RuntimeError):
+    """Every checkpoint step in the directory is damaged (nothing was changed)."""
 
 
 class Checkpointer:
@@ -25,10 +48,19 @@ class Checkpointer:
             raise ValueError(f"keep={keep} must be >= 1 checkpoints")
         self.directory = os.path.abspath(directory)
         self.identity = identity or {}
+        self.keep, self.async_save = keep, async_save
+        self.last_good: int | None = None  # newest step known complete and finite
+        self._pending: int | None = None   # step being written in the background
+        self._failed = False
+        self._primary = jax.process_index() == 0
         self._check_writable()
+        # Always orbax's async checkpointer (its commit hook writes the manifest); a
+        # synchronous Checkpointer waits inside save. Eviction is ours (max_to_keep=None).
         self.manager = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, enable_async_checkpointing=async_save, create=True))
+                max_to_keep=None, enable_async_checkpointing=True, create=True,
+                async_options=ocp.options.AsyncOptions(
+                    post_finalization_callback=self._write_manifest)))
 
     def _check_writable(self) -> None:
         parent = self.directory
@@ -38,22 +70,43 @@ class Checkpointer:
             raise PermissionError(f"checkpoint directory {self.directory} is not writable "
                                   f"({parent} refuses writes)")
 
+    def step_dir(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
+
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def all_steps(self) -> list[int]:
-        return list(self.manager.all_steps())
+        return sorted(self.manager.all_steps())
+
+    def verify(self, step: int) -> bool:
+        """True if `step` matches its checksums, False if it has none (older t5pod); raises
+        DamagedCheckpoint naming the bad file otherwise. For tools that read one step."""
+        verified = verify_step(self.step_dir(step))
+        older = [s for s in self.all_steps() if s < step and has_manifest(self.step_dir(s))]
+        if not verified and older:  # this t5pod commits the manifest with the step
+            raise DamagedCheckpoint(os.path.join(self.step_dir(step), MANIFEST),
+                                    f"missing, though the older step {older[-1]} has one")
+        return verified
 
     def check_identity(self, step: int | None = None) -> None:
-        """Refuse a directory whose checkpoints belong to a different model."""
-        step = self.latest_step() if step is None else step
-        if step is None or not self.identity:
+        """Refuse a directory whose checkpoints belong to a different model.
+
+        Without `step`: the newest step whose identity is readable (damage is reported by
+        the restore that needs the step)."""
+        if not self.identity:
             return
-        path = os.path.join(self.directory, str(step), "identity", "metadata")
+        if step is None:
+            for candidate in reversed(self.all_steps()):
+                try:
+                    return self.check_identity(candidate)
+                except DamagedCheckpoint:
+                    continue
+            return
+        path = os.path.join(self.step_dir(step), "identity", "metadata")
         if not os.path.exists(path):
             return
-        with open(path) as f:
-            stored = json.load(f)
+        stored = read_json(path)
         diff = {k: (stored.get(k), self.identity.get(k)) for k in set(stored) | set(self.identity)
                 if stored.get(k) != self.identity.get(k)}  # a key one side lacks reads as None
         if diff:
@@ -61,42 +114,202 @@ class Checkpointer:
                              f"(field: (stored, requested) = {diff}); use another directory. "
                              "Nothing was overwritten.")
 
+    # -- saving ----------------------------------------------------------------------------
+
     def save(self, step: int, state: TrainState, input_state: dict | None = None,
              force: bool = False) -> bool:
-        return self.manager.save(step, args=ocp.args.Composite(
+        """Start writing `step` (in the background where async); refuses a non-finite state."""
+        self._finish()  # the previous save's error surfaces here at the latest
+        if not all_finite(state):
+            raise NonFiniteState(
+                f"the train state at step {step} holds NaN/inf (e.g. in "
+                f"{', '.join(nonfinite_leaves(state))}); it was not saved, and no checkpoint "
+                f"in {self.directory} was changed. {self._last_good_text()}")
+        self._pending = step
+        saved = self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             input=ocp.args.JsonSave(input_state or {}),
             identity=ocp.args.JsonSave(self.identity)), force=force)
+        if not saved:
+            self._pending = None
+        elif not self.async_save:
+            self._finish()
+        return saved
+
+    def _write_manifest(self) -> None:
+        """Orbax's commit hook (process 0, all hosts' files written, not yet renamed)."""
+        step = self._pending
+        tmp = self.step_dir(step) + _TMP_SUFFIX
+        write_manifest(tmp if os.path.isdir(tmp) else self.step_dir(step), step)
+
+    def poll(self) -> None:
+        """At a step boundary: if the background save has ended, raise its error (once)."""
+        if self._pending is not None and not self.manager.is_saving_in_progress():
+            self._finish()
+
+    def _finish(self) -> None:
+        """Wait for the pending save; on success evict old steps, else CheckpointSaveError."""
+        step = self._pending
+        if step is None:
+            return
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 - any failure of the write is reported the same
+            self._pending, self._failed = None, True
+            raise CheckpointSaveError(
+                f"saving checkpoint step {step} to {self.step_dir(step)} failed: "
+                f"{type(e).__name__}: {e}. {self._last_good_text()}") from None
+        self._pending, self.last_good = None, step
+        self._evict()
+
+    def _evict(self) -> None:
+        """Keep the newest `keep` committed steps (process 0 deletes; all hosts share them)."""
+        if not self._primary:
+            return
+        old = self.all_steps()[:-self.keep]
+        for step in old:
+            shutil.rmtree(self.step_dir(step), ignore_errors=True)
+        if old:
+            self.manager.reload()
+
+    def _last_good_text(self) -> str:
+        if self.last_good is None:
+            return f"No checkpoint of this run was saved in {self.directory} yet."
+        return f"The last good checkpoint is {self.step_dir(self.last_good)}."
+
+    # -- restoring -------------------------------------------------------------------------
+
+    def _verified(self, step: int) -> bool:
+        """Process 0 reads the checksums and checks the identity; every host gets its verdict."""
+        code, error = 0, None
+        if self._primary:
+            try:
+                code = 1 if self.verify(step) else 0
+                self.check_identity(step)
+            except DamagedCheckpoint as e:
+                code, error = -1, e
+        code = _agree(code)
+        if code < 0:
+            raise error or DamagedCheckpoint(self.step_dir(step), "damaged (see process 0)")
+        return code == 1
 
     def restore(self, abstract_state: TrainState, step: int | None = None):
-        """(state, input_state) of `step` (default latest) laid out as `abstract_state` says."""
+        """(state, input_state) of `step` (default latest) laid out as `abstract_state` says;
+        DamagedCheckpoint if it fails its checksums or holds NaN/inf."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
-        self.check_identity(step)
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), input=ocp.args.JsonRestore()))
+        verified = self._verified(step)
+        state, input_state = self._restore(abstract_state, step, verified)
+        self._note_unverified(step, verified)
+        return state, input_state
+
+    def _restore(self, abstract_state, step: int, verified: bool):
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), input=ocp.args.JsonRestore()))
+        except Exception as e:  # noqa: BLE001
+            if verified:  # the files are as written: not damage, a real error
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise DamagedCheckpoint(self.step_dir(step), f"orbax cannot restore it "
+                                    f"({type(e).__name__}: {first[:300]})") from None
+        if not all_finite(restored.state):
+            raise DamagedCheckpoint(self.step_dir(step), "restored values hold NaN/inf (in "
+                                    f"{', '.join(nonfinite_leaves(restored.state))})")
         return restored.state, dict(restored.input or {})
 
+    def restore_newest_good(self, abstract_state: TrainState):
+        """(state, input_state, step) of the newest step that verifies and is finite, or
+        (None, None, None) for an empty directory. Damaged newer steps are reported and
+        renamed to STEP.damaged; if every step is damaged, NoGoodCheckpoint (nothing moved)."""
+        damaged = []
+        for step in reversed(self.all_steps()):
+            try:
+                verified = self._verified(step)
+                state, input_state = self._restore(abstract_state, step, verified)
+            except DamagedCheckpoint as e:
+                if self._primary:
+                    print(f"checkpoint step {step} skipped: {e}", file=sys.stderr)
+                damaged.append((step, e))
+                continue
+            if damaged:
+                self._set_aside([s for s, _ in damaged])
+            self._note_unverified(step, verified)
+            self.last_good = step
+            return state, input_state, step
+        if damaged:
+            raise NoGoodCheckpoint(
+                f"no checkpoint step in {self.directory} can be restored: "
+                + "; ".join(f"step {s}: {e}" for s, e in damaged)
+                + ". Nothing was changed; move the directory away to start afresh.")
+        return None, None, None
+
+    def _set_aside(self, steps: list[int]) -> None:
+        """Rename damaged steps out of orbax's sight (kept for inspection, never reused)."""
+        if self._primary:
+            for step in steps:
+                target, n = self.step_dir(step) + ".damaged", 1
+                while os.path.exists(target):
+                    n += 1
+                    target = f"{self.step_dir(step)}.damaged{n}"
+                os.rename(self.step_dir(step), target)
+                print(f"moved the damaged step {step} to {target}", file=sys.stderr)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("t5pod_checkpoints_set_aside")
+        self.manager.reload()
+
+    def _note_unverified(self, step: int, verified: bool) -> None:
+        if not verified and self._primary:
+            print(f"note: checkpoint {self.step_dir(step)} has no checksums (written before "
+                  "t5pod verified checkpoints); restored unverified", file=sys.stderr)
+
     def restore_params(self, abstract_params, step: int | None = None):
-        """Only the params (fine-tuning): the optimizer state is never read."""
+        """Only the params (fine-tuning): the optimizer state is never read.
+
+        DamagedCheckpoint (naming the file) if the step fails its checksums or holds NaN/inf."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
-        self.check_identity(step)
+        verified = self._verified(step)
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.PyTreeRestore(
                 item={"params": abstract_params},
                 restore_args=jax.tree.map(_restore_arg, {"params": abstract_params}),
                 partial_restore=True)))
-        return restored.state["params"]
+        params = restored.state["params"]
+        if not all_finite(params):
+            raise DamagedCheckpoint(self.step_dir(step), "params hold NaN/inf (in "
+                                    f"{', '.join(nonfinite_leaves(params))})")
+        self._note_unverified(step, verified)
+        return params
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        self._finish()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        """Wait for the pending save (raising its error) and close; after a failed save, only
+        close (the error was raised once already)."""
+        try:
+            if not self._failed:
+                self._finish()
+        finally:
+            try:
+                self.manager.close()
+            except Exception:  # noqa: BLE001
+                if not self._failed:
+                    raise
+
+
+def _agree(value: int) -> int:
+    """Process 0's value on every host."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
 
 
 def _restore_arg(x):

@@ -20,6 +20,7 @@ import numpy as np
 from training.checkpoints import Checkpointer, abstract_with_shardings
 from training.metrics_writer import MetricsWriter
 from training.partitioned import Trainer
+from training.run_lock import hold as hold_lock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,9 +46,11 @@ class _Preemption:
     def __init__(self):
         self.requested = False
         self._previous = None
+        self._depth = 0  # re-entrant: the loop re-enters the one run() installed
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
+        self._depth += 1
+        if self._depth == 1 and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         return self
 
@@ -65,7 +68,8 @@ class _Preemption:
         return self.requested
 
     def __exit__(self, *exc):
-        if self._previous is not None:
+        self._depth -= 1
+        if self._depth == 0 and self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
         return False
 
@@ -87,14 +91,22 @@ def run(trainer: Trainer, config: LoopConfig, model_dir: str,
         make_feed: Callable[[dict | None], object],
         make_eval_feed: Callable[[], Iterable[dict]] | None = None,
         identity: dict | None = None, initial_params=None, progress: bool | None = None) -> dict:
-    """Train to `config.train_steps`, resuming from the latest complete checkpoint in model_dir."""
+    """Train to `config.train_steps`, resuming from the newest checkpoint in model_dir that
+    verifies. One run writes a model_dir at a time (a lock held while this runs); SIGTERM
+    from here on saves the state, or exits cleanly if nothing was trained yet."""
+    with hold_lock(model_dir, primary=jax.process_index() == 0), _Preemption() as preemption:
+        return _run(trainer, config, model_dir, make_feed, make_eval_feed, identity,
+                    initial_params, progress, preemption)
+
+
+def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initial_params,
+         progress, preemption) -> dict:
     ckpt = Checkpointer(f"{model_dir}/checkpoints", keep=config.keep_checkpoints,
                         async_save=config.async_checkpoints, identity=identity)
     ckpt.check_identity()
     abstract = abstract_with_shardings(jax.eval_shape(trainer._init), trainer.state_shardings)
-    latest = ckpt.latest_step()
+    state, input_state, latest = ckpt.restore_newest_good(abstract)
     if latest is not None:
-        state, input_state = ckpt.restore(abstract, latest)
         print(f"resumed from {ckpt.directory}/{latest}", file=sys.stderr)
     else:
         state, input_state = trainer.init_state(), None
@@ -105,18 +117,24 @@ def run(trainer: Trainer, config: LoopConfig, model_dir: str,
     if step >= config.train_steps:
         ckpt.close()
         return {"step": step, "preempted": False, "resumed": latest is not None}
+    if preemption.agreed():  # SIGTERM while restoring or initialising: nothing new to save
+        ckpt.close()
+        print(f"SIGTERM before the first step: nothing was trained yet (at step {step})",
+              file=sys.stderr)
+        return {"step": step, "preempted": True, "resumed": latest is not None}
     feed = make_feed(input_state)
     primary = jax.process_index() == 0  # host 0 alone logs; all hosts write checkpoints
-    writer = MetricsWriter(model_dir, primary=primary)
+    writer = MetricsWriter(model_dir, primary=primary, resume_step=step)
     bar = _progress(progress, step, config.train_steps) if primary else None
     last = {}
     t0, logged_at = time.perf_counter(), step
     saved = set(ckpt.all_steps())
-    with _Preemption() as preemption:
+    with preemption:
         try:
             while step < config.train_steps:
                 state, metrics = trainer.train_step(state, next(feed))
                 step += 1
+                ckpt.poll()  # a failed background save stops the run here, at once
                 if step % config.log_every == 0 or step == config.train_steps:
                     last = {k: float(v) for k, v in jax.device_get(metrics).items()}
                     last["seconds_per_step"] = (time.perf_counter() - t0) / (step - logged_at)

@@ -1,0 +1,126 @@
+"""Checksums of a checkpoint step: written at save, verified before a restore.
+
+Orbax checksums neither the array chunks nor its JSON files, so a flipped byte restores
+silently. At save, once every host's files of a step are written and before orbax renames
+the step into place, process 0 records the size and CRC-32 of every file in
+`MANIFEST`, which the atomic rename then commits with the step. Before a restore,
+`verify_step` reads every file back and compares. A step written before manifests existed
+is checked for its required files and readable JSON only, and is reported as unverified.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+
+MANIFEST = "t5pod_manifest.json"
+# Written (or rewritten, with the commit time) by orbax after the manifest: required, and
+# the JSON one readable, but not checksummed.
+_AFTER_MANIFEST = ("commit_success.txt", "_CHECKPOINT_METADATA")
+# What every complete step holds; checked by name where a step has no manifest.
+_REQUIRED = ("_CHECKPOINT_METADATA", "commit_success.txt", "state/_METADATA",
+             "state/manifest.ocdbt")
+# JSON files orbax writes, parsed where a step has no manifest.
+_JSON = ("_CHECKPOINT_METADATA", "state/_METADATA", "identity/metadata", "input/metadata")
+_CHUNK = 8 << 20
+
+
+class DamagedCheckpoint(Exception):
+    """A checkpoint step that must not be restored: `path` is the bad file, `reason` why."""
+
+    def __init__(self, path: str, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {reason}")
+
+
+def _crc32(path: str) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _files(step_dir: str) -> list[str]:
+    """Every file under step_dir, relative, sorted; the manifest and late markers excluded."""
+    out = []
+    for root, _, names in os.walk(step_dir):
+        for name in names:
+            rel = os.path.relpath(os.path.join(root, name), step_dir)
+            if rel != MANIFEST and rel not in _AFTER_MANIFEST:
+                out.append(rel)
+    return sorted(out)
+
+
+def write_manifest(step_dir: str, step: int) -> None:
+    """Record size and CRC-32 of every file of the (complete, not yet renamed) step."""
+    files = {}
+    for rel in _files(step_dir):
+        path = os.path.join(step_dir, rel)
+        files[rel] = [os.path.getsize(path), _crc32(path)]
+    tmp = os.path.join(step_dir, MANIFEST + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump({"format": 1, "step": step, "files": files, "crc": _files_crc(files)}, f,
+                  indent=0)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(step_dir, MANIFEST))
+
+
+def _files_crc(files: dict) -> int:
+    return zlib.crc32(json.dumps(files, sort_keys=True).encode())
+
+
+def read_json(path: str):
+    """A checkpoint's JSON file, or DamagedCheckpoint naming it."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DamagedCheckpoint(path, "missing") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DamagedCheckpoint(path, f"not valid JSON ({e})") from None
+
+
+def has_manifest(step_dir: str) -> bool:
+    return os.path.exists(os.path.join(step_dir, MANIFEST))
+
+
+def verify_step(step_dir: str) -> bool:
+    """True if every file matches the step's manifest, False if the step has none (written
+    before manifests existed; required files present and JSON readable); else raises
+    DamagedCheckpoint naming the first bad file and what is wrong with it."""
+    if not os.path.isdir(step_dir):
+        raise DamagedCheckpoint(step_dir, "no such checkpoint step")
+    manifest_path = os.path.join(step_dir, MANIFEST)
+    has_manifest = os.path.exists(manifest_path)
+    for rel in _AFTER_MANIFEST if has_manifest else _REQUIRED:
+        if not os.path.isfile(os.path.join(step_dir, rel)):
+            raise DamagedCheckpoint(os.path.join(step_dir, rel), "missing")
+    read_json(os.path.join(step_dir, "_CHECKPOINT_METADATA"))
+    if not has_manifest:
+        for rel in _JSON:
+            if rel in _REQUIRED or os.path.exists(os.path.join(step_dir, rel)):
+                read_json(os.path.join(step_dir, rel))
+        return False
+    manifest = read_json(manifest_path)
+    try:
+        files = dict(manifest["files"])
+        intact = manifest["crc"] == _files_crc(files)
+    except (KeyError, TypeError, ValueError):
+        raise DamagedCheckpoint(manifest_path, "not a t5pod manifest") from None
+    if not intact:
+        raise DamagedCheckpoint(manifest_path, "contents changed since the save (CRC-32 "
+                                               "mismatch)")
+    for rel, (size, crc) in sorted(files.items()):
+        path = os.path.join(step_dir, rel)
+        if not os.path.isfile(path):
+            raise DamagedCheckpoint(path, "missing")
+        actual = os.path.getsize(path)
+        if actual != size:
+            raise DamagedCheckpoint(path, f"{actual} bytes, {size} when saved (truncated or "
+                                          "overwritten)")
+        if _crc32(path) != crc:
+            raise DamagedCheckpoint(path, "contents changed since the save (CRC-32 mismatch)")
+    return True

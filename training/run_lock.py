@@ -1,0 +1,179 @@
+"""One writer per model_dir: a lock file naming the host, pid and start time of its run.
+
+Taken (by process 0 of a run; all hosts share the model_dir) before the run writes
+anything, released on exit, exceptions included. A second run is refused with the
+holder's name. A lock left by a dead process is taken over with a message: on the same
+host when its pid is gone (or now belongs to a younger process); from another host when
+it has not been refreshed for `STALE_AFTER_S` (a live holder refreshes it every
+`REFRESH_S` from a background thread). Re-entrant within one process, so a tool can take
+it before the train loop takes it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import sys
+import threading
+import time
+
+LOCK_FILE = "t5pod.lock"
+REFRESH_S, STALE_AFTER_S = 60.0, 600.0
+
+_held: dict[str, list] = {}  # abspath -> [depth, stop event]
+_guard = threading.Lock()
+
+
+class RunLocked(RuntimeError):
+    """Another live run writes this model_dir."""
+
+
+def _start_ticks(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stale(holder: dict, path: str) -> str | None:
+    """Why the lock's holder is dead, or None if it may be alive."""
+    if not holder:
+        age = time.time() - os.path.getmtime(path)
+        return f"unreadable for {age:.0f} s" if age > 10 else None
+    if holder.get("host") == socket.gethostname():
+        pid = int(holder.get("pid", -1))
+        if not _alive(pid):
+            return f"pid {pid} is gone"
+        ticks = _start_ticks(pid)
+        if ticks is not None and holder.get("start_ticks") not in (None, ticks):
+            return f"pid {pid} now belongs to another process"
+        return None
+    age = time.time() - os.path.getmtime(path)
+    if age > STALE_AFTER_S:
+        return f"not refreshed for {age:.0f} s"
+    return None
+
+
+def _describe(holder: dict) -> str:
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("time", 0)))
+    return f"pid {holder.get('pid')} on {holder.get('host')} (started {started})"
+
+
+def _create(path: str) -> bool:
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
+          "start_ticks": _start_ticks(os.getpid()), "argv": sys.argv}
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        json.dump(me, f)
+    return True
+
+
+def acquire(model_dir: str) -> None:
+    path = os.path.join(os.path.abspath(model_dir), LOCK_FILE)
+    with _guard:
+        if path in _held:
+            _held[path][0] += 1
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with _dir_locked(os.path.dirname(path)):
+            _take(path, model_dir)
+        stop = threading.Event()
+        threading.Thread(target=_refresh, args=(path, stop), daemon=True,
+                         name="t5pod-lock").start()
+        _held[path] = [1, stop]
+
+
+@contextlib.contextmanager
+def _dir_locked(directory: str):
+    """flock on the directory while a lock is checked and taken (two restarts at once)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass  # a filesystem without flock: the O_EXCL create still decides
+        yield
+    finally:
+        os.close(fd)
+
+
+def _take(path: str, model_dir: str) -> None:
+    for _ in range(3):
+        if _create(path):
+            return
+        try:
+            with open(path) as f:
+                holder = json.load(f)
+        except FileNotFoundError:
+            continue  # released meanwhile
+        except ValueError:
+            holder = {}  # torn by a kill while it was written, or being written now
+        why = _stale(holder, path)
+        if why is None:
+            raise RunLocked(f"{model_dir} is being written by another run: "
+                            f"{_describe(holder)}, lock {path}. Stop that run or use "
+                            f"another model_dir; if it is dead, delete {path}.")
+        print(f"taking over the stale lock {path} of {_describe(holder)}: {why}",
+              file=sys.stderr)
+        os.remove(path)
+    raise RunLocked(f"could not take the lock {path}")
+
+
+def _refresh(path: str, stop: threading.Event) -> None:
+    while not stop.wait(REFRESH_S):
+        try:
+            os.utime(path)
+        except OSError:
+            return
+
+
+def release(model_dir: str) -> None:
+    path = os.path.join(os.path.abspath(model_dir), LOCK_FILE)
+    with _guard:
+        entry = _held.get(path)
+        if entry is None:
+            return
+        entry[0] -= 1
+        if entry[0] > 0:
+            return
+        del _held[path]
+        entry[1].set()
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+
+
+class hold:
+    """`with hold(model_dir, primary):` the lock for the body (only process 0 takes it)."""
+
+    def __init__(self, model_dir: str, primary: bool = True):
+        self.model_dir, self.primary = model_dir, primary
+
+    def __enter__(self):
+        if self.primary:
+            acquire(self.model_dir)
+        return self
+
+    def __exit__(self, *exc):
+        if self.primary:
+            release(self.model_dir)
+        return False
