@@ -56,9 +56,13 @@ def _suffix_match(path, table: dict):
 
 
 def _reduced_names(names: tuple, shape: tuple, leaf_shape: tuple) -> tuple:
-    """Names for an optimizer leaf whose shape is the param's with one dim dropped (factored)."""
+    """Names for an optimizer leaf whose shape is the param's with one dim dropped (factored),
+    or of the param's rank with dims reduced to size 1 (those get no name)."""
     if tuple(leaf_shape) == tuple(shape):
         return tuple(names)
+    if len(leaf_shape) == len(shape):
+        return tuple(n if a == b else None for n, a, b in zip(names, shape, leaf_shape,
+                                                               strict=True))
     if len(leaf_shape) == len(shape) - 1:
         for drop in reversed(range(len(shape))):
             if tuple(shape[:drop] + shape[drop + 1:]) == tuple(leaf_shape):
@@ -138,7 +142,7 @@ class Trainer:
         self.replicated_fraction = partitioning.check_sufficient_sharding(
             logical, abstract_params, self.rules, mesh, config.max_replicated_fraction)
 
-        self.optimizer = make_optimizer(config.optimizer)
+        self.optimizer = make_optimizer(config.optimizer, logical)
         self.schedule = make_schedule(config.optimizer.schedule)
 
         def init():
