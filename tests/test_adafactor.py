@@ -155,6 +155,6 @@ def test_state_sharded_like_param():
 
     assert at(trainer.state_shardings.params, attention + ("query",)) == P(
         None, "fsdp", "tensor", None)
-    assert at(rms.v_row, attention + ("query",)) == P(None, "fsdp", None, None)
-    assert at(rms.v_col, attention + ("query",)) == P(None, None, "tensor", None)
-    assert at(rms.v_col, attention + ("out",)) == P(None, "tensor", None, None)
+    assert at(rms.v_row, attention + ("query",)) == P(None, "fsdp")  # [layers, embed]
+    assert at(rms.v_col, attention + ("query",)) == P(None, "tensor", None)  # [.., heads, kv]
+    assert at(rms.v_col, attention + ("out",)) == P(None, "tensor", None)

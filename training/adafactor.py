@@ -17,9 +17,11 @@ The router's `expert` dim is its output, not a stack, so `expert` is a batch dim
 param that also has a row and a column.
 
 State: optax's `FactoredState` (one count; trees `v_row`, `v_col`, `v` like the params),
-with `v_row`/`v_col` in the param's own rank, the averaged dims kept at size 1, so each state
-leaf is laid out (sharded) like its param; unused entries are all-ones shapes. The other
-steps are optax's own transformations, applied per matrix by vmapping over the batch dims.
+laid out as t5x lays it out: `v_row` is the param with its column dims removed, `v_col` with
+its row dims removed (`[layers, embed]` and `[layers, heads, kv]` for an attention kernel),
+so each keeps the logical names, and sharding, of the param dims it has; unused entries are
+optax's `(1,)`. Not size-1 dims: TPU tiling would pad those to 8x128. The other steps are
+optax's own transformations, applied per matrix by vmapping over the batch dims.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def _is_spec(x) -> bool:
 
 
 def _unused(x) -> jax.Array:
-    return jnp.zeros((1,) * jnp.ndim(x), jnp.result_type(x))
+    return jnp.zeros((1,), jnp.result_type(x))
 
 
 def _map(f, specs, *trees):
@@ -113,7 +115,7 @@ def scale_by_factored_rms(logical_axes, factored: bool = True, decay_rate: float
         def zeros(spec, p):
             if not spec.factored:
                 return _unused(p), _unused(p), jnp.zeros_like(p)
-            kept = [tuple(1 if i in dims else n for i, n in enumerate(p.shape))
+            kept = [tuple(n for i, n in enumerate(p.shape) if i not in dims)
                     for dims in (spec.cols, spec.rows)]
             return jnp.zeros(kept[0], p.dtype), jnp.zeros(kept[1], p.dtype), _unused(p)
 
@@ -127,11 +129,12 @@ def scale_by_factored_rms(logical_axes, factored: bool = True, decay_rate: float
 
         def one(spec, g, v_row, v_col, v):
             g2 = jnp.square(g) + epsilon
-            if spec.factored:
-                v_row = decay * v_row + (1 - decay) * jnp.mean(g2, spec.cols, keepdims=True)
-                v_col = decay * v_col + (1 - decay) * jnp.mean(g2, spec.rows, keepdims=True)
-                row_mean = jnp.mean(v_row, spec.rows, keepdims=True)
-                u = g * (v_row / row_mean) ** -0.5 * v_col ** -0.5
+            if spec.factored:  # in the param's rank (averaged dims of size 1), then squeezed
+                r, c = jnp.expand_dims(v_row, spec.cols), jnp.expand_dims(v_col, spec.rows)
+                r = decay * r + (1 - decay) * jnp.mean(g2, spec.cols, keepdims=True)
+                c = decay * c + (1 - decay) * jnp.mean(g2, spec.rows, keepdims=True)
+                u = g * (r / jnp.mean(r, spec.rows, keepdims=True)) ** -0.5 * c ** -0.5
+                v_row, v_col = jnp.squeeze(r, spec.cols), jnp.squeeze(c, spec.rows)
             else:
                 v = decay * v + (1 - decay) * g2
                 u = g * v ** -0.5
