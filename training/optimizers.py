@@ -1,4 +1,5 @@
-"""Optimizers: Adafactor with T5's defaults, or AdamW; global-norm clipping in front."""
+"""Optimizers: Adafactor with T5's defaults (per matrix, t5x's factoring), or AdamW;
+global-norm clipping in front."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import dataclasses
 
 import optax
 
+from training.adafactor import adafactor
 from training.schedules import ScheduleConfig, make_schedule
 
 NAMES = ("adafactor", "adamw")
@@ -14,7 +16,9 @@ NAMES = ("adafactor", "adamw")
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
     """Adafactor (Shazeer & Stern 2018) as T5 used it: factored second moments, decay 0.8,
-    update clipping 1.0, parameter-scale-relative steps, no momentum."""
+    update clipping 1.0, parameter-scale-relative steps, no momentum; each layer's (and
+    expert's) matrix on its own (training/adafactor.py). `min_dim_size_to_factor` applies
+    only where the logical axes name no row and column (t5x's fallback for 2-D params)."""
 
     name: str = "adafactor"
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
@@ -27,6 +31,7 @@ class OptimizerConfig:
     clipping_threshold: float = 1.0
     multiply_by_parameter_scale: bool = True
     factored: bool = True
+    min_dim_size_to_factor: int = 128
 
     def __post_init__(self):
         if self.name not in NAMES:
@@ -37,16 +42,21 @@ class OptimizerConfig:
                              "or None")
         if self.weight_decay < 0:
             raise ValueError(f"OptimizerConfig.weight_decay={self.weight_decay} must be >= 0")
+        if self.min_dim_size_to_factor < 1:
+            raise ValueError(f"OptimizerConfig.min_dim_size_to_factor="
+                             f"{self.min_dim_size_to_factor} must be >= 1")
 
 
-def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
+def make_optimizer(cfg: OptimizerConfig, logical_axes) -> optax.GradientTransformation:
+    """`logical_axes`: a tree like the params with a `LogicalAxes` leaf per param
+    (`ModelDef.logical_axes()`); Adafactor picks rows, columns and batch dims from it."""
     lr = make_schedule(cfg.schedule)
     if cfg.name == "adafactor":
-        opt = optax.adafactor(lr, decay_rate=cfg.decay_rate,
-                              clipping_threshold=cfg.clipping_threshold,
-                              multiply_by_parameter_scale=cfg.multiply_by_parameter_scale,
-                              factored=cfg.factored,
-                              weight_decay_rate=cfg.weight_decay or None)
+        opt = adafactor(lr, logical_axes, decay_rate=cfg.decay_rate,
+                        clipping_threshold=cfg.clipping_threshold,
+                        multiply_by_parameter_scale=cfg.multiply_by_parameter_scale,
+                        factored=cfg.factored, min_dim_size_to_factor=cfg.min_dim_size_to_factor,
+                        weight_decay_rate=cfg.weight_decay or None)
     else:
         opt = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
     if cfg.grad_clip_norm is not None:

@@ -7,6 +7,7 @@ microbatch divisibility, rules against the mesh, params left replicated, fp16 on
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Callable
 
 import jax
@@ -56,14 +57,17 @@ def _suffix_match(path, table: dict):
 
 
 def _reduced_names(names: tuple, shape: tuple, leaf_shape: tuple) -> tuple:
-    """Names for an optimizer leaf whose shape is the param's with one dim dropped (factored)."""
+    """Names for an optimizer leaf whose shape is the param's with some dims dropped (factored
+    second moments): the names of the dims it keeps, None where dims could be matched
+    more than one way."""
     if tuple(leaf_shape) == tuple(shape):
         return tuple(names)
-    if len(leaf_shape) == len(shape) - 1:
-        for drop in reversed(range(len(shape))):
-            if tuple(shape[:drop] + shape[drop + 1:]) == tuple(leaf_shape):
-                return tuple(names[:drop] + names[drop + 1:])
-    return (None,) * len(leaf_shape)
+    fits = [kept for kept in itertools.combinations(range(len(shape)), len(leaf_shape))
+            if tuple(shape[i] for i in kept) == tuple(leaf_shape)]
+    if not fits:
+        return (None,) * len(leaf_shape)
+    return tuple(names[c[0]] if len({names[i] for i in c}) == 1 else None
+                 for c in zip(*fits, strict=True))
 
 
 def state_shardings(abstract: TrainState, logical_params, rules, mesh: Mesh) -> TrainState:
@@ -138,7 +142,7 @@ class Trainer:
         self.replicated_fraction = partitioning.check_sufficient_sharding(
             logical, abstract_params, self.rules, mesh, config.max_replicated_fraction)
 
-        self.optimizer = make_optimizer(config.optimizer)
+        self.optimizer = make_optimizer(config.optimizer, logical)
         self.schedule = make_schedule(config.optimizer.schedule)
 
         def init():
