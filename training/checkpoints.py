@@ -8,12 +8,15 @@ written on one mesh loads onto any other.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
+from training.loss_scale import LegacyLossScaleState
 from training.train_state import TrainState
 
 
@@ -74,9 +77,25 @@ class Checkpointer:
         if step is None:
             raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
         self.check_identity(step)
+        legacy = not self._counts_skip_streaks(step)
+        target = abstract_state if not legacy else dataclasses.replace(
+            abstract_state, loss_scale=LegacyLossScaleState.of(abstract_state.loss_scale))
         restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), input=ocp.args.JsonRestore()))
-        return restored.state, dict(restored.input or {})
+            state=ocp.args.StandardRestore(target), input=ocp.args.JsonRestore()))
+        state = restored.state
+        if legacy:  # written before LossScaleState.skipped_in_a_row: the streak starts at 0
+            streak = abstract_state.loss_scale.skipped_in_a_row
+            state = dataclasses.replace(state, loss_scale=state.loss_scale.upgrade(
+                jax.device_put(np.zeros(streak.shape, streak.dtype), streak.sharding)))
+        return state, dict(restored.input or {})
+
+    def _counts_skip_streaks(self, step: int) -> bool:
+        """Whether the checkpoint's loss-scale state has `skipped_in_a_row`."""
+        try:
+            tree = self.manager.item_metadata(step)["state"].tree
+            return "skipped_in_a_row" in tree["loss_scale"]
+        except (KeyError, TypeError, AttributeError):
+            return True  # no metadata to tell: restore as the current layout
 
     def restore_params(self, abstract_params, step: int | None = None):
         """Only the params (fine-tuning): the optimizer state is never read."""

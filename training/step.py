@@ -162,6 +162,7 @@ def make_train_step(mdef: ModelDef, optimizer: optax.GradientTransformation,
             "normalized_loss": sums.objective / factor,
             "grad_norm": jnp.where(finite, _global_norm(grads), jnp.inf),
             "loss_scale": scale, "skipped": new_state.loss_scale.skipped,
+            "skipped_in_a_row": new_state.loss_scale.skipped_in_a_row,
             # the optimizer counts applied steps only (skipped ones are not)
             "learning_rate": jnp.asarray(schedule(state.step - state.loss_scale.skipped),
                                          jnp.float32),
