@@ -66,11 +66,12 @@ def check_skipped_steps(trainer: Trainer, limit: int, step: int, metrics: dict) 
     raise SkippedStepsError(
         f"step {step}: the last {streak} steps were all skipped because their gradients were "
         f"not finite (inf or nan); {where}, compute dtype {dtype}. The params have not changed "
-        f"since step {step - streak}. Try: dtype='bfloat16' (fp32 range, no loss scaling) or "
-        "'float32'; a lower learning rate or a longer warmup; gradient clipping; for float16, "
-        "check that activations stay in range (model_zoo clamps T5's residual stream at "
-        "+-64504 as HF does; a model that still overflows needs bfloat16). "
-        f"To keep going anyway: LoopConfig.max_consecutive_skipped_steps=0 (now {limit}).")
+        f"since step {step - streak}. Try: dtype='bfloat16' (float32's range, no loss "
+        "scaling) or 'float32'; a lower learning rate, a longer warmup or "
+        "OptimizerConfig.grad_clip_norm, if the weights grew until the forward overflowed; "
+        "in float16, activations above 65504 overflow (T5's residual stream is already "
+        "clamped as HF clamps it). To keep going anyway: "
+        f"LoopConfig.max_consecutive_skipped_steps=0 (now {limit}).")
 
 
 class _Preemption:
