@@ -71,7 +71,7 @@ def test_overflowing_t5_1_1_trains_in_fp16_with_the_clamp(tmp_path):
     ckpt.save(8, legacy)
     ckpt.wait()
     abstract = abstract_with_shardings(jax.eval_shape(trainer._init), trainer.state_shardings)
-    restored, _ = ckpt.restore(abstract)
+    restored, _ = Checkpointer(str(tmp_path / "legacy"), async_save=False).restore(abstract)
     assert int(restored.loss_scale.skipped_in_a_row) == 0
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.params),
                  jax.device_get(state.params))

@@ -15,6 +15,7 @@ import os
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from training.loss_scale import LegacyLossScaleState
 from training.train_state import TrainState
@@ -91,10 +92,11 @@ class Checkpointer:
 
     def _counts_skip_streaks(self, step: int) -> bool:
         """Whether the checkpoint's loss-scale state has `skipped_in_a_row`."""
+        path = epath.Path(os.path.join(self.directory, str(step), "state"))
         try:
-            tree = self.manager.item_metadata(step)["state"].tree
+            tree = ocp.StandardCheckpointHandler().metadata(path).tree
             return "skipped_in_a_row" in tree["loss_scale"]
-        except (KeyError, TypeError, AttributeError):
+        except (KeyError, TypeError, AttributeError, FileNotFoundError, ValueError):
             return True  # no metadata to tell: restore as the current layout
 
     def restore_params(self, abstract_params, step: int | None = None):
