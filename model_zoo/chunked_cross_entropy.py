@@ -16,7 +16,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from model_zoo.losses import LossSums, logits_grad, token_losses
+from model_zoo.losses import LossSums, logits_grad, objective_sum, token_losses
 
 
 def _chunks(x: jax.Array, chunk: int) -> jax.Array:
@@ -84,7 +84,8 @@ _per_token.defvjp(_fwd, _bwd)
 def chunked_cross_entropy_loss(hidden: jax.Array, kernel: jax.Array, targets: jax.Array,
                                weights: jax.Array | None = None, *, scale: float = 1.0,
                                chunk: int = 128, z_loss: float = 1e-4,
-                               label_smoothing: float = 0.0) -> LossSums:
+                               label_smoothing: float = 0.0,
+                               loss_weights: jax.Array | None = None) -> LossSums:
     """LossSums of `logits = scale * hidden @ kernel` against `targets`, never whole.
 
     hidden [batch, length, d_model] (compute dtype), kernel [d_model, vocab]; a length that
@@ -104,8 +105,12 @@ def chunked_cross_entropy_loss(hidden: jax.Array, kernel: jax.Array, targets: ja
     if pad:
         hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
         targets, weights = (jnp.pad(a, ((0, 0), (0, pad))) for a in (targets, weights))
+        if loss_weights is not None:
+            loss_weights = jnp.pad(loss_weights, ((0, 0), (0, pad)))
     total, z, correct = _per_token(hidden, kernel, targets, float(scale), float(z_loss),
                                    float(label_smoothing), min(chunk, targets.shape[1]))
-    return LossSums(loss=jnp.sum(total * weights), z_loss=jnp.sum(z * weights),
+    loss = jnp.sum(total * weights)
+    return LossSums(loss=loss, z_loss=jnp.sum(z * weights),
                     correct=jnp.sum(jax.lax.stop_gradient(correct) * weights),
-                    weight=jnp.sum(weights))
+                    weight=jnp.sum(weights),
+                    objective=objective_sum(total, loss_weights, loss))

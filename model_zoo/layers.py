@@ -1,4 +1,7 @@
-"""One T5 encoder layer and one decoder layer: pre-norm residual blocks."""
+"""One T5 encoder layer and one decoder layer: pre-norm residual blocks.
+
+In float16 the residual stream is clamped after every sub-layer (model_zoo.fp16_clamp).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,14 @@ from flax import nnx
 from model_zoo.attention import MultiHeadAttention
 from model_zoo.config import ModelConfig
 from model_zoo.dropout import dropout, fold
+from model_zoo.fp16_clamp import clamp_float16
 from model_zoo.mlp import MLP
 from model_zoo.moe import MoEFeedForward
 from model_zoo.norm import RMSNorm
+
+
+def _residual(x: jax.Array, h: jax.Array) -> jax.Array:
+    return clamp_float16(x + h)
 
 
 def _norm(cfg: ModelConfig, rngs: nnx.Rngs) -> RMSNorm:
@@ -41,10 +49,10 @@ class EncoderLayer(nnx.Module):
         rate = self.dropout_rate
         h = self.pre_attention_norm(x)
         h = self.attention(h, h, bias, mask, rng=fold(rng, 0), deterministic=deterministic)
-        x = x + dropout(h, rate, fold(rng, 1), deterministic)
+        x = _residual(x, dropout(h, rate, fold(rng, 1), deterministic))
         h, aux = self.mlp.forward(self.pre_mlp_norm(x), token_mask, rng=fold(rng, 2),
                                   deterministic=deterministic)
-        x = x + dropout(h, rate, fold(rng, 3), deterministic)
+        x = _residual(x, dropout(h, rate, fold(rng, 3), deterministic))
         return (x, aux) if with_aux else x
 
 
@@ -63,14 +71,14 @@ class DecoderLayer(nnx.Module):
         rate = self.dropout_rate
         h = self.pre_self_attention_norm(x)
         h = self.self_attention(h, h, bias, mask, rng=fold(rng, 0), deterministic=deterministic)
-        x = x + dropout(h, rate, fold(rng, 1), deterministic)
+        x = _residual(x, dropout(h, rate, fold(rng, 1), deterministic))
         h = self.pre_cross_attention_norm(x)
         h = self.cross_attention(h, encoded, None, cross_mask, rng=fold(rng, 2),
                                  deterministic=deterministic)
-        x = x + dropout(h, rate, fold(rng, 3), deterministic)
+        x = _residual(x, dropout(h, rate, fold(rng, 3), deterministic))
         h, aux = self.mlp.forward(self.pre_mlp_norm(x), token_mask, rng=fold(rng, 4),
                                   deterministic=deterministic)
-        x = x + dropout(h, rate, fold(rng, 5), deterministic)
+        x = _residual(x, dropout(h, rate, fold(rng, 5), deterministic))
         return (x, aux) if with_aux else x
 
     def step(self, x: jax.Array, bias, mask, cache: dict, index) -> tuple[jax.Array, dict]:
@@ -82,10 +90,11 @@ class DecoderLayer(nnx.Module):
                                                 index, axis=1)
         v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v_new.astype(cache["v"].dtype),
                                                 index, axis=1)
-        x = x + self.self_attention.attend_to(self.self_attention.project_q(h), k, v, bias, mask)
+        x = _residual(x, self.self_attention.attend_to(self.self_attention.project_q(h), k, v,
+                                                     bias, mask))
         h = self.pre_cross_attention_norm(x)
-        x = x + self.cross_attention.attend_to(self.cross_attention.project_q(h),
-                                               cache["cross_k"], cache["cross_v"], None,
-                                               cache["cross_mask"])
-        x = x + self.mlp(self.pre_mlp_norm(x))
+        x = _residual(x, self.cross_attention.attend_to(self.cross_attention.project_q(h),
+                                                        cache["cross_k"], cache["cross_v"],
+                                                        None, cache["cross_mask"]))
+        x = _residual(x, self.mlp(self.pre_mlp_norm(x)))
         return x, {**cache, "k": k, "v": v}

@@ -76,21 +76,36 @@ softmax_cross_entropy.defvjp(_fwd, _bwd)
 
 @dataclasses.dataclass(frozen=True)
 class LossSums:
-    """Weighted sums over tokens; divide by `weight` for per-token means."""
+    """Weighted sums over tokens; divide by `weight` for per-token means.
+
+    `objective` is the loss summed with the loss weights (training.loss_normalization),
+    which differ from `weights` only for a per-sequence average; else it is `loss`.
+    """
 
     loss: jax.Array      # cross entropy + z-loss
     z_loss: jax.Array
     correct: jax.Array   # weighted count of argmax == target
     weight: jax.Array
+    objective: jax.Array
 
 
-jax.tree_util.register_dataclass(LossSums, data_fields=["loss", "z_loss", "correct", "weight"],
-                                 meta_fields=[])
+jax.tree_util.register_dataclass(
+    LossSums, data_fields=["loss", "z_loss", "correct", "weight", "objective"], meta_fields=[])
+
+
+def objective_sum(total: jax.Array, loss_weights: jax.Array | None,
+                  loss_sum: jax.Array) -> jax.Array:
+    """sum(total * loss_weights), or the already summed `loss_sum` when there are none."""
+    if loss_weights is None:
+        return loss_sum
+    return jnp.sum(total * loss_weights.astype(jnp.float32))
 
 
 def cross_entropy_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array | None = None,
-                       *, z_loss: float = 1e-4, label_smoothing: float = 0.0) -> LossSums:
-    """Sums over `decoder_target_tokens` weighted by `decoder_loss_weights` (default: id > 0)."""
+                       *, z_loss: float = 1e-4, label_smoothing: float = 0.0,
+                       loss_weights: jax.Array | None = None) -> LossSums:
+    """Sums over `decoder_target_tokens` weighted by `decoder_loss_weights` (default: id > 0);
+    `objective` is weighted by `loss_weights` (default: the same weights)."""
     if logits.shape[:-1] != targets.shape:
         raise ValueError(f"logits {logits.shape} do not match targets {targets.shape}")
     if not 0.0 <= label_smoothing < 1.0:
@@ -101,5 +116,7 @@ def cross_entropy_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array
     weights = weights.astype(jnp.float32)
     total, z = softmax_cross_entropy(logits, targets, float(z_loss), float(label_smoothing))
     correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
-    return LossSums(loss=jnp.sum(total * weights), z_loss=jnp.sum(z * weights),
-                    correct=jnp.sum(correct * weights), weight=jnp.sum(weights))
+    loss = jnp.sum(total * weights)
+    return LossSums(loss=loss, z_loss=jnp.sum(z * weights), correct=jnp.sum(correct * weights),
+                    weight=jnp.sum(weights),
+                    objective=objective_sum(total, loss_weights, loss))

@@ -12,6 +12,7 @@ take target shardings, so a checkpoint written on one mesh loads onto any other.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -19,10 +20,12 @@ import sys
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from training.checkpoint_verify import (MANIFEST, DamagedCheckpoint, has_manifest, read_json,
                                        verify_step, write_manifest)
 from training.finite import all_finite, nonfinite_leaves
+from training.loss_scale import LegacyLossScaleState
 from training.train_state import TrainState
 
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"  # where orbax writes a step before renaming it
@@ -205,19 +208,36 @@ class Checkpointer:
         return state, input_state
 
     def _restore(self, abstract_state, step: int, verified: bool):
+        legacy = not self._counts_skip_streaks(step)
+        target = abstract_state if not legacy else dataclasses.replace(
+            abstract_state, loss_scale=LegacyLossScaleState.of(abstract_state.loss_scale))
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), input=ocp.args.JsonRestore()))
+                state=ocp.args.StandardRestore(target), input=ocp.args.JsonRestore()))
         except Exception as e:  # noqa: BLE001
             if verified:  # the files are as written: not damage, a real error
                 raise
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise DamagedCheckpoint(self.step_dir(step), f"orbax cannot restore it "
                                     f"({type(e).__name__}: {first[:300]})") from None
-        if not all_finite(restored.state):
+        state = restored.state
+        if not all_finite(state):
             raise DamagedCheckpoint(self.step_dir(step), "restored values hold NaN/inf (in "
-                                    f"{', '.join(nonfinite_leaves(restored.state))})")
-        return restored.state, dict(restored.input or {})
+                                    f"{', '.join(nonfinite_leaves(state))})")
+        if legacy:  # written before LossScaleState.skipped_in_a_row: the streak starts at 0
+            streak = abstract_state.loss_scale.skipped_in_a_row
+            state = dataclasses.replace(state, loss_scale=state.loss_scale.upgrade(
+                jax.device_put(np.zeros(streak.shape, streak.dtype), streak.sharding)))
+        return state, dict(restored.input or {})
+
+    def _counts_skip_streaks(self, step: int) -> bool:
+        """Whether the checkpoint's loss-scale state has `skipped_in_a_row`."""
+        path = epath.Path(os.path.join(self.directory, str(step), "state"))
+        try:
+            tree = ocp.StandardCheckpointHandler().metadata(path).tree
+            return "skipped_in_a_row" in tree["loss_scale"]
+        except Exception:  # noqa: BLE001
+            return True  # no metadata to tell: restore as the current layout
 
     def restore_newest_good(self, abstract_state: TrainState):
         """(state, input_state, step) of the newest step that verifies and is finite, or

@@ -25,19 +25,54 @@ from training.run_lock import hold as hold_lock
 
 @dataclasses.dataclass(frozen=True)
 class LoopConfig:
+    """`max_consecutive_skipped_steps`: stop with SkippedStepsError once that many steps in
+    a row were skipped for non-finite grads (0: never). The count lives on the device and
+    is read on log steps, so the stop comes at the first log step at or after the N-th
+    skip (at most log_every - 1 steps later)."""
+
     train_steps: int
     checkpoint_every: int = 1000
     eval_every: int = 0          # 0: only at the end when an eval feed is given
     log_every: int = 10
     keep_checkpoints: int = 3
     async_checkpoints: bool = True
+    max_consecutive_skipped_steps: int = 100
 
     def __post_init__(self):
         for name in ("train_steps", "checkpoint_every", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"LoopConfig.{name}={getattr(self, name)} must be >= 1")
-        if self.eval_every < 0:
-            raise ValueError(f"LoopConfig.eval_every={self.eval_every} must be >= 0")
+        for name in ("eval_every", "max_consecutive_skipped_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"LoopConfig.{name}={getattr(self, name)} must be >= 0 "
+                                 "(0: off)")
+
+
+class SkippedStepsError(RuntimeError):
+    """Every one of the last N steps had non-finite grads, so none changed the params."""
+
+
+def check_skipped_steps(trainer: Trainer, limit: int, step: int, metrics: dict) -> None:
+    """Raise SkippedStepsError when `metrics` (host floats) show `limit` skips in a row."""
+    streak = int(metrics.get("skipped_in_a_row", 0))
+    if not limit or streak < limit:
+        return
+    dtype, ls = trainer.compute_dtype, trainer.loss_scale
+    if ls.dynamic:
+        scale = metrics.get("loss_scale", float("nan"))
+        where = (f"the loss scale is at its floor {ls.floor:g}" if scale <= ls.floor
+                 else f"the loss scale is {scale:g}")
+    else:
+        where = "no loss scaling is applied"
+    raise SkippedStepsError(
+        f"step {step}: the last {streak} steps were all skipped because their gradients were "
+        f"not finite (inf or nan); {where}, compute dtype {dtype}. The params have not changed "
+        f"since step {step - streak}. Try: dtype='bfloat16' (float32's range, no loss "
+        "scaling) or 'float32'; a lower learning rate, a longer warmup or "
+        "OptimizerConfig.grad_clip_norm, if the weights grew until the forward overflowed; "
+        "in float16, activations above 65504 overflow (T5's residual stream is already "
+        "clamped as HF clamps it). To keep going anyway: "
+        f"LoopConfig.max_consecutive_skipped_steps=0 (now {limit}).")
 
 
 class _Preemption:
@@ -142,6 +177,8 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
                     writer.write(step, last)
                     if bar is not None:
                         bar.set_postfix(loss=f"{last['loss']:.3f}")
+                    check_skipped_steps(trainer, config.max_consecutive_skipped_steps, step,
+                                        last)
                 if bar is not None:
                     bar.update(1)
                 if step % config.checkpoint_every == 0 or step == config.train_steps:

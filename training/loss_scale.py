@@ -4,6 +4,8 @@ The loss is multiplied by `scale` before the backward pass and the grads divided
 One global finiteness check decides the step: on overflow the update is skipped (params
 and optimizer state unchanged), the scale is divided by `factor` (not below `floor`) and
 `skipped` counts it; after `period` finite steps in a row the scale grows by `factor`.
+Any precision skips a non-finite step; `skipped_in_a_row` counts the current streak, which
+the loop turns into an error (LoopConfig.max_consecutive_skipped_steps) instead of a stall.
 """
 
 from __future__ import annotations
@@ -37,12 +39,13 @@ class LossScaleState:
     scale: jax.Array        # f32 scalar
     good_steps: jax.Array   # i32 finite steps since the last change
     skipped: jax.Array      # i32 total skipped steps
+    skipped_in_a_row: jax.Array  # i32 skipped steps since the last finite one
 
 
 def init_loss_scale(cfg: LossScaleConfig) -> LossScaleState:
     scale = cfg.initial_scale if cfg.dynamic else 1.0
-    return LossScaleState(jnp.asarray(scale, jnp.float32), jnp.zeros((), jnp.int32),
-                          jnp.zeros((), jnp.int32))
+    zero = jnp.zeros((), jnp.int32)
+    return LossScaleState(jnp.asarray(scale, jnp.float32), zero, zero, zero)
 
 
 def all_finite(tree) -> jax.Array:
@@ -54,12 +57,31 @@ def all_finite(tree) -> jax.Array:
 def update_loss_scale(cfg: LossScaleConfig, state: LossScaleState,
                       finite: jax.Array) -> LossScaleState:
     """The next loss-scale state after a step whose grads were `finite` (or not)."""
+    skipped = state.skipped + (~finite).astype(jnp.int32)
+    in_a_row = jnp.where(finite, 0, state.skipped_in_a_row + 1).astype(jnp.int32)
     if not cfg.dynamic:
         return LossScaleState(state.scale, state.good_steps + finite.astype(jnp.int32),
-                              state.skipped + (~finite).astype(jnp.int32))
+                              skipped, in_a_row)
     grow = finite & (state.good_steps + 1 >= cfg.period)
     scale = jnp.where(finite, jnp.where(grow, state.scale * cfg.factor, state.scale),
                       jnp.maximum(state.scale / cfg.factor, cfg.floor))
     good = jnp.where(finite & ~grow, state.good_steps + 1, 0)
-    return LossScaleState(scale.astype(jnp.float32), good.astype(jnp.int32),
-                          state.skipped + (~finite).astype(jnp.int32))
+    return LossScaleState(scale.astype(jnp.float32), good.astype(jnp.int32), skipped, in_a_row)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class LegacyLossScaleState:
+    """The state as checkpoints before `skipped_in_a_row` hold it (restore reads these)."""
+
+    scale: jax.Array
+    good_steps: jax.Array
+    skipped: jax.Array
+
+    @staticmethod
+    def of(state: LossScaleState) -> "LegacyLossScaleState":
+        return LegacyLossScaleState(state.scale, state.good_steps, state.skipped)
+
+    def upgrade(self, skipped_in_a_row: jax.Array) -> LossScaleState:
+        """The current state, with the streak the old checkpoint did not count (0)."""
+        return LossScaleState(self.scale, self.good_steps, self.skipped, skipped_in_a_row)

@@ -111,7 +111,7 @@ class Trainer:
 
     def __init__(self, make_model: Callable[[nnx.Rngs], nnx.Module], compute_dtype: str,
                  config: TrainConfig, mesh: Mesh):
-        self.config, self.mesh = config, mesh
+        self.config, self.mesh, self.compute_dtype = config, mesh, compute_dtype
         self.rules = partitioning.rule_set(config.rules)
         partitioning.validate_rules(self.rules, mesh.axis_names)
         dp = partitioning.data_parallel_degree(self.rules, mesh)

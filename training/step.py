@@ -18,6 +18,7 @@ import optax
 from model_zoo.chunked_cross_entropy import chunked_cross_entropy_loss
 from model_zoo.functional import ModelDef
 from model_zoo.losses import LossSums, cross_entropy_loss
+from training.loss_normalization import check_factor, factor_and_weights, target_weights
 from training.loss_scale import LossScaleConfig, all_finite, update_loss_scale
 from training.train_state import TrainState
 
@@ -27,19 +28,36 @@ MODEL_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "encoder_segme
                   "byte_encoder_positions")
 
 
+# Per-token weights of the objective when they are not decoder_loss_weights (a per-sequence
+# average); the train step adds them to the global batch before splitting it.
+_LOSS_WEIGHTS = "_objective_loss_weights"
+
+
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
     """`vocab_chunk` > 0: fuse the output layer with the loss over that many target
-    positions at a time (model_zoo.chunked_cross_entropy), never holding whole logits."""
+    positions at a time (model_zoo.chunked_cross_entropy), never holding whole logits.
+
+    `loss_normalizing_factor` is t5x's (training.loss_normalization): what the train step
+    divides the summed token losses of the global batch by. The train metrics `loss`,
+    `z_loss`, `accuracy` and the eval step stay per-token means over the target weights
+    whatever it is (comparable across runs); `normalized_loss` is the normalized objective.
+    """
 
     z_loss: float = 1e-4
     label_smoothing: float = 0.0
     vocab_chunk: int = 0
+    loss_normalizing_factor: float | str = "NUM_REAL_TARGET_TOKENS"
 
     def __post_init__(self):
         if not isinstance(self.vocab_chunk, int) or self.vocab_chunk < 0:
             raise ValueError(f"LossConfig.vocab_chunk={self.vocab_chunk!r} must be an int >= 0 "
                              "(0: plain logits; N: target positions per fused chunk)")
+        try:
+            factor = check_factor(self.loss_normalizing_factor)
+        except ValueError as e:
+            raise ValueError(f"LossConfig.{e}") from None
+        object.__setattr__(self, "loss_normalizing_factor", factor)
 
 
 def _forward_sums(mdef: ModelDef, params, batch, loss: LossConfig, *, rng,
@@ -53,18 +71,18 @@ def _forward_sums(mdef: ModelDef, params, batch, loss: LossConfig, *, rng,
     model = mdef.bind(params)
     out, aux = model(**features, deterministic=deterministic, dropout_rng=rng,
                      return_aux=True, return_hidden=loss.vocab_chunk > 0)
-    weights = batch.get("decoder_loss_weights")
-    if weights is None:
-        weights = batch["decoder_target_tokens"] > 0
+    weights, loss_weights = target_weights(batch), batch.get(_LOSS_WEIGHTS)
     if loss.vocab_chunk:
         kernel, scale = model.output_projection()
         sums = chunked_cross_entropy_loss(out, kernel, batch["decoder_target_tokens"], weights,
                                           scale=scale, chunk=loss.vocab_chunk,
                                           z_loss=loss.z_loss,
-                                          label_smoothing=loss.label_smoothing)
+                                          label_smoothing=loss.label_smoothing,
+                                          loss_weights=loss_weights)
     else:
         sums = cross_entropy_loss(out, batch["decoder_target_tokens"], weights,
-                                  z_loss=loss.z_loss, label_smoothing=loss.label_smoothing)
+                                  z_loss=loss.z_loss, label_smoothing=loss.label_smoothing,
+                                  loss_weights=loss_weights)
     return sums, {k: v for k, v in aux.items() if jnp.ndim(v) == 0}
 
 
@@ -85,14 +103,15 @@ def make_train_step(mdef: ModelDef, optimizer: optax.GradientTransformation,
                     frozen: tuple[str, ...] = ()):
     """(state, batch) -> (state, metrics). Grads of every microbatch are summed in fp32.
 
-    Params under the top-level names in `frozen` are never updated.
+    Params under the top-level names in `frozen` are never updated. The loss normalizing
+    factor (and a per-sequence average's token weights) come from the whole batch.
     """
 
     def train_step(state: TrainState, batch: dict):
-        weights = batch.get("decoder_loss_weights")
-        if weights is None:
-            weights = batch["decoder_target_tokens"] > 0
-        total_weight = jnp.maximum(jnp.sum(weights.astype(jnp.float32)), 1.0)
+        total_weight = jnp.maximum(jnp.sum(target_weights(batch)), 1.0)
+        factor, loss_weights = factor_and_weights(loss.loss_normalizing_factor, batch)
+        if loss.loss_normalizing_factor == "AVERAGE_PER_SEQUENCE":
+            batch = {**batch, _LOSS_WEIGHTS: loss_weights}
         scale = state.loss_scale.scale
         step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
@@ -101,7 +120,7 @@ def make_train_step(mdef: ModelDef, optimizer: optax.GradientTransformation,
                 sums, aux = _forward_sums(mdef, params, micro, loss,
                                           rng=jax.random.fold_in(step_rng, index),
                                           deterministic=deterministic)
-                total = sums.loss / total_weight + aux["loss"] / microbatches
+                total = sums.objective / factor + aux["loss"] / microbatches
                 return total * scale, (sums, aux)
             return jax.grad(objective, has_aux=True)(state.params)
 
@@ -109,7 +128,7 @@ def make_train_step(mdef: ModelDef, optimizer: optax.GradientTransformation,
             grads, (sums, aux) = grads_of(batch, 0)
         else:
             zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
-            zero_sums = LossSums(*(jnp.zeros((), jnp.float32),) * 4)
+            zero_sums = LossSums(*(jnp.zeros((), jnp.float32),) * 5)
             zero_aux = jax.eval_shape(lambda: grads_of(
                 jax.tree.map(lambda x: x[0], split_microbatches(batch, microbatches)), 0)[1][1])
             zero_aux = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), zero_aux)
@@ -140,8 +159,10 @@ def make_train_step(mdef: ModelDef, optimizer: optax.GradientTransformation,
         metrics = {
             "loss": sums.loss / total_weight, "z_loss": sums.z_loss / total_weight,
             "accuracy": sums.correct / total_weight, "tokens": sums.weight,
+            "normalized_loss": sums.objective / factor,
             "grad_norm": jnp.where(finite, _global_norm(grads), jnp.inf),
             "loss_scale": scale, "skipped": new_state.loss_scale.skipped,
+            "skipped_in_a_row": new_state.loss_scale.skipped_in_a_row,
             # the optimizer counts applied steps only (skipped ones are not)
             "learning_rate": jnp.asarray(schedule(state.step - state.loss_scale.skipped),
                                          jnp.float32),
