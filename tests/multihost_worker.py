@@ -27,7 +27,7 @@ def make_trainer(devices=None):
     from model_zoo import EncoderDecoder
     from tests.train_helpers import TINY
     from training.optimizers import OptimizerConfig
-    from training.partitioned import TrainConfig, Trainer
+    from training.trainer import TrainConfig, Trainer
     from training.schedules import ScheduleConfig
 
     mesh = partitioning.make_mesh(partitioning.MeshConfig(ici={"fsdp": 2, "tensor": 2},

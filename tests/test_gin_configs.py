@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from model_zoo import EncoderDecoder
-from tools import configurables, gin_flags
+from runner import configurables, gin_flags
 from tools import train as train_tool
 
 GIN = gin_flags.GIN_ROOT
@@ -33,7 +33,7 @@ def clean_gin():
 def test_model_gin_builds_abstractly(path):
     gin_flags.parse([path], [])
     cfg = configurables.model()
-    params = jax.eval_shape(lambda: __import__("model_zoo.functional").functional.init_params(
+    params = jax.eval_shape(lambda: __import__("model_zoo.model_def").functional.init_params(
         lambda r: EncoderDecoder(cfg, rngs=r), 0))
     assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params)) > 0
 
@@ -70,7 +70,7 @@ SWEEPS = sorted(glob.glob(os.path.join(GIN, "sweeps", "*.gin")))
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: os.path.relpath(p, GIN))
 def test_sweep_gin_expands_to_complete_runs(path):
-    from tools import sweep_config
+    from runner import sweep_config
 
     cfg = sweep_config.read(path)
     members = cfg.expand()

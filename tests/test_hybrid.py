@@ -11,7 +11,7 @@ from flax import nnx
 
 from model_zoo import EncoderDecoder, hf, preset
 from model_zoo.config import ByteEncoderConfig
-from model_zoo.functional import split_params
+from model_zoo.model_def import split_params
 from tests.hf_reference import CONFIGS, make_hf_t5
 from tests.train_helpers import make_trainer
 
@@ -102,7 +102,7 @@ def test_gradients_reach_both_encoders_unless_frozen(frozen, ici, rules, dtype):
 
 
 def test_parts_load_from_hf_t5_and_byt5_directories(tmp_path):
-    from tools.hybrid_init import hybrid_initial_params
+    from runner.initial_params import hybrid_initial_params
 
     t5_dir, byt5_dir = tmp_path / "t5", tmp_path / "byt5"
     make_hf_t5("gated_untied").save_pretrained(t5_dir)

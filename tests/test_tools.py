@@ -9,7 +9,8 @@ import pytest
 import partitioning
 from model_zoo import hf
 from tests.hf_reference import make_hf_t5
-from tools import convert, infer, restore
+from runner import trained_model as restore
+from tools import convert, infer
 from tools import eval as eval_tool
 from tools import train as train_tool
 from tests.train_helpers import make_trainer

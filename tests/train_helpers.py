@@ -8,7 +8,7 @@ import numpy as np
 import partitioning
 from model_zoo import EncoderDecoder, preset
 from training.optimizers import OptimizerConfig
-from training.partitioned import TrainConfig, Trainer
+from training.trainer import TrainConfig, Trainer
 from training.schedules import ScheduleConfig
 
 TINY = preset("t5_1_1_tiny", vocab_size=64, d_model=32, d_ff=64, num_heads=4, d_kv=8,

@@ -33,7 +33,7 @@ import partitioning
 from model_zoo import EncoderDecoder, preset
 from model_zoo.flops import train_flops_per_step
 from training.optimizers import OptimizerConfig
-from training.partitioned import TrainConfig, Trainer
+from training.trainer import TrainConfig, Trainer
 from training.step import LossConfig
 from tools import xla_flags
 

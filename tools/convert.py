@@ -16,8 +16,8 @@ import jax
 import numpy as np
 
 from model_zoo import hf
-from model_zoo.functional import split_params
-from tools import restore
+from model_zoo.model_def import split_params
+from runner import trained_model as restore
 from training.checkpoints import Checkpointer
 
 

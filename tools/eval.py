@@ -58,7 +58,7 @@ def evaluate_task(predictor: Predictor, task_name: str, split: str, lengths: dic
 def main(argv=None):
     import sys
 
-    from tools import gin_flags
+    from runner import gin_flags
     from tools.infer import decode_config_from
 
     gin_files, gin_bindings, argv = gin_flags.split_gin_args(
@@ -78,7 +78,7 @@ def main(argv=None):
                   else DecodeConfig(args.targets_length))
     predictor = Predictor(args.model_dir, args.mesh, decode_config=decode_cfg,
                           vocab=args.vocab, byte=args.byte)
-    from tools.restore import read_model_json
+    from runner.trained_model import read_model_json
 
     task = args.task or read_model_json(args.model_dir)[1]
     results = evaluate_task(predictor, task, args.split,

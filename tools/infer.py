@@ -20,7 +20,7 @@ import numpy as np
 import partitioning
 from model_zoo.axes import activation_rules
 from model_zoo.decoding import METHODS, DecodeConfig, decode
-from tools import restore
+from runner import trained_model as restore
 from tools.bench import mesh_devices, parse_mesh
 
 
@@ -88,7 +88,7 @@ class Predictor:
 def decode_config_from(args, gin_files, gin_bindings) -> DecodeConfig:
     """DecodeConfig from gin when gin files are given, else from the flags."""
     if gin_files or gin_bindings:
-        from tools import configurables, gin_flags
+        from runner import configurables, gin_flags
 
         gin_flags.parse(gin_files, gin_bindings)
         return configurables.decode_config()
@@ -97,7 +97,7 @@ def decode_config_from(args, gin_files, gin_bindings) -> DecodeConfig:
 
 
 def main(argv=None):
-    from tools import gin_flags
+    from runner import gin_flags
 
     gin_files, gin_bindings, argv = gin_flags.split_gin_args(
         sys.argv[1:] if argv is None else list(argv))

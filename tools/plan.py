@@ -108,9 +108,9 @@ def plan(args) -> dict:
     import partitioning
     from model_zoo import EncoderDecoder
     from model_zoo.flops import train_flops_per_step
-    from tools import configurables, gin_flags
+    from runner import configurables, gin_flags
     from training.optimizers import OptimizerConfig
-    from training.partitioned import TrainConfig, Trainer
+    from training.trainer import TrainConfig, Trainer
 
     gin_flags.parse(args.gin_file, args.gin)
     overrides = {k: v for k, v in (("dtype", args.dtype), ("remat_policy", args.remat)) if v}
@@ -226,7 +226,7 @@ def _reexec_with_devices(count: int, argv: list[str]) -> None:
 
 
 def main(argv=None, reexec: bool = False) -> dict:
-    from tools import gin_flags
+    from runner import gin_flags
 
     argv = sys.argv[1:] if argv is None else list(argv)
     files, bindings, rest = gin_flags.split_gin_args(argv)

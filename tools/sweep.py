@@ -13,7 +13,7 @@ training starts. Members then run one after another in this process, each in OUT
 finished and skipped. After training, a member whose run defines HELDOUT_MIXTURE is
 evaluated zero-shot on it: greedy decoding of `heldout_examples` validation examples per
 task, exact match of the answer. Results: OUT/results.csv, OUT/results.md, OUT/results.png.
-See gin/sweeps/ and tools/sweep_config.py for the sweep file format.
+See gin/sweeps/ and runner/sweep_config.py for the sweep file format.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import time
 
 import gin
 
-from tools import gin_flags, sweep_report
-from tools.sweep_config import Member, SweepConfig, read
+from runner import gin_flags, sweep_report
+from runner.sweep_config import Member, SweepConfig, read
 
 RESULT = "sweep_result.json"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,7 +71,7 @@ def _heldout_name() -> str | None:
 def check(cfg: SweepConfig, members: list[Member], extra: list[str]) -> None:
     """Everything that can be checked without training, for every member."""
     from tasks.feeding import lookup
-    from tools import configurables
+    from runner import configurables
     from tools.train import REQUIRED_MACROS
 
     configurables.register_tasks_configurables()

@@ -82,7 +82,7 @@ def load_initial_params(path: str, model_def, shardings, identity: dict | None =
     if not os.path.exists(path):
         raise FileNotFoundError(f"INITIAL_CHECKPOINT_PATH={path} does not exist")
     if os.path.isfile(os.path.join(path, "config.json")):
-        from model_zoo.functional import split_params
+        from model_zoo.model_def import split_params
 
         if identity is not None:
             theirs = identity_of(hf.read_config(path))
@@ -107,7 +107,7 @@ def build(run, model_dir: str):
     import partitioning
     from model_zoo import EncoderDecoder
     from tasks.feeding import FeedConfig, HostFeed, lookup
-    from training.partitioned import Trainer
+    from training.trainer import Trainer
 
     task = lookup(run.feed.mixture_or_task_name)
     vocab = task.output_features["targets"].vocabulary.vocab_size
@@ -173,7 +173,7 @@ def start_distributed(p: argparse.ArgumentParser, args) -> str:
 
 
 def main(argv=None) -> dict:
-    from tools import configurables, gin_flags
+    from runner import configurables, gin_flags
 
     argv = sys.argv[1:] if argv is None else argv
     files, bindings, rest = gin_flags.split_gin_args(argv)
@@ -196,13 +196,13 @@ def main(argv=None) -> dict:
     trainer, make_feed, make_eval = build(run, args.model_dir)
     initial = None
     if run.model.byte_encoder is not None:
-        from tools.hybrid_init import hybrid_initial_params
+        from runner.initial_params import hybrid_initial_params
 
         initial = hybrid_initial_params(run, trainer)
     elif run.initial_checkpoint_path:
         initial = load_initial_params(run.initial_checkpoint_path, trainer.model_def,
                                       trainer.state_shardings.params, identity_of(run.model))
-    from tools.restore import write_model_json
+    from runner.trained_model import write_model_json
     from training.checkpoints import Checkpointer
 
     # Refuse a model_dir of another model before writing anything into it.

@@ -58,8 +58,8 @@ def param_count(model_dir: str) -> int:
     import numpy as np
 
     from model_zoo import EncoderDecoder
-    from model_zoo.functional import model_def
-    from tools.restore import read_model_json
+    from model_zoo.model_def import model_def
+    from runner.trained_model import read_model_json
 
     cfg = read_model_json(model_dir)[0]
     abstract = model_def(lambda r: EncoderDecoder(cfg, rngs=r)).abstract_params()

@@ -19,7 +19,7 @@ import numpy as np
 
 from training.checkpoints import Checkpointer, abstract_with_shardings
 from training.metrics_writer import MetricsWriter
-from training.partitioned import Trainer
+from training.trainer import Trainer
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,7 @@ BYTE_FIELDS = {"vocab_size": "vocab_size", "d_model": "d_model", "d_ff": "d_ff",
 
 
 def _load(path: str, trainer):
-    from tools import restore
+    from runner import trained_model as restore
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint path {path} does not exist")
@@ -39,7 +39,7 @@ def token_side(path: str, run, trainer) -> dict:
     from tools.train import identity_of
 
     if os.path.isfile(os.path.join(path, "model.json")):
-        from tools.restore import read_model_json
+        from runner.trained_model import read_model_json
 
         if read_model_json(path)[0].byte_encoder is not None:  # a whole hybrid checkpoint
             from tools.train import load_initial_params

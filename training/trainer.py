@@ -16,7 +16,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import partitioning
 from model_zoo.axes import activation_rules
-from model_zoo.functional import init_params, model_def
+from model_zoo.model_def import init_params, model_def
 from training.loss_scale import LossScaleConfig
 from training.optimizers import OptimizerConfig, make_optimizer
 from training.schedules import make_schedule

@@ -17,7 +17,7 @@ from partitioning.mesh import MeshConfig
 from training.loop import LoopConfig
 from training.loss_scale import LossScaleConfig
 from training.optimizers import OptimizerConfig
-from training.partitioned import TrainConfig
+from training.trainer import TrainConfig
 from training.schedules import ScheduleConfig
 from training.step import LossConfig
 

@@ -14,7 +14,7 @@ import jax
 
 import partitioning
 from model_zoo import EncoderDecoder, ModelConfig, hf
-from model_zoo.functional import model_def, split_params
+from model_zoo.model_def import model_def, split_params
 from training.checkpoints import Checkpointer, abstract_with_shardings
 
 MODEL_JSON = "model.json"

@@ -68,7 +68,7 @@ def parse(files: list[str], bindings: list[str]) -> None:
 
 
 def _suggest(message: str) -> str:
-    from tools.configurables import known_configurables
+    from runner.configurables import known_configurables
 
     known = known_configurables()
     missing = re.search(r"No configurable matching '([^']+)'", message)
