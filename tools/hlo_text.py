@@ -170,3 +170,11 @@ def parse(text: str) -> list[Op]:
                for callee in re.findall(r"calls=%?([\w.\-]+)", op.attributes)}
     return [dataclasses.replace(op, fused=True) if op.computation in fusions else op
             for op in ops]
+
+
+COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
+
+
+def collectives(ops: list[Op]) -> list[Op]:
+    """The cross-device collectives among `ops` (async `-start` halves included)."""
+    return [op for op in ops if op.opcode.removesuffix("-start") in COLLECTIVES]

@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 import jax
 import numpy as np
 
-from training.checkpoints import Checkpointer, abstract_with_shardings
+from training.checkpoints import Checkpointer
 from training.metrics_writer import MetricsWriter
 from training.trainer import Trainer
 
@@ -87,11 +87,15 @@ def run(trainer: Trainer, config: LoopConfig, model_dir: str,
         make_feed: Callable[[dict | None], object],
         make_eval_feed: Callable[[], Iterable[dict]] | None = None,
         identity: dict | None = None, initial_params=None, progress: bool | None = None) -> dict:
-    """Train to `config.train_steps`, resuming from the latest complete checkpoint in model_dir."""
+    """Train to `config.train_steps`, resuming from the latest complete checkpoint in model_dir.
+
+    `progress`: None shows a bar on a terminal and a line per log step otherwise; True a bar;
+    False nothing. The result holds the last train and eval metrics.
+    """
     ckpt = Checkpointer(f"{model_dir}/checkpoints", keep=config.keep_checkpoints,
                         async_save=config.async_checkpoints, identity=identity)
     ckpt.check_identity()
-    abstract = abstract_with_shardings(jax.eval_shape(trainer._init), trainer.state_shardings)
+    abstract = trainer.abstract_state()
     latest = ckpt.latest_step()
     if latest is not None:
         state, input_state = ckpt.restore(abstract, latest)
@@ -109,7 +113,8 @@ def run(trainer: Trainer, config: LoopConfig, model_dir: str,
     primary = jax.process_index() == 0  # host 0 alone logs; all hosts write checkpoints
     writer = MetricsWriter(model_dir, primary=primary)
     bar = _progress(progress, step, config.train_steps) if primary else None
-    last = {}
+    lines = primary and progress is None and bar is None
+    last, last_eval = {}, {}
     t0, logged_at = time.perf_counter(), step
     saved = set(ckpt.all_steps())
     with _Preemption() as preemption:
@@ -124,6 +129,11 @@ def run(trainer: Trainer, config: LoopConfig, model_dir: str,
                     writer.write(step, last)
                     if bar is not None:
                         bar.set_postfix(loss=f"{last['loss']:.3f}")
+                    elif lines:
+                        print(f"step {step}/{config.train_steps}: loss {last['loss']:.4f}, "
+                              f"accuracy {last.get('accuracy', float('nan')):.4f}, "
+                              f"{last['seconds_per_step']:.3f} s/step", file=sys.stderr,
+                              flush=True)
                 if bar is not None:
                     bar.update(1)
                 if step % config.checkpoint_every == 0 or step == config.train_steps:
@@ -132,8 +142,11 @@ def run(trainer: Trainer, config: LoopConfig, model_dir: str,
                 if make_eval_feed is not None and (
                         (config.eval_every and step % config.eval_every == 0)
                         or step == config.train_steps):
-                    writer.write(step, evaluate(trainer, state.params, make_eval_feed()),
-                                 prefix="eval/")
+                    last_eval = evaluate(trainer, state.params, make_eval_feed())
+                    writer.write(step, last_eval, prefix="eval/")
+                    if lines:
+                        print(f"step {step}: eval loss {last_eval['loss']:.4f}, accuracy "
+                              f"{last_eval['accuracy']:.4f}", file=sys.stderr, flush=True)
                 if preemption.agreed():
                     if step not in saved:
                         ckpt.save(step, state, feed.state(), force=True)
@@ -145,10 +158,11 @@ def run(trainer: Trainer, config: LoopConfig, model_dir: str,
             if bar is not None:
                 bar.close()
     return {"step": step, "preempted": preemption.requested, "resumed": latest is not None,
-            "metrics": last, "state": state}
+            "metrics": last, "eval_metrics": last_eval, "state": state}
 
 
 def _progress(enabled: bool | None, start: int, total: int):
+    """A tqdm bar when asked for, or by default on a terminal."""
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:
