@@ -9,6 +9,7 @@ such as a task name is taken as a string, so no escaped quotes are needed.
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import os
 import re
@@ -111,6 +112,7 @@ def require_macros(names: list[str]) -> None:
 
 def check_macros_defined(files: list[str], names: list[str]) -> None:
     """Each name must be a macro the gin files define (gin itself accepts any macro name)."""
+    configurables.register_tasks_configurables()
     try:
         parse(files, [])
         defined = sorted(set(re.findall(r"%([A-Za-z_]\w*)", gin.config_str())))
@@ -131,19 +133,23 @@ REQUIRED_MACROS = ["MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "BATCH_SIZE",
                    "INITIAL_CHECKPOINT_PATH"]
 
 
+@contextlib.contextmanager
 def run_from_gin(files: list[str], bindings: list[str]):
-    """(Run, {file name: gin text}) for gin files + bindings: the one place a run is parsed.
+    """`with run_from_gin(files, bindings) as (run, records):` the one place a run is parsed.
 
-    The texts are what a model_dir records: config.gin (as given) and operative_config.gin
-    (every parameter the run used). Leaves gin cleared.
+    `run` is the Run; everything t5pod's runner and training use comes from it. Gin stays
+    bound until the block ends only because tasks' own configurables (corpus files,
+    instruction formats, mixing weights, WikiSpell sizes) are read by the input pipeline as
+    it runs. `records` is what a model_dir keeps: config.gin (as given) and
+    operative_config.gin (a function: gin's operative config is complete after training).
     """
     configurables.register_tasks_configurables()
     try:
         parse(files, bindings)
         require_macros(REQUIRED_MACROS)
         run = configurables.train()
-        return run, {"config.gin": gin.config_str(),
-                     "operative_config.gin": gin.operative_config_str()}
+        yield run, {"config.gin": gin.config_str(),
+                    "operative_config.gin": gin.operative_config_str}
     finally:
         gin.clear_config()
 

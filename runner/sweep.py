@@ -2,9 +2,11 @@
 
 Every member becomes a Run (gin files + its bindings, parsed at the edge by
 runner.gin_flags.run_from_gin) and its training and held-out data give a first example
-before anything trains. Members then train one after another in OUT/MEMBER (resumable); a
-member with OUT/MEMBER/sweep_result.json is finished and skipped. A member whose run names a
-held-out mixture is evaluated zero-shot on it afterwards (greedy decoding, exact match).
+before anything trains; each member is parsed again when it trains (tasks read their own
+gin configurables while the input pipeline runs). Members train one after another in
+OUT/MEMBER (resumable); a member with OUT/MEMBER/sweep_result.json is finished and skipped.
+A member whose run names a held-out mixture is evaluated zero-shot on it afterwards
+(greedy decoding, exact match).
 """
 
 from __future__ import annotations
@@ -23,39 +25,37 @@ RESULT = "sweep_result.json"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _named(member: Member, e: Exception) -> Exception:
+    message = e.args[0] if isinstance(e, KeyError) and e.args else e
+    return (ValueError if isinstance(e, KeyError) else type(e))(
+        f"sweep member {member.name!r}: {message}")
+
+
+@contextlib.contextmanager
 def member_run(cfg: SweepConfig, member: Member, extra: list[str]):
-    """(Run, gin records) of one member; errors name the member."""
+    """`with member_run(...) as (run, records):` one member's Run; errors name the member."""
     try:
-        return gin_flags.run_from_gin(list(cfg.gin_files),
-                                      member.gin_bindings(cfg.bindings) + extra)
+        with gin_flags.run_from_gin(list(cfg.gin_files),
+                                    member.gin_bindings(cfg.bindings) + extra) as parsed:
+            yield parsed
     except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        raise (ValueError if isinstance(e, KeyError) else type(e))(
-            f"sweep member {member.name!r}: {message}") from e
+        raise _named(member, e) from e
 
 
-def check(cfg: SweepConfig, members: list[Member], extra: list[str]) -> list:
-    """Every member's Run, after everything that can be checked without training."""
+def check(cfg: SweepConfig, members: list[Member], extra: list[str]) -> None:
+    """Everything that can be checked without training, for every member."""
     from tasks.feeding import lookup
 
     keys = set(cfg.bindings) | {k for m in members for k, _ in m.bindings}
     gin_flags.check_macros_defined(list(cfg.gin_files), sorted(k for k in keys if "." not in k))
-    runs = []
     for member in members:
-        run, records = member_run(cfg, member, extra)
-        data = [(run.feed.mixture_or_task_name, "train")]
-        if run.heldout_mixture and cfg.heldout_examples:
-            data.append((run.heldout_mixture, "validation"))
-        try:
+        with member_run(cfg, member, extra) as (run, _):
+            data = [(run.feed.mixture_or_task_name, "train")]
+            if run.heldout_mixture and cfg.heldout_examples:
+                data.append((run.heldout_mixture, "validation"))
             for name, split in data:
                 ds = lookup(name).get_dataset(run.lengths, split=split, shuffle=False)
                 next(ds.take(1).as_numpy_iterator())
-        except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
-            message = e.args[0] if isinstance(e, KeyError) and e.args else e
-            raise (ValueError if isinstance(e, KeyError) else type(e))(
-                f"sweep member {member.name!r}: {message}") from e
-        runs.append((run, records))
-    return runs
 
 
 def heldout_eval(model_dir: str, heldout: str, examples: int, lengths: dict) -> dict:
@@ -162,16 +162,18 @@ def sweep(sweep_path: str, out: str, bindings: list[str] = (), only: str | None 
     os.makedirs(out, exist_ok=True)
     if not collect:
         pending = [m for m in chosen if finished(out, m) is None]
-        runs = check(cfg, pending, list(bindings))
+        check(cfg, pending, list(bindings))
         if emit_only:
             for path in emit(sweep_path, out, members, list(relaunch_flags)):
                 print(path)
             return []
         with compilation_cache(os.path.join(out, ".jax_cache")):
-            for member, (run, records) in zip(pending, runs, strict=True):
+            for member in pending:
                 print(f"sweep: training member {member.name}", file=sys.stderr)
                 start = time.process_time()
-                print(json.dumps(run_member(cfg, member, run, records, out)))
+                with member_run(cfg, member, list(bindings)) as (run, records):
+                    result = run_member(cfg, member, run, records, out)
+                print(json.dumps(result))
                 print(f"sweep: member {member.name} took {time.process_time() - start:.1f} "
                       "CPU seconds", file=sys.stderr)
         for member in chosen:

@@ -63,12 +63,18 @@ def feeds(run: Run):
     return make_feed, make_eval
 
 
+def _write(model_dir: str, texts: dict[str, str]) -> None:
+    for name, text in texts.items():
+        with open(os.path.join(model_dir, name), "w") as f:
+            f.write(text)
+
+
 def train(run: Run, model_dir: str, progress: bool | None = None,
           records: dict[str, str] | None = None) -> dict:
     """Train `run` in model_dir; returns a JSON-able summary (last train and eval metrics).
 
-    `records` ({file name: text}, e.g. the gin config) are written into model_dir by host 0.
-    `progress`: see training.loop.run.
+    `records` ({file name: text}, e.g. the gin config) are written into model_dir by host 0,
+    a value that is a function after training. `progress`: see training.loop.run.
     """
     from partitioning.cpu_devices import request_cpu_devices
 
@@ -92,13 +98,14 @@ def train(run: Run, model_dir: str, progress: bool | None = None,
     # Refuse a model_dir of another model before writing anything into it.
     Checkpointer(os.path.join(model_dir, "checkpoints"), async_save=False,
                  identity=identity).check_identity()
-    if jax.process_index() == 0:
-        for name, text in (records or {}).items():
-            with open(os.path.join(model_dir, name), "w") as f:
-                f.write(text)
+    primary = jax.process_index() == 0
+    if primary:
+        _write(model_dir, {k: v for k, v in (records or {}).items() if isinstance(v, str)})
         write_model_json(model_dir, run.model, run.feed.mixture_or_task_name, run.lengths)
     result = run_loop(trainer, run.loop, model_dir, make_feed, make_eval, identity=identity,
                       initial_params=initial, progress=progress)
+    if primary:
+        _write(model_dir, {k: v() for k, v in (records or {}).items() if callable(v)})
     train_metrics = {k: v for k, v in result.get("metrics", {}).items()
                      if k in ("loss", "accuracy")}
     eval_metrics = {f"eval/{k}": v for k, v in result.get("eval_metrics", {}).items()

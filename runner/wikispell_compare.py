@@ -76,13 +76,13 @@ def compare(out: str, models: list[str], steps: int | None = None, per_bucket: i
     for name in models:
         gin_file, targets_length = RUNS[name]
         model_dir = os.path.join(out, name)
-        run, records = run_from_gin([gin_file], ([f"TRAIN_STEPS = {steps}"] if steps else [])
-                                    + list(bindings))
-        start = time.time()
-        train(run, model_dir, progress=False, records=records)
-        train_s = time.time() - start
-        start = time.time()
-        metrics = evaluate(model_dir, targets_length, per_bucket)
+        with run_from_gin([gin_file], ([f"TRAIN_STEPS = {steps}"] if steps else [])
+                          + list(bindings)) as (run, records):
+            start = time.time()
+            train(run, model_dir, progress=False, records=records)
+            train_s = time.time() - start
+            start = time.time()
+            metrics = evaluate(model_dir, targets_length, per_bucket)
         results[name] = {"metrics": metrics, "params": param_count(run.model),
                          "train_seconds": round(train_s, 1),
                          "eval_seconds": round(time.time() - start, 1)}

@@ -132,7 +132,8 @@ def test_comparison_and_quickstart_train_runs_through_the_library(tmp_path, monk
     monkeypatch.setattr(runner.wikispell_compare, "evaluate", lambda *a: {
         f"exact_match/{b}": 50.0 for b in wikispell.BUCKET_NAMES} | {"exact_match": 50.0})
     wikispell_compare.main([f"--out={tmp_path}", "--models=t5,byt5", "--steps=3",
-                            "--per_bucket=2", "--gin=EVAL_EVERY=0"])
+                            "--per_bucket=2", "--gin=EVAL_EVERY=0",
+                            "--gin=training.ScheduleConfig.warmup_steps=1"])
     assert [d for _, d, _ in calls] == [str(tmp_path / "t5"), str(tmp_path / "byt5")]
     assert all(isinstance(r, Run) and r.loop.train_steps == 3 and r.loop.eval_every == 0
                for r, _, _ in calls)
@@ -141,5 +142,5 @@ def test_comparison_and_quickstart_train_runs_through_the_library(tmp_path, monk
     assert "operative_config.gin" in calls[0][2]
     assert json.loads((tmp_path / "results.json").read_text())["steps"] == 3
     calls.clear()
-    quickstart.main([f"--out={tmp_path}/q", "--steps=5", "--per_bucket=1"])
-    assert [(r.loop.train_steps, r.loop.checkpoint_every) for r, _, _ in calls] == [(5, 300)] * 2
+    quickstart.main([f"--out={tmp_path}/q", "--steps=60", "--per_bucket=1"])
+    assert [(r.loop.train_steps, r.loop.checkpoint_every) for r, _, _ in calls] == [(60, 300)] * 2
