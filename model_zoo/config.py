@@ -158,7 +158,7 @@ class ByteEncoderConfig:
     concatenated to the token encoder's along the sequence axis, masks likewise, and the
     decoder cross-attends to both, as in the character-aware text-rendering work (Liu et
     al. 2022: a T5 encoder next to a ByT5-small one). Defaults are ByT5-small's encoder.
-    `frozen` keeps its params (byte embedding included) fixed.
+    To keep it fixed: `ModelConfig.frozen = ("byte_shared", "byte_encoder")`.
     """
 
     d_model: int = 1472
@@ -170,7 +170,6 @@ class ByteEncoderConfig:
     feed_forward_proj: str = "gated-gelu"
     relative_attention_num_buckets: int = 32
     relative_attention_max_distance: int = 128
-    frozen: bool = False
 
     def __post_init__(self):
         for name in ("d_model", "d_ff", "num_heads", "d_kv", "num_layers", "vocab_size"):
@@ -178,9 +177,6 @@ class ByteEncoderConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"ByteEncoderConfig.{name}={value!r} is invalid: expected a "
                                  "positive integer")
-        if not isinstance(self.frozen, bool):
-            raise ValueError(f"ByteEncoderConfig.frozen={self.frozen!r} is invalid: expected "
-                             "a bool")
 
     def encoder_config(self, parent: "ModelConfig") -> "ModelConfig":
         """The ModelConfig its Encoder is built from: these dimensions, the parent's numerics."""
@@ -201,6 +197,8 @@ class ModelConfig:
 
     `dtype` is the compute dtype; params are always stored in `param_dtype` (fp32).
     Softmax, norms and logits are computed in float32 whatever `dtype` is.
+    `frozen` names top-level params the optimizer leaves unchanged (e.g. "encoder", or
+    "byte_shared" and "byte_encoder"); no gradient flows into a frozen encoder.
     """
 
     vocab_size: int
@@ -223,7 +221,7 @@ class ModelConfig:
     attention_impl: str = "einsum"
     universal: UniversalConfig | None = None
     byte_encoder: ByteEncoderConfig | None = None   # set: a hybrid token+byte encoder
-    freeze_encoder: bool = False   # keep the (token) encoder's layers fixed
+    frozen: tuple[str, ...] = ()   # top-level params kept fixed (see the docstring)
     moe: MoEConfig | None = None
 
     def __post_init__(self):
@@ -264,8 +262,10 @@ class ModelConfig:
             object.__setattr__(self, "byte_encoder", ByteEncoderConfig(**self.byte_encoder))
         if self.byte_encoder is not None and not isinstance(self.byte_encoder, ByteEncoderConfig):
             _fail("byte_encoder", self.byte_encoder, "None or a ByteEncoderConfig")
-        if not isinstance(self.freeze_encoder, bool):
-            _fail("freeze_encoder", self.freeze_encoder, "a bool")
+        object.__setattr__(self, "frozen", tuple(self.frozen))
+        parts = self.top_level_params
+        if any(name not in parts for name in self.frozen):
+            _fail("frozen", self.frozen, f"names among this model's top-level params {parts}")
         self._check_moe()
 
     def _check_moe(self):
@@ -291,12 +291,14 @@ class ModelConfig:
         return self.universal.steps if self.universal else 1
 
     @property
-    def frozen_params(self) -> tuple[str, ...]:
-        """Top-level param names the optimizer must leave unchanged."""
-        frozen = ("encoder",) if self.freeze_encoder else ()
-        if self.byte_encoder is not None and self.byte_encoder.frozen:
-            frozen += ("byte_shared", "byte_encoder")
-        return frozen
+    def top_level_params(self) -> tuple[str, ...]:
+        """The names `frozen` may hold (the model's top-level param groups)."""
+        names = ("shared", "encoder", "decoder") + (() if self.tie_word_embeddings
+                                                     else ("lm_head",))
+        if self.byte_encoder is not None:
+            names += ("byte_shared", "byte_encoder") + (
+                ("byte_projection",) if self.byte_encoder.d_model != self.d_model else ())
+        return names
 
     @property
     def compute_dtype(self):

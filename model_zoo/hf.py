@@ -38,7 +38,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from model_zoo.config import ModelConfig, MoEConfig
-from model_zoo.functional import model_def
+from model_zoo.model_def import model_def
 from model_zoo.sparse_stack import sparse_position
 from model_zoo.t5 import EncoderDecoder
 

@@ -147,7 +147,7 @@ class EncoderDecoder(nnx.Module):
         x, aux = self.encoder(self.embed(encoder_input_tokens), encoder_input_tokens,
                               encoder_segment_ids, encoder_positions, rng=fold(dropout_rng, 0),
                               deterministic=deterministic)
-        if self.config.freeze_encoder:
+        if "encoder" in self.config.frozen:
             x = jax.lax.stop_gradient(x)
         self._check_byte_inputs(encoder_input_tokens, encoder_segment_ids,
                                 byte_encoder_input_tokens, byte_encoder_segment_ids,
@@ -164,7 +164,7 @@ class EncoderDecoder(nnx.Module):
         if hasattr(self, "byte_projection"):
             x = jnp.einsum("bte,ed->btd", x,
                            self.byte_projection[...].astype(self.config.compute_dtype))
-        if self.config.byte_encoder.frozen:
+        if "byte_encoder" in self.config.frozen:
             x = jax.lax.stop_gradient(x)
         return x
 

@@ -35,7 +35,7 @@ import jax
 import numpy as np
 
 from model_zoo.config import ModelConfig, MoEConfig
-from model_zoo.functional import model_def
+from model_zoo.model_def import model_def
 from model_zoo.hf import model_from_params
 from model_zoo.sparse_stack import sparse_position
 from model_zoo.t5 import EncoderDecoder

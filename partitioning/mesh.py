@@ -16,6 +16,12 @@ from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh
 
 AXES = ("data", "fsdp", "tensor", "expert")
+CPU_DEVICES_FLAG = "--xla_force_host_platform_device_count"
+
+
+def cpu_devices_hint(needed: int) -> str:
+    return (f"on CPU, start the process with XLA_FLAGS={CPU_DEVICES_FLAG}={needed} (set before "
+            "JAX starts; the tools.* commands do this themselves from the mesh)")
 
 
 def _degrees(name: str, given: dict[str, int]) -> dict[str, int]:
@@ -90,7 +96,13 @@ def make_mesh(config: MeshConfig, devices=None) -> Mesh:
             process_is_granule=devices[0].platform != "tpu")
     else:
         fixed = math.prod(d for d in dcn.values() if d != -1)
-        shape = config.shape(len(devices), fixed)
+        try:
+            shape = config.shape(len(devices), fixed)
+        except ValueError as e:
+            if devices[0].platform != "cpu" or -1 in config.ici.values():
+                raise
+            raise ValueError(f"{e}; {cpu_devices_hint(math.prod(config.ici.values()) * fixed)}"
+                             ) from None
         try:
             grid = mesh_utils.create_device_mesh([shape[a] for a in AXES], devices)
         except (ValueError, NotImplementedError, AssertionError):

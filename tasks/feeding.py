@@ -81,6 +81,12 @@ def check_tfds_prepared(provider, data_dir: str | None) -> None:
         check_tfds_dataset_prepared(source.tfds_dataset.name, data_dir)
 
 
+def require_prepared(provider, data_dir: str | None = None) -> None:
+    """check_tfds_prepared, except under tfds.testing.mock_data (which fakes every dataset)."""
+    if not _under_tfds_mock():
+        check_tfds_prepared(provider, data_dir)
+
+
 def check_tfds_dataset_prepared(name: str, data_dir: str | None = None) -> None:
     import tensorflow_datasets as tfds
 
@@ -99,8 +105,7 @@ def dataset(config: FeedConfig, process_index: int = 0, process_count: int = 1):
     provider = lookup(config.mixture_or_task_name)
     if config.tfds_data_dir:
         seqio.set_tfds_data_dir_override(config.tfds_data_dir)
-    if not _under_tfds_mock():
-        check_tfds_prepared(provider, config.tfds_data_dir)
+    require_prepared(provider, config.tfds_data_dir)
     hybrid = is_hybrid(provider)
     if hybrid != ("byte_inputs" in config.task_feature_lengths):
         raise ValueError(f"task {config.mixture_or_task_name!r} "

@@ -10,7 +10,7 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 from model_zoo import EncoderDecoder
-from model_zoo.functional import model_def, split_params
+from model_zoo.model_def import model_def, split_params
 
 CONFIGS = {
     # relu + tied (T5 1.0 style), uneven depths, small buckets so log-spaced ones are used

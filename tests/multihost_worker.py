@@ -24,10 +24,9 @@ FEED = dict(mixture_or_task_name="demo_span_corruption_byte",
 def make_trainer(devices=None):
     """data across hosts (DCN) x fsdp x tensor inside each; the same on 1 process x 8."""
     import partitioning
-    from model_zoo import EncoderDecoder
     from tests.train_helpers import TINY
     from training.optimizers import OptimizerConfig
-    from training.partitioned import TrainConfig, Trainer
+    from training.trainer import TrainConfig, Trainer
     from training.schedules import ScheduleConfig
 
     mesh = partitioning.make_mesh(partitioning.MeshConfig(ici={"fsdp": 2, "tensor": 2},
@@ -36,7 +35,7 @@ def make_trainer(devices=None):
     opt = OptimizerConfig(name="adamw", schedule=ScheduleConfig(
         kind="constant", learning_rate=1e-2, warmup_steps=0))
     config = TrainConfig(batch_size=FEED["batch_size"], rules="fsdp_tensor", optimizer=opt)
-    return Trainer(lambda r: EncoderDecoder(cfg, rngs=r), cfg.dtype, config, mesh)
+    return Trainer(cfg, config, mesh)
 
 
 class PreemptedFeed:
@@ -97,7 +96,7 @@ def train(process_id: int, port: str, model_dir: str, reference_dir: str, out: s
     jax.config.update("jax_default_matmul_precision", "highest")
     import partitioning
     from tasks.feeding import FeedConfig, HostFeed
-    from training.checkpoints import Checkpointer, abstract_with_shardings
+    from training.checkpoints import Checkpointer
     from training.loop import LoopConfig, run
 
     _phase("imported")
@@ -109,7 +108,7 @@ def train(process_id: int, port: str, model_dir: str, reference_dir: str, out: s
                                      log_every=1), model_dir, lambda _: feed, progress=False)
     _phase("trained")
     # The reverse direction: a checkpoint written by 1 process x 8 devices, restored here.
-    abstract = abstract_with_shardings(jax.eval_shape(trainer._init), trainer.state_shardings)
+    abstract = trainer.abstract_state()
     restored, _ = Checkpointer(reference_dir, async_save=False).restore(abstract, result["step"])
     with open(out, "w") as f:
         json.dump({"process_index": jax.process_index(), "process_count": jax.process_count(),

@@ -12,7 +12,7 @@ from transformers import T5Config, T5ForConditionalGeneration
 from flax import nnx
 
 from model_zoo import PRESETS, EncoderDecoder, ModelConfig, hf, preset
-from model_zoo.functional import model_def
+from model_zoo.model_def import model_def
 
 
 @pytest.mark.parametrize("field,value,expected", [

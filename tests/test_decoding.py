@@ -11,7 +11,7 @@ import partitioning
 from model_zoo import EncoderDecoder, hf, preset
 from model_zoo.axes import activation_rules
 from model_zoo.decoding import DecodeConfig, decode, filter_logits
-from model_zoo.functional import split_params
+from model_zoo.model_def import split_params
 from tests.batches import padded_batch
 from tests.hf_reference import make_hf_t5
 

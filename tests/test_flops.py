@@ -6,7 +6,7 @@ from flax import nnx
 
 from model_zoo import EncoderDecoder, preset
 from model_zoo.flops import forward_flops_per_example
-from model_zoo.functional import model_def
+from model_zoo.model_def import model_def
 
 
 def test_dense_count_is_close_to_xla_cost_analysis():

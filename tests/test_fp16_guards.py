@@ -11,7 +11,7 @@ import torch
 
 from model_zoo.fp16_clamp import clamp_float16
 from tests.train_helpers import copy_batch, make_trainer
-from training.checkpoints import Checkpointer, abstract_with_shardings
+from training.checkpoints import Checkpointer
 from training.loop import LoopConfig, SkippedStepsError, check_skipped_steps, run
 from training.loss_scale import LegacyLossScaleState, LossScaleConfig
 
@@ -70,7 +70,7 @@ def test_overflowing_t5_1_1_trains_in_fp16_with_the_clamp(tmp_path):
     ckpt = Checkpointer(str(tmp_path / "legacy"), async_save=False)
     ckpt.save(8, legacy)
     ckpt.wait()
-    abstract = abstract_with_shardings(jax.eval_shape(trainer._init), trainer.state_shardings)
+    abstract = trainer.abstract_state()
     restored, _ = Checkpointer(str(tmp_path / "legacy"), async_save=False).restore(abstract)
     assert int(restored.loss_scale.skipped_in_a_row) == 0
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.params),

@@ -19,7 +19,7 @@ def step_hlo(*flags, compile_step=True):
     _, trainer, batch = bench.setup(args, "t5_1_1_tiny")
     lowered = trainer.lower_train_step({k: (v.shape, v.dtype) for k, v in batch.items()})
     compiled = lowered.compile().as_text() if compile_step else None
-    params = jax.tree.leaves(jax.eval_shape(trainer._init).params)
+    params = jax.tree.leaves(trainer.abstract_state().params)
     return lowered.as_text("hlo", debug_info=True), compiled, params
 
 

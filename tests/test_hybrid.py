@@ -1,6 +1,5 @@
 """The hybrid token+byte encoder-decoder: masks, packing, gradients, freezing, pretrained parts."""
 
-import dataclasses
 import types
 
 import jax
@@ -11,7 +10,7 @@ from flax import nnx
 
 from model_zoo import EncoderDecoder, hf, preset
 from model_zoo.config import ByteEncoderConfig
-from model_zoo.functional import split_params
+from model_zoo.model_def import split_params
 from tests.hf_reference import CONFIGS, make_hf_t5
 from tests.train_helpers import make_trainer
 
@@ -85,8 +84,8 @@ def _changed(before, after, key) -> bool:
     (False, {"fsdp": 2}, "fsdp", "bfloat16"),
     (True, {"data": 1}, "data_parallel", "float32")])
 def test_gradients_reach_both_encoders_unless_frozen(frozen, ici, rules, dtype):
-    cfg = HYBRID.replace(freeze_encoder=frozen,
-                         byte_encoder=dataclasses.replace(BYTES, frozen=frozen))
+    cfg = HYBRID.replace(frozen=("encoder", "byte_shared", "byte_encoder") if frozen else (),
+                         byte_encoder=BYTES)
     # weight decay would move frozen params too, were their updates not dropped
     trainer = make_trainer(ici=ici, rules=rules, dtype=dtype, model_cfg=cfg,
                            optimizer="adamw", lr=1e-2, weight_decay=0.1)
@@ -102,7 +101,7 @@ def test_gradients_reach_both_encoders_unless_frozen(frozen, ici, rules, dtype):
 
 
 def test_parts_load_from_hf_t5_and_byt5_directories(tmp_path):
-    from tools.hybrid_init import hybrid_initial_params
+    from runner.initial_params import initial_params
 
     t5_dir, byt5_dir = tmp_path / "t5", tmp_path / "byt5"
     make_hf_t5("gated_untied").save_pretrained(t5_dir)
@@ -116,7 +115,7 @@ def test_parts_load_from_hf_t5_and_byt5_directories(tmp_path):
     trainer = make_trainer(model_cfg=cfg)
     run = types.SimpleNamespace(model=cfg, initial_checkpoint_path=str(t5_dir),
                                 byte_encoder_checkpoint_path=str(byt5_dir))
-    parts = jax.device_get(hybrid_initial_params(run, trainer))
+    parts = jax.device_get(initial_params(run, trainer))
     assert sorted(parts) == ["byte_encoder", "byte_shared", "decoder", "encoder", "lm_head",
                              "shared"]
     _, t5 = split_params(hf.load(str(t5_dir)))
@@ -131,7 +130,7 @@ def test_parts_load_from_hf_t5_and_byt5_directories(tmp_path):
     run = types.SimpleNamespace(model=wrong, initial_checkpoint_path=None,
                                 byte_encoder_checkpoint_path=str(byt5_dir))
     with pytest.raises(ValueError, match=r"byte_encoder_checkpoint_path=.*d_model"):
-        hybrid_initial_params(run, make_trainer(model_cfg=wrong))
+        initial_params(run, make_trainer(model_cfg=wrong))
 
 
 def test_missing_or_unexpected_byte_inputs_are_refused(model):

@@ -10,7 +10,7 @@ from flax import nnx
 
 from model_zoo import EncoderDecoder, masks, preset
 from model_zoo.attention import attention_weights_einsum, fused_attention
-from model_zoo.functional import split_params
+from model_zoo.model_def import split_params
 from model_zoo.losses import cross_entropy_loss
 from tests.batches import padded_batch
 

@@ -7,7 +7,7 @@ from flax import nnx
 
 from model_zoo import EncoderDecoder
 from model_zoo.config import MoEConfig
-from model_zoo.functional import split_params
+from model_zoo.model_def import split_params
 from model_zoo.moe import MoEFeedForward
 from tests.train_helpers import TINY, copy_batch, make_trainer
 
@@ -144,7 +144,7 @@ def test_router_losses_and_metrics_reach_the_train_step(meshes):
     assert abs(float(aux["loss"]) - want) < 1e-6 and want > 0
     step = make_train_step(trainer.model_def, trainer.optimizer, trainer.schedule,
                            trainer.config.loss, trainer.loss_scale)
-    state = jax.eval_shape(trainer._init)
+    state = trainer.abstract_state()
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in copy_batch(8).items()}
     metrics = jax.eval_shape(step, state, batch)[1]  # traced, not compiled
     for key in ("aux_loss", "load_balancing_loss", "router_z_loss",

@@ -15,7 +15,7 @@ import partitioning
 from model_zoo import EncoderDecoder
 from model_zoo.axes import activation_rules
 from model_zoo.config import MoEConfig
-from model_zoo.functional import split_params
+from model_zoo.model_def import split_params
 from model_zoo.moe import MoEFeedForward
 from model_zoo.routing import num_groups
 from tests.train_helpers import TINY

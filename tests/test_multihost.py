@@ -19,7 +19,7 @@ import pytest
 
 from partitioning.distributed import DistributedConfig, initialize, resolve_mode
 from tests import multihost_worker as worker
-from training.checkpoints import Checkpointer, abstract_with_shardings
+from training.checkpoints import Checkpointer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -109,7 +109,7 @@ def test_two_processes_match_one_and_checkpoints_cross(tmp_path):
     # The 2-process checkpoint (one coherent step) restores here onto the 8-device mesh ...
     ckpt = Checkpointer(str(tmp_path / "two" / "checkpoints"), async_save=False)
     assert ckpt.all_steps() == [2, worker.PREEMPT_AT]
-    abstract = abstract_with_shardings(jax.eval_shape(make._init), make.state_shardings)
+    abstract = make.abstract_state()
     restored, _ = ckpt.restore(abstract)
     got = jax.device_get(restored)
     assert int(got.step) == worker.PREEMPT_AT

@@ -8,7 +8,7 @@ import partitioning
 from partitioning import MeshConfig, make_mesh, resolve
 from partitioning.rules import in_use_rules
 from tests.train_helpers import TINY, make_trainer
-from training.partitioned import TrainConfig, check_precision_platform
+from training.trainer import TrainConfig, check_precision_platform
 
 MS = {"data": 2, "fsdp": 4, "tensor": 1, "expert": 1}
 

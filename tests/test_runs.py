@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.train_helpers import copy_batch, make_trainer
-from training.checkpoints import Checkpointer, abstract_with_shardings
+from training.checkpoints import Checkpointer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--gin_file=runs/demo_pretrain.gin", "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, "
@@ -107,7 +107,7 @@ def test_cut_off_checkpoint_is_never_restored(tmp_path):
     (torn / "state" / "garbage").write_bytes(b"\x00" * 100)
     fresh = Checkpointer(str(tmp_path), async_save=False)
     assert fresh.latest_step() == 1
-    abstract = abstract_with_shardings(jax.eval_shape(trainer._init), trainer.state_shardings)
+    abstract = trainer.abstract_state()
     restored, input_state = fresh.restore(abstract)
     assert input_state == {"position": 1} and int(restored.step) == 1
 
@@ -121,7 +121,7 @@ def test_checkpoint_from_2x4_restores_on_8x1_and_1_device(tmp_path):
     ckpt.wait()
     for ici, rules in (({"data": 8}, "data_parallel"), ({"data": 1}, "data_parallel")):
         target = make_trainer(ici, rules, optimizer="adamw")
-        abstract = abstract_with_shardings(jax.eval_shape(target._init), target.state_shardings)
+        abstract = target.abstract_state()
         restored, _ = ckpt.restore(abstract)
         assert len(restored.params["shared"].sharding.device_set) == np.prod(list(ici.values()))
         jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), want)

@@ -9,7 +9,7 @@ from jax.sharding import PartitionSpec as P
 import partitioning
 from model_zoo import EncoderDecoder, preset
 from model_zoo.axes import activation_rules
-from model_zoo.functional import split_params
+from model_zoo.model_def import split_params
 from tests.batches import padded_batch
 
 CFG = preset("t5_1_1_tiny", vocab_size=128, dropout_rate=0.0)

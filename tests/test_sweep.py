@@ -10,7 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tools import sweep
-from tools.sweep_config import member_name
+from runner.sweep_config import member_name
 
 # The smallest model and data that still exercise every part of a member.
 TINY = {"TRAIN_STEPS": 3, "CHECKPOINT_EVERY": 3, "EVAL_EVERY": 0, "BATCH_SIZE": 8,
@@ -42,7 +42,13 @@ def metrics_of(model_dir):
         return [json.loads(line) for line in f]
 
 
-def test_three_member_sweep_runs_resumes_and_reports(tmp_path, capsys):
+def test_three_member_sweep_runs_resumes_and_reports(tmp_path, capsys, monkeypatch):
+    import runner.train
+    from runner.run import Run
+
+    trained, real_train = [], runner.train.train
+    monkeypatch.setattr(runner.train, "train", lambda run, model_dir, **kw: (
+        trained.append(isinstance(run, Run)), real_train(run, model_dir, **kw))[1])
     out = tmp_path / "out"
     first = member_name({"tasks.instruction_mixing.weights": {"spelling": 1.0}})
     # Members 1-2 sweep the sub-mixture weights; member 3 fine-tunes from member 1's
@@ -53,7 +59,7 @@ def test_three_member_sweep_runs_resumes_and_reports(tmp_path, capsys):
                 "INITIAL_CHECKPOINT_PATH": str(out / first)}]
     path = write_sweep(tmp_path / "s.gin", members=members)
     results = sweep.main([f"--sweep={path}", f"--out={out}"])
-    assert len(results) == 3
+    assert len(results) == 3 and trained == [True] * 3   # each member: a Run, one entry point
     dirs = [out / r["member"] for r in results]
     assert dirs[0].name == first
 

@@ -201,7 +201,7 @@ def case(request, tmp_path_factory):
 
 
 def _flat_params(model):
-    from model_zoo.functional import split_params
+    from model_zoo.model_def import split_params
 
     import jax
     return {jax.tree_util.keystr(p): np.asarray(v) for p, v in

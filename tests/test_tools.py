@@ -9,7 +9,10 @@ import pytest
 import partitioning
 from model_zoo import hf
 from tests.hf_reference import make_hf_t5
-from tools import convert, infer, restore
+from model_zoo.identity import identity_of
+from runner import trained_model as restore
+from runner.initial_params import load_initial_params
+from tools import convert, infer
 from tools import eval as eval_tool
 from tools import train as train_tool
 from tests.train_helpers import make_trainer
@@ -43,7 +46,7 @@ def test_initial_checkpoint_loads_params_only(hf_dir, tmp_path):
     assert params["lm_head"].sharding.spec[1] == "tensor"
     # a trainer of the same model picks them up through load_initial_params
     trainer = make_trainer({"data": 2}, vocab_size=cfg.vocab_size, model_cfg=cfg)
-    loaded = train_tool.load_initial_params(str(tmp_path / "m"), trainer.model_def,
+    loaded = load_initial_params(str(tmp_path / "m"), trainer.model_def,
                                             trainer.state_shardings.params)
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
                  loaded, from_hf)
@@ -83,6 +86,6 @@ def test_initial_checkpoint_of_another_model_is_refused(hf_dir, tmp_path):
     trainer = make_trainer({"data": 2})
     other = preset("t5_1_1_tiny")
     with pytest.raises(ValueError, match="holds a different model than this run.*d_model"):
-        train_tool.load_initial_params(str(hf_dir), trainer.model_def,
+        load_initial_params(str(hf_dir), trainer.model_def,
                                        trainer.state_shardings.params,
-                                       train_tool.identity_of(other))
+                                       identity_of(other))

@@ -9,7 +9,7 @@ from flax import nnx
 from model_zoo import EncoderDecoder, ModelConfig, preset
 from model_zoo.config import UniversalConfig
 from model_zoo.decoding import DecodeConfig, decode
-from model_zoo.functional import model_def
+from model_zoo.model_def import model_def
 from model_zoo.universal import timestep_signal
 from tests.batches import padded_batch
 from tests.train_helpers import TINY, copy_batch, make_trainer
@@ -80,7 +80,7 @@ def test_act_weights_sum_to_one_and_halted_tokens_freeze():
 def test_ponder_cost_reaches_the_loss_with_gradients():
     model = EncoderDecoder(ACT, rngs=nnx.Rngs(0))
     enc, dec, _ = padded_batch(64, 2, 8, 6)
-    from model_zoo.functional import split_params
+    from model_zoo.model_def import split_params
 
     mdef, params = split_params(model)
 
@@ -119,7 +119,7 @@ def test_same_loss_on_meshes_1_and_2x4(cfg):
 
 @pytest.mark.parametrize("cfg", [UT, ACT], ids=["ut", "act"])
 def test_greedy_with_cache_equals_full_recomputation(cfg):
-    from model_zoo.functional import split_params
+    from model_zoo.model_def import split_params
 
     model = EncoderDecoder(cfg, rngs=nnx.Rngs(5))
     mdef, params = split_params(model)

@@ -112,3 +112,35 @@ def test_hybrid_task_feeds_the_same_word_as_tokens_and_bytes():
         assert spm.decode([t for t in targets.tolist() if t > 1]) == " ".join(word)
     with pytest.raises(ValueError, match="add a 'byte_inputs' length"):
         HostFeed(FeedConfig("wikispell_hybrid", {"inputs": 16, "targets": 24}, 4), 0, 1)
+
+
+def test_comparison_and_quickstart_train_runs_through_the_library(tmp_path, monkeypatch):
+    import json
+
+    import runner.train
+    import runner.wikispell_compare
+    from runner.run import Run
+    from tools import quickstart, wikispell_compare
+
+    calls = []
+
+    def train(run, model_dir, progress=None, records=None):  # records what would be trained
+        calls.append((run, model_dir, records))
+        return {"step": run.loop.train_steps}
+
+    monkeypatch.setattr(runner.train, "train", train)
+    monkeypatch.setattr(runner.wikispell_compare, "evaluate", lambda *a: {
+        f"exact_match/{b}": 50.0 for b in wikispell.BUCKET_NAMES} | {"exact_match": 50.0})
+    wikispell_compare.main([f"--out={tmp_path}", "--models=t5,byt5", "--steps=3",
+                            "--per_bucket=2", "--gin=EVAL_EVERY=0",
+                            "--gin=training.ScheduleConfig.warmup_steps=1"])
+    assert [d for _, d, _ in calls] == [str(tmp_path / "t5"), str(tmp_path / "byt5")]
+    assert all(isinstance(r, Run) and r.loop.train_steps == 3 and r.loop.eval_every == 0
+               for r, _, _ in calls)
+    assert [r.feed.mixture_or_task_name for r, _, _ in calls] == ["wikispell_spm",
+                                                                 "wikispell_byte"]
+    assert "operative_config.gin" in calls[0][2]
+    assert json.loads((tmp_path / "results.json").read_text())["steps"] == 3
+    calls.clear()
+    quickstart.main([f"--out={tmp_path}/q", "--steps=60", "--per_bucket=1"])
+    assert [(r.loop.train_steps, r.loop.checkpoint_every) for r, _, _ in calls] == [(60, 300)] * 2

@@ -6,9 +6,9 @@ import jax
 import numpy as np
 
 import partitioning
-from model_zoo import EncoderDecoder, preset
+from model_zoo import preset
 from training.optimizers import OptimizerConfig
-from training.partitioned import TrainConfig, Trainer
+from training.trainer import TrainConfig, Trainer
 from training.schedules import ScheduleConfig
 
 TINY = preset("t5_1_1_tiny", vocab_size=64, d_model=32, d_ff=64, num_heads=4, d_kv=8,
@@ -40,4 +40,4 @@ def make_trainer(ici=None, rules="data_parallel", batch_size=8, dtype="float32",
                           schedule=ScheduleConfig(kind="constant", learning_rate=lr,
                                                   warmup_steps=0))
     config = TrainConfig(batch_size=batch_size, rules=rules, optimizer=opt, **train_kwargs)
-    return Trainer(lambda r: EncoderDecoder(cfg, rngs=r), cfg.dtype, config, mesh)
+    return Trainer(cfg, config, mesh)

@@ -19,7 +19,6 @@ imports TensorFlow).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import os
@@ -30,12 +29,10 @@ import jax
 import numpy as np
 
 import partitioning
-from model_zoo import EncoderDecoder, preset
+from model_zoo import preset
 from model_zoo.flops import train_flops_per_step
-from training.optimizers import OptimizerConfig
-from training.partitioned import TrainConfig, Trainer
-from training.step import LossConfig
-from tools import xla_flags
+from tools import xla_profiles
+from tools.bench_step import add_step_flags, setup, synthetic_batch
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v4": 275.0,
                     "TPU v5": 459.0, "L4": 121.0}
@@ -47,63 +44,6 @@ def peak_tflops(device) -> float | None:
         if name.lower() in kind.lower():
             return peak
     return None
-
-
-def parse_mesh(spec: str) -> dict[str, int]:
-    out = {}
-    for part in filter(None, spec.split(",")):
-        axis, _, degree = part.partition("=")
-        out[axis.strip()] = int(degree)
-    return out
-
-
-def mesh_devices(spec: str):
-    """All devices when a degree is -1, else the first product-of-degrees devices."""
-    degrees = list(parse_mesh(spec).values())
-    return None if -1 in degrees else jax.devices()[:int(np.prod(degrees))]
-
-
-def synthetic_batch(batch: int, inputs: int, targets: int, vocab: int, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    tgt = rng.integers(2, vocab, (batch, targets)).astype(np.int32)
-    dec = np.concatenate([np.zeros((batch, 1), np.int32), tgt[:, :-1]], axis=1)
-    return {"encoder_input_tokens": rng.integers(2, vocab, (batch, inputs)).astype(np.int32),
-            "decoder_input_tokens": dec, "decoder_target_tokens": tgt,
-            "decoder_loss_weights": np.ones((batch, targets), np.float32)}
-
-
-def setup(args, preset_name: str):
-    """(model config, Trainer, synthetic numpy batch) for one preset under the step flags."""
-    cfg = preset(preset_name, dtype=args.dtype, remat_policy=args.remat,
-                 attention_impl=args.attention, dropout_rate=0.0)
-    if cfg.moe is not None:  # steps run without dropout: route with the train capacity factor
-        cfg = cfg.replace(moe=dataclasses.replace(
-            cfg.moe, eval_capacity_factor=cfg.moe.train_capacity_factor))
-    mesh = partitioning.make_mesh(partitioning.MeshConfig(ici=parse_mesh(args.mesh)),
-                                  devices=mesh_devices(args.mesh))
-    train = TrainConfig(batch_size=args.batch, microbatches=args.microbatches, rules=args.rules,
-                        optimizer=OptimizerConfig(name=args.optimizer), deterministic=True,
-                        max_replicated_fraction=1.0,
-                        loss=LossConfig(vocab_chunk=args.vocab_chunk))
-    trainer = Trainer(lambda r: EncoderDecoder(cfg, rngs=r), cfg.dtype, train, mesh)
-    return cfg, trainer, synthetic_batch(args.batch, args.inputs, args.targets, cfg.vocab_size)
-
-
-def add_step_flags(p: argparse.ArgumentParser) -> None:
-    """The flags that fix one train step: shapes, precision, mesh, remat, attention, loss."""
-    p.add_argument("--preset", action="append", help="model preset (repeatable)")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--inputs", type=int, default=64)
-    p.add_argument("--targets", type=int, default=16)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--mesh", default="data=-1", help="ici degrees, e.g. data=2,tensor=4")
-    p.add_argument("--rules", default="data_parallel")
-    p.add_argument("--remat", default="none")
-    p.add_argument("--attention", default="einsum", choices=["einsum", "xla", "cudnn"])
-    p.add_argument("--optimizer", default="adafactor", choices=["adafactor", "adamw"])
-    p.add_argument("--microbatches", type=int, default=1)
-    p.add_argument("--vocab_chunk", type=int, default=0,
-                   help="fuse output layer + loss over this many target positions (0: off)")
 
 
 def bench(args, preset_name: str) -> dict:
@@ -145,7 +85,7 @@ def bench(args, preset_name: str) -> dict:
             "xla_temp_bytes": getattr(memory, "temp_size_in_bytes", None),
             "xla_argument_bytes": getattr(memory, "argument_size_in_bytes", None),
             "final_loss": float(metrics["loss"]), "jax": jax.__version__,
-            "xla_profile": xla_flags.profile_of(os.environ.get("XLA_FLAGS", "")),
+            "xla_profile": xla_profiles.profile_of(os.environ.get("XLA_FLAGS", "")),
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "date": datetime.date.today().isoformat(),
             "command": "python -m tools.bench " + " ".join(sys.argv[1:])}

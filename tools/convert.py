@@ -16,8 +16,9 @@ import jax
 import numpy as np
 
 from model_zoo import hf
-from model_zoo.functional import split_params
-from tools import restore
+from model_zoo.model_def import split_params
+from model_zoo.identity import identity_of
+from runner import trained_model
 from training.checkpoints import Checkpointer
 
 
@@ -28,12 +29,10 @@ def hf_to_t5pod(hf_dir: str, model_dir: str, task: str | None = None) -> None:
                               "model_dir (nothing was overwritten)")
     model = hf.load(hf_dir)
     _, params = split_params(model)
-    from tools.train import identity_of
-
     ckpt = Checkpointer(ckpt_dir, async_save=False, identity=identity_of(model.config))
     ckpt.save(0, {"params": params}, {"converted_from": os.path.abspath(hf_dir)})
     ckpt.close()
-    restore.write_model_json(model_dir, model.config, task)
+    trained_model.write_model_json(model_dir, model.config, task)
 
 
 def t5pod_to_hf(model_dir: str, hf_dir: str, step: int | None = None) -> None:
@@ -41,7 +40,7 @@ def t5pod_to_hf(model_dir: str, hf_dir: str, step: int | None = None) -> None:
 
     mesh = partitioning.make_mesh(partitioning.MeshConfig(ici={"data": 1}),
                                   devices=jax.devices()[:1])
-    mdef, params, cfg, _ = restore.load(model_dir, mesh, step=step)
+    mdef, params, cfg, _ = trained_model.load(model_dir, mesh, step=step)
     hf.save(mdef.bind(jax.tree.map(np.asarray, params)), hf_dir)
 
 

@@ -22,9 +22,9 @@ import collections
 import json
 import sys
 
-from tools import bench, hlo_text
+from tools import bench_step, hlo_text
+from tools.hlo_text import collectives
 
-COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
 LOW_PRECISION = {"bfloat16": "bf16", "float16": "f16"}
 
 
@@ -56,10 +56,6 @@ def transposes(ops, min_bytes: int) -> list:
             and op.materialized]
 
 
-def collectives(ops) -> list:
-    return [op for op in ops if op.opcode.removesuffix("-start") in COLLECTIVES]
-
-
 def summarize(found: list, top: int) -> dict:
     """Count and bytes, and the largest groups by (op, source line)."""
     groups = collections.defaultdict(list)
@@ -89,7 +85,7 @@ def audit(emitted: str, compiled: str, dtype: str, min_bytes: int = 1 << 20,
 
 
 def audit_step(args, preset_name: str) -> dict:
-    cfg, trainer, batch = bench.setup(args, preset_name)
+    cfg, trainer, batch = bench_step.setup(args, preset_name)
     lowered = trainer.lower_train_step({k: (v.shape, v.dtype) for k, v in batch.items()})
     compiled = lowered.compile()
     try:  # source lines need debug_info (jax >= 0.10); without it findings name no line
@@ -120,7 +116,7 @@ def _print(report: dict) -> None:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    bench.add_step_flags(p)
+    bench_step.add_step_flags(p)
     p.add_argument("--min_mib", type=float, default=1.0,
                    help="ignore upcasts and transposes smaller than this")
     p.add_argument("--top", type=int, default=8, help="largest groups listed per finding")

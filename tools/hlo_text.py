@@ -15,7 +15,7 @@ import re
 DTYPE_BYTES = {"pred": 1, "s4": 1, "u4": 1, "s8": 1, "u8": 1, "f8e4m3fn": 1, "f8e5m2": 1,
                "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "f32": 4,
                "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
-OUR_PACKAGES = ("model_zoo/", "training/", "partitioning/", "tasks/", "tools/")
+OUR_PACKAGES = ("model_zoo/", "training/", "partitioning/", "tasks/", "runner/", "tools/")
 
 _ARRAY = re.compile(r"\b([a-z]+\d*[a-z0-9]*)\[([\d,]*)\]")
 _COMPUTATION = re.compile(r"^(ENTRY )?%?([\w.\-]+) .*\{\s*$")
@@ -170,3 +170,11 @@ def parse(text: str) -> list[Op]:
                for callee in re.findall(r"calls=%?([\w.\-]+)", op.attributes)}
     return [dataclasses.replace(op, fused=True) if op.computation in fusions else op
             for op in ops]
+
+
+COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
+
+
+def collectives(ops: list[Op]) -> list[Op]:
+    """The cross-device collectives among `ops` (async `-start` halves included)."""
+    return [op for op in ops if op.opcode.removesuffix("-start") in COLLECTIVES]

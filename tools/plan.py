@@ -25,18 +25,10 @@ import os
 import re
 import sys
 
+from partitioning.mesh_spec import parse_degrees
+
 HBM = {"tpu_v4_32GiB": 32 * 2**30, "gpu_80GB": 80 * 10**9}  # per chip / per GPU
 CHILD_ENV = "T5POD_PLAN_DEVICES"
-
-
-def parse_degrees(spec: str, flag: str) -> dict[str, int]:
-    out = {}
-    for part in filter(None, spec.split(",")):
-        axis, sep, degree = part.partition("=")
-        if not sep or not degree.strip().lstrip("-").isdigit():
-            raise ValueError(f"{flag}={spec!r}: give AXIS=DEGREE pairs, e.g. fsdp=64,tensor=4")
-        out[axis.strip()] = int(degree)
-    return out
 
 
 def needed_devices(ici: dict, dcn: dict) -> int:
@@ -96,25 +88,23 @@ def _per_device_bytes(tree, shardings) -> int:
 
 def collectives(hlo: str) -> dict[str, int]:
     """How many of each cross-device collective the compiled step runs (per HLO op)."""
-    from tools import hlo_audit, hlo_text
+    from tools import hlo_text
 
     return dict(collections.Counter(op.opcode.removesuffix("-start")
-                                    for op in hlo_audit.collectives(hlo_text.parse(hlo))))
+                                    for op in hlo_text.collectives(hlo_text.parse(hlo))))
 
 
 def plan(args) -> dict:
     import jax
 
     import partitioning
-    from model_zoo import EncoderDecoder
     from model_zoo.flops import train_flops_per_step
-    from tools import configurables, gin_flags
+    from runner.gin_flags import model_from_gin
     from training.optimizers import OptimizerConfig
-    from training.partitioned import TrainConfig, Trainer
+    from training.trainer import TrainConfig, Trainer
 
-    gin_flags.parse(args.gin_file, args.gin)
     overrides = {k: v for k, v in (("dtype", args.dtype), ("remat_policy", args.remat)) if v}
-    cfg = configurables.model().replace(dropout_rate=0.0, **overrides)
+    cfg = model_from_gin(args.gin_file, args.gin).replace(dropout_rate=0.0, **overrides)
     ici, dcn = parse_degrees(args.mesh, "--mesh"), parse_degrees(args.dcn, "--dcn")
     count = needed_devices(ici, dcn)
     devices = target_devices(args.target, count)
@@ -124,8 +114,8 @@ def plan(args) -> dict:
     train = TrainConfig(batch_size=args.batch, microbatches=args.microbatches, rules=args.rules,
                         optimizer=OptimizerConfig(name=args.optimizer), deterministic=True,
                         max_replicated_fraction=args.max_replicated_fraction)
-    trainer = Trainer(lambda r: EncoderDecoder(cfg, rngs=r), cfg.dtype, train, mesh)
-    abstract = jax.eval_shape(trainer._init)
+    trainer = Trainer(cfg, train, mesh)
+    abstract = trainer.abstract_state()
     shapes = {"encoder_input_tokens": ((args.batch, args.inputs), "int32"),
               "decoder_input_tokens": ((args.batch, args.targets), "int32"),
               "decoder_target_tokens": ((args.batch, args.targets), "int32"),
@@ -226,7 +216,7 @@ def _reexec_with_devices(count: int, argv: list[str]) -> None:
 
 
 def main(argv=None, reexec: bool = False) -> dict:
-    from tools import gin_flags
+    from runner import gin_flags  # gin only: no TensorFlow
 
     argv = sys.argv[1:] if argv is None else list(argv)
     files, bindings, rest = gin_flags.split_gin_args(argv)

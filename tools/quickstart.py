@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 
-from tools import wikispell_compare
-
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -23,11 +21,12 @@ def main(argv=None):
     args = p.parse_args(argv)
     from absl import logging  # seqio's advice on caching tasks is noise for this demo
 
+    from runner.wikispell_compare import compare
+
     logging.set_verbosity(logging.ERROR)
-    return wikispell_compare.main([f"--out={args.out}", f"--steps={args.steps}",
-                                   f"--per_bucket={args.per_bucket}", "--models=t5,byt5",
-                                   "--gin=EVAL_EVERY=0", "--gin=CHECKPOINT_EVERY=300",
-                                   "--gin=training.ScheduleConfig.warmup_steps=50"])
+    return compare(args.out, ["t5", "byt5"], args.steps, args.per_bucket,
+                   ["EVAL_EVERY = 0", "CHECKPOINT_EVERY = 300",
+                    "training.ScheduleConfig.warmup_steps = 50"])
 
 
 if __name__ == "__main__":

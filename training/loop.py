@@ -17,10 +17,10 @@ from typing import Callable, Iterable
 import jax
 import numpy as np
 
-from training.checkpoints import Checkpointer, abstract_with_shardings
+from training.checkpoints import Checkpointer
 from training.metrics_writer import MetricsWriter
-from training.partitioned import Trainer
 from training.run_lock import hold as hold_lock
+from training.trainer import Trainer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +128,11 @@ def run(trainer: Trainer, config: LoopConfig, model_dir: str,
         identity: dict | None = None, initial_params=None, progress: bool | None = None) -> dict:
     """Train to `config.train_steps`, resuming from the newest checkpoint in model_dir that
     verifies. One run writes a model_dir at a time (a lock held while this runs); SIGTERM
-    from here on saves the state, or exits cleanly if nothing was trained yet."""
+    from here on saves the state, or exits cleanly if nothing was trained yet.
+
+    `progress`: None shows a bar on a terminal and a line per log step otherwise; True a bar;
+    False nothing. The result holds the last train and eval metrics.
+    """
     with hold_lock(model_dir, primary=jax.process_index() == 0), _Preemption() as preemption:
         return _run(trainer, config, model_dir, make_feed, make_eval_feed, identity,
                     initial_params, progress, preemption)
@@ -139,7 +143,7 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
     ckpt = Checkpointer(f"{model_dir}/checkpoints", keep=config.keep_checkpoints,
                         async_save=config.async_checkpoints, identity=identity)
     ckpt.check_identity()
-    abstract = abstract_with_shardings(jax.eval_shape(trainer._init), trainer.state_shardings)
+    abstract = trainer.abstract_state()
     state, input_state, latest = ckpt.restore_newest_good(abstract)
     if latest is not None:
         print(f"resumed from {ckpt.directory}/{latest}", file=sys.stderr)
@@ -161,7 +165,8 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
     primary = jax.process_index() == 0  # host 0 alone logs; all hosts write checkpoints
     writer = MetricsWriter(model_dir, primary=primary, resume_step=step)
     bar = _progress(progress, step, config.train_steps) if primary else None
-    last = {}
+    lines = primary and progress is None and bar is None
+    last, last_eval = {}, {}
     t0, logged_at = time.perf_counter(), step
     saved = set(ckpt.all_steps())
     with preemption:
@@ -177,6 +182,11 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
                     writer.write(step, last)
                     if bar is not None:
                         bar.set_postfix(loss=f"{last['loss']:.3f}")
+                    elif lines:
+                        print(f"step {step}/{config.train_steps}: loss {last['loss']:.4f}, "
+                              f"accuracy {last.get('accuracy', float('nan')):.4f}, "
+                              f"{last['seconds_per_step']:.3f} s/step", file=sys.stderr,
+                              flush=True)
                     check_skipped_steps(trainer, config.max_consecutive_skipped_steps, step,
                                         last)
                 if bar is not None:
@@ -187,8 +197,11 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
                 if make_eval_feed is not None and (
                         (config.eval_every and step % config.eval_every == 0)
                         or step == config.train_steps):
-                    writer.write(step, evaluate(trainer, state.params, make_eval_feed()),
-                                 prefix="eval/")
+                    last_eval = evaluate(trainer, state.params, make_eval_feed())
+                    writer.write(step, last_eval, prefix="eval/")
+                    if lines:
+                        print(f"step {step}: eval loss {last_eval['loss']:.4f}, accuracy "
+                              f"{last_eval['accuracy']:.4f}", file=sys.stderr, flush=True)
                 if preemption.agreed():
                     if step not in saved:
                         ckpt.save(step, state, feed.state(), force=True)
@@ -200,10 +213,11 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
             if bar is not None:
                 bar.close()
     return {"step": step, "preempted": preemption.requested, "resumed": latest is not None,
-            "metrics": last, "state": state}
+            "metrics": last, "eval_metrics": last_eval, "state": state}
 
 
 def _progress(enabled: bool | None, start: int, total: int):
+    """A tqdm bar when asked for, or by default on a terminal."""
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:

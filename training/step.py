@@ -1,6 +1,6 @@
 """The train step (gradient accumulation, loss scaling, skip-on-overflow) and the eval step.
 
-Both are pure functions of (state, batch) built around a `ModelDef`; `training.partitioned`
+Both are pure functions of (state, batch) built around a `ModelDef`; `training.trainer`
 jits them with shardings. Batches use t5x feature names: encoder_input_tokens,
 decoder_input_tokens, decoder_target_tokens, decoder_loss_weights (+ optional segment ids
 and positions for packed inputs).
@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from model_zoo.chunked_cross_entropy import chunked_cross_entropy_loss
-from model_zoo.functional import ModelDef
+from model_zoo.model_def import ModelDef
 from model_zoo.losses import LossSums, cross_entropy_loss
 from training.loss_normalization import check_factor, factor_and_weights, target_weights
 from training.loss_scale import LossScaleConfig, all_finite, update_loss_scale

@@ -1,4 +1,6 @@
-"""t5x-style command lines: `--gin_file=F` (repeatable) and `--gin.NAME=VALUE` bindings.
+"""Gin at the edge: t5x-style `--gin_file=F` (repeatable) and `--gin.NAME=VALUE` bindings,
+parsed into config objects (a Run, a ModelConfig, a DecodeConfig) with gin cleared again,
+so nothing past here reads global gin state. runner/configurables.py says what gin can bind.
 
 VALUE is a gin literal (`3`, `'text'`, `{'inputs': 512}`, `@ref()`, `%MACRO`); a bare word
 such as a task name is taken as a string, so no escaped quotes are needed.
@@ -7,11 +9,14 @@ such as a task name is taken as a string, so no escaped quotes are needed.
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import os
 import re
 
 import gin
+
+from runner import configurables
 
 GIN_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
 
@@ -67,10 +72,13 @@ def parse(files: list[str], bindings: list[str]) -> None:
         raise ValueError(_suggest(str(e))) from None
 
 
-def _suggest(message: str) -> str:
-    from tools.configurables import known_configurables
+MOVED = {("ByteEncoderConfig", "frozen"):
+         "freezing is spelled one way now: model_zoo.model.frozen = ['byte_shared', "
+         "'byte_encoder'] (names of top-level params, 'encoder' for the token encoder)"}
 
-    known = known_configurables()
+
+def _suggest(message: str) -> str:
+    known = configurables.known_configurables()
     missing = re.search(r"No configurable matching '([^']+)'", message)
     if missing:
         close = difflib.get_close_matches(missing.group(1), list(known), n=3, cutoff=0.5)
@@ -81,6 +89,9 @@ def _suggest(message: str) -> str:
                       message)
     if param:
         name = param.group(1)
+        moved = MOVED.get((name.split(".")[-1], param.group(2)))
+        if moved:
+            return f"{name}.{param.group(2)} is gone: {moved}\n(gin: {message})"
         matches = [k for k in known if name in (k, k.split(".")[-1])]
         names = known[matches[0]] if matches else []
         close = difflib.get_close_matches(param.group(2), names, n=3, cutoff=0.5)
@@ -97,3 +108,64 @@ def require_macros(names: list[str]) -> None:
         except ValueError:
             raise ValueError(f"required macro {name} is not set: define it in a gin file or "
                              f"pass --gin.{name}=VALUE") from None
+
+
+def check_macros_defined(files: list[str], names: list[str]) -> None:
+    """Each name must be a macro the gin files define (gin itself accepts any macro name)."""
+    configurables.register_tasks_configurables()
+    try:
+        parse(files, [])
+        defined = sorted(set(re.findall(r"%([A-Za-z_]\w*)", gin.config_str())))
+        for name in names:
+            try:
+                gin.query_parameter(f"%{name}")
+            except ValueError:
+                close = difflib.get_close_matches(name, defined, n=3, cutoff=0.5)
+                raise ValueError(f"sweep binds {name!r}, which is neither a configurable "
+                                 f"parameter (configurable.parameter) nor a macro of {files}"
+                                 + (f"; did you mean {close}?" if close else
+                                    f"; its macros: {defined}")) from None
+    finally:
+        gin.clear_config()
+
+
+REQUIRED_MACROS = ["MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "BATCH_SIZE", "TRAIN_STEPS",
+                   "INITIAL_CHECKPOINT_PATH"]
+
+
+@contextlib.contextmanager
+def run_from_gin(files: list[str], bindings: list[str]):
+    """`with run_from_gin(files, bindings) as (run, records):` the one place a run is parsed.
+
+    `run` is the Run; everything t5pod's runner and training use comes from it. Gin stays
+    bound until the block ends only because tasks' own configurables (corpus files,
+    instruction formats, mixing weights, WikiSpell sizes) are read by the input pipeline as
+    it runs. `records` is what a model_dir keeps: config.gin (as given) and
+    operative_config.gin (a function: gin's operative config is complete after training).
+    """
+    configurables.register_tasks_configurables()
+    try:
+        parse(files, bindings)
+        require_macros(REQUIRED_MACROS)
+        run = configurables.train()
+        yield run, {"config.gin": gin.config_str(),
+                    "operative_config.gin": gin.operative_config_str}
+    finally:
+        gin.clear_config()
+
+
+def model_from_gin(files: list[str], bindings: list[str]):
+    """The ModelConfig of model gin files (`model_zoo.model`), no run around it."""
+    try:
+        parse(files, bindings)
+        return configurables.model()
+    finally:
+        gin.clear_config()
+
+
+def decode_config_from_gin(files: list[str], bindings: list[str]):
+    try:
+        parse(files, bindings)
+        return configurables.decode_config()
+    finally:
+        gin.clear_config()

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Callable
 
 import jax
 import numpy as np
-from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import partitioning
+from model_zoo import EncoderDecoder, ModelConfig
 from model_zoo.axes import activation_rules
-from model_zoo.functional import init_params, model_def
+from model_zoo.model_def import init_params, model_def
+from training.checkpoints import abstract_with_shardings
 from training.loss_scale import LossScaleConfig
 from training.optimizers import OptimizerConfig, make_optimizer
 from training.schedules import make_schedule
@@ -36,7 +36,6 @@ class TrainConfig:
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     loss_scale: LossScaleConfig | None = None  # None: dynamic for float16, off otherwise
     deterministic: bool = False  # True disables dropout
-    frozen: tuple[str, ...] = ()  # top-level param names never updated (frozen encoders)
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -107,11 +106,20 @@ def check_attention_platform(attention_impl: str | None, platform: str) -> None:
 
 
 class Trainer:
-    """Builds the sharded train state and the jitted steps for one model on one mesh."""
+    """Builds the sharded train state and the jitted steps for one model on one mesh.
 
-    def __init__(self, make_model: Callable[[nnx.Rngs], nnx.Module], compute_dtype: str,
-                 config: TrainConfig, mesh: Mesh):
-        self.config, self.mesh, self.compute_dtype = config, mesh, compute_dtype
+    Its contract with the model is the ModelConfig: the module is `EncoderDecoder(model)`,
+    steps compute in `model.dtype`, the optimizer leaves `model.frozen` unchanged, and
+    `model.attention_impl` is checked against the mesh's platform.
+    """
+
+    def __init__(self, model: ModelConfig, config: TrainConfig, mesh: Mesh):
+        self.config, self.mesh, self.model = config, mesh, model
+        self.compute_dtype = compute_dtype = model.dtype
+
+        def make_model(rngs):
+            return EncoderDecoder(model, rngs=rngs)
+
         self.rules = partitioning.rule_set(config.rules)
         partitioning.validate_rules(self.rules, mesh.axis_names)
         dp = partitioning.data_parallel_degree(self.rules, mesh)
@@ -127,16 +135,11 @@ class Trainer:
         self.model_def = model_def(make_model)
         logical = self.model_def.logical_axes()
         abstract_params = self.model_def.abstract_params()
-        # frozen: the TrainConfig's names plus what the model's config freezes
-        model_cfg = getattr(nnx.merge(self.model_def.graphdef, self.model_def.template),
-                            "config", None)
-        check_attention_platform(getattr(model_cfg, "attention_impl", None),
-                                 mesh.devices.flat[0].platform)
-        self.frozen = tuple(dict.fromkeys(tuple(config.frozen) + tuple(
-            getattr(model_cfg, "frozen_params", ()))))
+        check_attention_platform(model.attention_impl, mesh.devices.flat[0].platform)
+        self.frozen = tuple(model.frozen)
         unknown = set(self.frozen) - set(abstract_params)
         if unknown:
-            raise ValueError(f"TrainConfig.frozen names {sorted(unknown)}, which this model "
+            raise ValueError(f"ModelConfig.frozen names {sorted(unknown)}, which this model "
                              f"does not have; its top-level params are {sorted(abstract_params)}")
         partitioning.check_expert_divisibility(logical, abstract_params, self.rules, mesh)
         self.replicated_fraction = partitioning.check_sufficient_sharding(
@@ -169,6 +172,10 @@ class Trainer:
         rules = activation_rules(partitioning.activation_resolver(self.rules, self.mesh))
         return _Both(ctx, rules)
 
+    def abstract_state(self) -> TrainState:
+        """The train state as ShapeDtypeStructs carrying their shardings (nothing allocated)."""
+        return abstract_with_shardings(jax.eval_shape(self._init), self.state_shardings)
+
     def init_state(self) -> TrainState:
         """A freshly initialised state, created already sharded."""
         with self._context():
@@ -189,7 +196,7 @@ class Trainer:
 
     def lower_train_step(self, batch_shapes: dict):
         """The train step traced for {feature: (shape, dtype)}; returns the Lowered object."""
-        abstract_state = jax.eval_shape(lambda: self._init())
+        abstract_state = self.abstract_state()
         batch = {k: jax.ShapeDtypeStruct(s, d, sharding=self.batch_sharding)
                  for k, (s, d) in batch_shapes.items()}
         with self._context():

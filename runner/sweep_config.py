@@ -104,7 +104,7 @@ def member_name(bindings: dict) -> str:
 
 def read(path: str) -> SweepConfig:
     """Parse a sweep file (gin) into its SweepConfig; leaves gin cleared."""
-    from tools import gin_flags
+    from runner import gin_flags
 
     gin.clear_config()
     gin.add_config_file_search_path(gin_flags.GIN_ROOT)

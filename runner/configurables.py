@@ -2,6 +2,7 @@
 
 Nothing here is bound through `__main__`: gin files name `model_zoo.model`,
 `partitioning.mesh`, `training.TrainConfig`, `tasks.FeedConfig`, `run.train` and friends.
+Gin is read here and in runner/gin_flags.py only; everything past them gets config objects.
 """
 
 from __future__ import annotations
@@ -17,14 +18,19 @@ from partitioning.mesh import MeshConfig
 from training.loop import LoopConfig
 from training.loss_scale import LossScaleConfig
 from training.optimizers import OptimizerConfig
-from training.partitioned import TrainConfig
+from training.trainer import TrainConfig
 from training.schedules import ScheduleConfig
 from training.step import LossConfig
 
 
 @gin.configurable(module="model_zoo")
 def model(preset_name: str = gin.REQUIRED, **overrides) -> ModelConfig:
-    """A preset with ModelConfig fields replaced, e.g. `model_zoo.model.dtype = 'bfloat16'`."""
+    """A preset with ModelConfig fields replaced, e.g. `model_zoo.model.dtype = 'bfloat16'`.
+
+    `freeze_encoder=True`, the older spelling, reads as `frozen` naming the encoder.
+    """
+    if overrides.pop("freeze_encoder", False):
+        overrides["frozen"] = tuple(overrides.get("frozen", ())) + ("encoder",)
     return preset(preset_name, **overrides)
 
 
@@ -44,29 +50,21 @@ for _cls in (TrainConfig, OptimizerConfig, ScheduleConfig, LossConfig, LossScale
     gin.external_configurable(_cls, module="training")
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainRun:
-    model: ModelConfig
-    mesh: MeshConfig
-    train: TrainConfig
-    loop: LoopConfig
-    feed: object            # tasks.FeedConfig
-    eval_feed: object | None = None
-    eval_batches: int = 8
-    initial_checkpoint_path: str | None = None
-    byte_encoder_checkpoint_path: str | None = None   # hybrid: ByT5 dir for the byte encoder
-
-
 @gin.configurable(module="run")
-def train(model=gin.REQUIRED, mesh=gin.REQUIRED, train=gin.REQUIRED, loop=gin.REQUIRED,
+def train(model=gin.REQUIRED, mesh=gin.REQUIRED, trainer=None, loop=gin.REQUIRED,
           feed=gin.REQUIRED, eval_feed=None, eval_batches: int = 8,
           initial_checkpoint_path: str | None = None,
-          byte_encoder_checkpoint_path: str | None = None) -> TrainRun:
-    if byte_encoder_checkpoint_path and model.byte_encoder is None:
-        raise ValueError(f"run.train.byte_encoder_checkpoint_path={byte_encoder_checkpoint_path!r}"
-                         " needs a hybrid model (ModelConfig.byte_encoder set)")
-    return TrainRun(model, mesh, train, loop, feed, eval_feed, eval_batches,
-                    initial_checkpoint_path or None, byte_encoder_checkpoint_path or None)
+          byte_encoder_checkpoint_path: str | None = None,
+          heldout_mixture: str | None = None, train=None):
+    """The Run a gin file describes (`run.train.trainer = @training.TrainConfig()`; the
+    older spelling `run.train.train` is still read)."""
+    from runner.run import Run
+
+    if (trainer is None) == (train is None):
+        raise ValueError("bind exactly one of run.train.trainer (a training.TrainConfig) and "
+                         "its older name run.train.train")
+    return Run(model, mesh, trainer or train, loop, feed, eval_feed, eval_batches,
+               initial_checkpoint_path, byte_encoder_checkpoint_path, heldout_mixture)
 
 
 def known_configurables() -> dict[str, list[str]]:
@@ -81,7 +79,7 @@ def known_configurables() -> dict[str, list[str]]:
     known = {"model_zoo.model": params(ModelConfig) + ["preset_name"],
              "partitioning.mesh": params(mesh.__wrapped__ if hasattr(mesh, "__wrapped__")
                                          else mesh),
-             "run.train": params(TrainRun), "model_zoo.DecodeConfig": params(DecodeConfig),
+             "run.train": params(train), "model_zoo.DecodeConfig": params(DecodeConfig),
              "model_zoo.UniversalConfig": params(UniversalConfig),
              "model_zoo.MoEConfig": params(MoEConfig)}
     for cls in (TrainConfig, OptimizerConfig, ScheduleConfig, LossConfig, LossScaleConfig,
@@ -105,8 +103,12 @@ def known_configurables() -> dict[str, list[str]]:
 
 def register_tasks_configurables() -> None:
     """FeedConfig lives in tasks/ (TensorFlow); registered only by tools that read data."""
+    global _feed_registered
     from tasks.feeding import FeedConfig
 
-    if not getattr(FeedConfig, "_t5pod_gin", False):
+    if not _feed_registered:
         gin.external_configurable(FeedConfig, module="tasks")
-        FeedConfig._t5pod_gin = True
+        _feed_registered = True
+
+
+_feed_registered = False

@@ -1,7 +1,8 @@
-"""Load a model's params for inference from a t5pod model_dir or an HF T5 directory.
+"""A trained model on disk: a t5pod model_dir's model.json, and params loaded for inference.
 
-A model_dir written by tools.train holds model.json (the ModelConfig and the task name)
-beside checkpoints/; params are restored alone, sharded by the given rules on the mesh.
+A model_dir written by a run holds model.json (the ModelConfig, the task name and its
+feature lengths) beside checkpoints/; `load` restores params alone, sharded by the given
+rules on the mesh, from a model_dir or an HF T5 directory.
 """
 
 from __future__ import annotations
@@ -14,26 +15,52 @@ import jax
 
 import partitioning
 from model_zoo import EncoderDecoder, ModelConfig, hf
-from model_zoo.functional import model_def, split_params
+from model_zoo.model_def import model_def, split_params
 from training.checkpoints import Checkpointer, abstract_with_shardings
 
 MODEL_JSON = "model.json"
 
 
-def write_model_json(model_dir: str, cfg: ModelConfig, task: str | None) -> None:
+def write_model_json(model_dir: str, cfg: ModelConfig, task: str | None,
+                     lengths: dict | None = None) -> None:
     os.makedirs(model_dir, exist_ok=True)
     with open(os.path.join(model_dir, MODEL_JSON), "w") as f:
-        json.dump({"model": dataclasses.asdict(cfg), "task": task}, f, indent=2)
+        json.dump({"model": dataclasses.asdict(cfg), "task": task,
+                   "task_feature_lengths": lengths}, f, indent=2)
 
 
-def read_model_json(model_dir: str) -> tuple[ModelConfig, str | None]:
+def _read(model_dir: str) -> dict:
     path = os.path.join(model_dir, MODEL_JSON)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{model_dir} is not a t5pod model_dir (no {MODEL_JSON}) nor an "
                                 "HF directory (no config.json)")
     with open(path) as f:
-        meta = json.load(f)
-    return ModelConfig(**meta["model"]), meta.get("task")
+        return json.load(f)
+
+
+def _model_config(fields: dict) -> ModelConfig:
+    """ModelConfig from model.json, older freezing spellings included."""
+    fields = dict(fields)
+    frozen = tuple(fields.pop("frozen", ()))
+    if fields.pop("freeze_encoder", False):
+        frozen += ("encoder",)
+    byte = fields.get("byte_encoder")
+    if isinstance(byte, dict) and "frozen" in byte:
+        byte = dict(byte)
+        if byte.pop("frozen"):
+            frozen += ("byte_shared", "byte_encoder")
+        fields["byte_encoder"] = byte
+    return ModelConfig(**fields, frozen=frozen)
+
+
+def read_model_json(model_dir: str) -> tuple[ModelConfig, str | None]:
+    meta = _read(model_dir)
+    return _model_config(meta["model"]), meta.get("task")
+
+
+def trained_lengths(model_dir: str) -> dict | None:
+    """The task_feature_lengths the model was trained with (None: not recorded)."""
+    return _read(model_dir).get("task_feature_lengths")
 
 
 def load(path: str, mesh, rules="data_parallel", step: int | None = None, **overrides):

@@ -1,0 +1,64 @@
+"""Evaluate a trained model on a task or mixture: exact match and the task's own metrics on
+greedy predictions, with lengths defaulting to those the model was trained with."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from runner.predictor import Predictor
+
+FALLBACK_LENGTHS = {"inputs": 512, "targets": 64}   # a model_dir that records none (HF dir)
+
+
+def default_lengths(model_dir: str) -> dict:
+    """The model's own task_feature_lengths (model.json), else 512/64."""
+    import os
+
+    from runner.trained_model import MODEL_JSON, trained_lengths
+
+    if os.path.isfile(os.path.join(model_dir, MODEL_JSON)):
+        lengths = trained_lengths(model_dir)
+        if lengths:
+            return {k: lengths[k] for k in ("inputs", "targets")}
+    return dict(FALLBACK_LENGTHS)
+
+
+def evaluate_task(predictor: Predictor, task_name: str, split: str, lengths: dict,
+                  max_examples: int, batch_size: int = 32) -> dict:
+    import seqio
+
+    from tasks.feeding import lookup, require_prepared
+
+    provider = lookup(task_name)
+    require_prepared(provider)
+    tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
+    results = {}
+    for task in tasks:
+        if "byte_inputs" in task.output_features:  # hybrid: bytes of the same inputs
+            lengths = {"byte_inputs": 4 * lengths["inputs"], **lengths}
+        ds = task.get_dataset(lengths, split=split, shuffle=False, num_epochs=1)
+        examples = list(ds.take(max_examples).as_numpy_iterator())
+        if not examples:
+            raise ValueError(f"task {task.name!r} split {split!r} has no examples")
+        inputs = [predictor.vocab.decode([t for t in ex["inputs"].tolist() if t > 1])
+                  for ex in examples]
+        targets = [ex.get("targets_pretokenized", b"").decode() if "targets_pretokenized" in ex
+                   else predictor.vocab.decode([t for t in ex["targets"].tolist() if t > 1])
+                   for ex in examples]
+        preds = []
+        for start in range(0, len(inputs), batch_size):
+            preds.extend(predictor.predict(inputs[start:start + batch_size]))
+        post = task.postprocess_fn or (lambda x, **_: x)
+        preds = [post(p, example=ex, is_target=False) for p, ex in zip(preds, examples,
+                                                                        strict=True)]
+        targets = [post(t, example=ex, is_target=True) for t, ex in zip(targets, examples,
+                                                                         strict=True)]
+        scores = {"exact_match": 100.0 * float(np.mean([p == t for p, t in
+                                                         zip(preds, targets, strict=True)]))}
+        for fn in task.metric_fns:
+            scores.update(fn(targets, preds))
+        results[task.name] = {"examples": len(examples), **scores,
+                              "samples": [{"input": i[:200], "target": t, "prediction": p}
+                                          for i, t, p in zip(inputs[:3], targets[:3], preds[:3],
+                                                             strict=True)]}
+    return results

@@ -1,0 +1,74 @@
+"""Decode texts with a trained model: a t5pod model_dir (its task gives the vocabulary) or an
+HF T5 directory (with a SentencePiece model or bytes)."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+import partitioning
+from model_zoo.axes import activation_rules
+from model_zoo.decoding import DecodeConfig, decode
+from partitioning.mesh_spec import devices_for, mesh_config
+from runner import trained_model
+
+
+def vocabulary_for(task: str | None, vocab: str | None, byte: bool):
+    if byte:
+        from tasks.vocabularies import byte_vocabulary
+        return byte_vocabulary()
+    if vocab:
+        from tasks.vocabularies import sentencepiece_vocabulary
+        return sentencepiece_vocabulary(vocab)
+    if task:
+        from tasks.feeding import lookup
+        return lookup(task).output_features["inputs"].vocabulary
+    raise ValueError("no vocabulary: this model_dir names no task; pass --vocab or --byte")
+
+
+class Predictor:
+    """Batches texts, pads them to the data-parallel degree, decodes in one jitted call."""
+
+    def __init__(self, model_dir: str, mesh_spec: str = "data=1", rules: str = "data_parallel",
+                 decode_config: DecodeConfig | None = None, vocab=None, byte=False,
+                 max_input_length: int = 512, seed: int = 0):
+        mesh = mesh_config(mesh_spec)
+        self.mesh = partitioning.make_mesh(mesh, devices=devices_for(mesh))
+        self.rules = partitioning.rule_set(rules)
+        self.mdef, self.params, self.config, task = trained_model.load(model_dir, self.mesh,
+                                                                       self.rules)
+        self.vocab = vocabulary_for(task, vocab, byte)
+        # a hybrid model also reads the bytes of each input
+        self.byte_vocab = (vocabulary_for(None, None, True) if self.config.byte_encoder
+                           else None)
+        self.decode_config = decode_config or DecodeConfig()
+        self.max_input_length = max_input_length
+        self.dp = partitioning.data_parallel_degree(self.rules, self.mesh)
+        self.rng = jax.random.key(seed)
+        cfg = self.decode_config
+        self._decode = jax.jit(lambda p, e, r, b: decode(self.mdef.bind(p), e, cfg, r, b))
+
+    def encode_texts(self, texts: list[str], vocab=None) -> np.ndarray:
+        vocab = vocab or self.vocab
+        rows = [vocab.encode(t)[: self.max_input_length - 1] + [1] for t in texts]
+        width = max(len(r) for r in rows)
+        batch = -(-len(rows) // self.dp) * self.dp
+        out = np.zeros((batch, width), np.int32)
+        for i, r in enumerate(rows):
+            out[i, : len(r)] = r
+        return out
+
+    def predict(self, texts: list[str]) -> list[str]:
+        enc = self.encode_texts(texts)
+        byte_enc = self.encode_texts(texts, self.byte_vocab) if self.byte_vocab else None
+        self.rng, key = jax.random.split(self.rng)
+        with jax.set_mesh(self.mesh), activation_rules(
+                partitioning.activation_resolver(self.rules, self.mesh)):
+            out = self._decode(self.params, enc, key, byte_enc)
+        ids = np.asarray(out[0] if isinstance(out, tuple) else out)
+        preds = []
+        for row in ids[: len(texts)]:
+            row = row.tolist()
+            row = row[: row.index(1)] if 1 in row else row
+            preds.append(self.vocab.decode([t for t in row if t > 0]))
+        return preds

@@ -1,0 +1,81 @@
+"""A run as a value: model, mesh, trainer, feeds, loop and initial checkpoint, checked together.
+
+Each part validates its own fields; `Run` checks the rules between them at construction, so
+a run that could not train fails before any device, file or dataset is touched beyond the
+task registry: batch sizes agree, the task's vocabulary fits the model's, the lengths give
+a hybrid model its bytes (and only a hybrid one), checkpoint paths suit the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from model_zoo.config import ModelConfig
+from partitioning.mesh import MeshConfig
+from tasks.feeding import FeedConfig, lookup
+from tasks.hybrid_features import is_hybrid
+from training.loop import LoopConfig
+from training.trainer import TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    model: ModelConfig
+    mesh: MeshConfig
+    trainer: TrainConfig
+    loop: LoopConfig
+    feed: FeedConfig
+    eval_feed: FeedConfig | None = None
+    eval_batches: int = 8
+    initial_checkpoint_path: str | None = None
+    byte_encoder_checkpoint_path: str | None = None   # hybrid: ByT5 dir for the byte encoder
+    heldout_mixture: str | None = None   # decoded zero-shot after training (tools.sweep)
+
+    def __post_init__(self):
+        for name, cls in (("model", ModelConfig), ("mesh", MeshConfig), ("trainer", TrainConfig),
+                          ("loop", LoopConfig), ("feed", FeedConfig)):
+            if not isinstance(getattr(self, name), cls):
+                raise TypeError(f"Run.{name}={getattr(self, name)!r} must be a {cls.__name__}")
+        if self.eval_feed is not None and not isinstance(self.eval_feed, FeedConfig):
+            raise TypeError(f"Run.eval_feed={self.eval_feed!r} must be None or a FeedConfig")
+        if self.eval_batches < 1:
+            raise ValueError(f"run.train.eval_batches={self.eval_batches} must be >= 1")
+        object.__setattr__(self, "initial_checkpoint_path", self.initial_checkpoint_path or None)
+        object.__setattr__(self, "byte_encoder_checkpoint_path",
+                           self.byte_encoder_checkpoint_path or None)
+        object.__setattr__(self, "heldout_mixture", self.heldout_mixture or None)
+        if self.trainer.batch_size != self.feed.batch_size:
+            raise ValueError(f"training.TrainConfig.batch_size={self.trainer.batch_size} differs "
+                             f"from tasks.FeedConfig.batch_size={self.feed.batch_size}; bind "
+                             "both to %BATCH_SIZE")
+        if self.byte_encoder_checkpoint_path and self.model.byte_encoder is None:
+            raise ValueError("run.train.byte_encoder_checkpoint_path="
+                             f"{self.byte_encoder_checkpoint_path!r} needs a hybrid model "
+                             "(ModelConfig.byte_encoder set)")
+        for feed in (self.feed, self.eval_feed):
+            if feed is not None:
+                self._check_feed(feed)
+        if self.heldout_mixture:
+            lookup(self.heldout_mixture)
+
+    def _check_feed(self, feed: FeedConfig) -> None:
+        name = feed.mixture_or_task_name
+        provider = lookup(name)
+        vocab = provider.output_features["targets"].vocabulary.vocab_size
+        if vocab > self.model.vocab_size:
+            raise ValueError(f"task {name!r} has {vocab} ids but the model's vocab_size is "
+                             f"{self.model.vocab_size}; use a model with vocab_size >= {vocab}")
+        hybrid_model = self.model.byte_encoder is not None
+        if is_hybrid(provider) != hybrid_model:
+            raise ValueError(f"task {name!r} " + ("has no byte_inputs, which this hybrid model "
+                             "(ModelConfig.byte_encoder set) reads" if hybrid_model else
+                             "provides byte_inputs, but the model has no byte encoder")
+                             + "; pick a task and model that agree")
+        if ("byte_inputs" in feed.task_feature_lengths) != hybrid_model:
+            raise ValueError(f"task_feature_lengths={dict(feed.task_feature_lengths)} of {name!r}"
+                             + (": add a 'byte_inputs' length (the hybrid model reads bytes)"
+                                if hybrid_model else ": drop 'byte_inputs' (no byte encoder)"))
+
+    @property
+    def lengths(self) -> dict:
+        return dict(self.feed.task_feature_lengths)

@@ -1,0 +1,189 @@
+"""A sweep's members, checked all together first, then each trained through runner.train.
+
+Every member becomes a Run (gin files + its bindings, parsed at the edge by
+runner.gin_flags.run_from_gin) and its training and held-out data give a first example
+before anything trains; each member is parsed again when it trains (tasks read their own
+gin configurables while the input pipeline runs). Members train one after another in
+OUT/MEMBER (resumable); a member with OUT/MEMBER/sweep_result.json is finished and skipped.
+A member whose run names a held-out mixture is evaluated zero-shot on it afterwards
+(greedy decoding, exact match).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import sys
+import time
+
+from runner import gin_flags, sweep_report
+from runner.sweep_config import Member, SweepConfig, read
+
+RESULT = "sweep_result.json"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _named(member: Member, e: Exception) -> Exception:
+    message = e.args[0] if isinstance(e, KeyError) and e.args else e
+    return (ValueError if isinstance(e, KeyError) else type(e))(
+        f"sweep member {member.name!r}: {message}")
+
+
+@contextlib.contextmanager
+def member_run(cfg: SweepConfig, member: Member, extra: list[str]):
+    """`with member_run(...) as (run, records):` one member's Run; errors name the member."""
+    try:
+        with gin_flags.run_from_gin(list(cfg.gin_files),
+                                    member.gin_bindings(cfg.bindings) + extra) as parsed:
+            yield parsed
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
+        raise _named(member, e) from e
+
+
+def check(cfg: SweepConfig, members: list[Member], extra: list[str]) -> None:
+    """Everything that can be checked without training, for every member."""
+    from tasks.feeding import lookup
+
+    keys = set(cfg.bindings) | {k for m in members for k, _ in m.bindings}
+    gin_flags.check_macros_defined(list(cfg.gin_files), sorted(k for k in keys if "." not in k))
+    for member in members:
+        with member_run(cfg, member, extra) as (run, _):
+            data = [(run.feed.mixture_or_task_name, "train")]
+            if run.heldout_mixture and cfg.heldout_examples:
+                data.append((run.heldout_mixture, "validation"))
+            for name, split in data:
+                ds = lookup(name).get_dataset(run.lengths, split=split, shuffle=False)
+                next(ds.take(1).as_numpy_iterator())
+
+
+def heldout_eval(model_dir: str, heldout: str, examples: int, lengths: dict) -> dict:
+    from model_zoo.decoding import DecodeConfig
+    from runner.evaluation import evaluate_task
+    from runner.predictor import Predictor
+
+    predictor = Predictor(model_dir, decode_config=DecodeConfig(lengths["targets"]),
+                          max_input_length=lengths["inputs"])
+    results = evaluate_task(predictor, heldout, "validation", lengths, examples)
+    # fractions, like the teacher-forced eval/accuracy beside them
+    out = {f"heldout/{task}": r["accuracy"] / 100.0 for task, r in results.items()}
+    out["heldout/accuracy"] = sum(out.values()) / len(out)
+    return out
+
+
+def run_member(cfg: SweepConfig, member: Member, run, records: dict, out: str) -> dict:
+    from runner.train import train
+
+    model_dir = os.path.join(out, member.name)
+    start = time.time()
+    train(run, model_dir, progress=False, records=records)
+    seconds = time.time() - start
+    metrics = sweep_report.final_metrics(model_dir)
+    if run.heldout_mixture and cfg.heldout_examples:
+        metrics.update(heldout_eval(model_dir, run.heldout_mixture, cfg.heldout_examples,
+                                    run.lengths))
+    metrics["train_seconds"] = round(seconds, 1)
+    result = {"member": member.name, "bindings": dict(member.bindings), "metrics": metrics}
+    with open(os.path.join(model_dir, RESULT), "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+@contextlib.contextmanager
+def compilation_cache(path: str):
+    """JAX's persistent compilation cache in `path` while members run, unless the user set
+    one: members that compile the same programs (e.g. sweeping mixture weights, steps or the
+    initial checkpoint) and re-runs of a sweep then skip XLA compilation."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    if jax.config.jax_compilation_cache_dir:
+        yield
+        return
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    before = {n: getattr(jax.config, n) for n in names}
+    for name, value in zip(names, (path, 0.0, 0), strict=True):
+        jax.config.update(name, value)
+    cc.reset_cache()
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            jax.config.update(name, value)
+        cc.reset_cache()
+
+
+def finished(out: str, member: Member) -> dict | None:
+    path = os.path.join(out, member.name, RESULT)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def emit(sweep_path: str, out: str, members: list[Member], relaunch_flags: list[str]) -> list:
+    """One launch script per member (and collect.sh) under OUT/launch."""
+    launch = os.path.join(out, "launch")
+    os.makedirs(launch, exist_ok=True)
+    base = [sys.executable, "-m", "tools.sweep", f"--sweep={os.path.abspath(sweep_path)}",
+            f"--out={os.path.abspath(out)}"] + relaunch_flags
+    paths = []
+    for name, tail in [(m.name, [f"--only={m.name}"]) for m in members] + [
+            ("collect", ["--collect"])]:
+        path = os.path.join(launch, f"{name}.sh")
+        with open(path, "w") as f:
+            f.write(f"#!/bin/sh\n# t5pod sweep member {name}\nset -e\ncd {shlex.quote(REPO)}\n"
+                    f"exec {shlex.join(base + tail)}\n")
+        os.chmod(path, 0o755)
+        paths.append(path)
+    return paths
+
+
+def sweep(sweep_path: str, out: str, bindings: list[str] = (), only: str | None = None,
+          emit_only: bool = False, collect: bool = False,
+          relaunch_flags: list[str] = ()) -> list[dict]:
+    """Check, then train the pending members (or write launch scripts), then the report.
+
+    `bindings` are gin bindings for every member; `relaunch_flags` the same as command-line
+    flags, for the launch scripts.
+    """
+    import tasks  # noqa: F401  (registers tasks and their gin configurables)
+
+    cfg = read(sweep_path)
+    members = cfg.expand()
+    chosen = members
+    if only:
+        chosen = [m for m in members if m.name == only]
+        if not chosen:
+            raise ValueError(f"--only={only!r} is not a member; members: "
+                             f"{[m.name for m in members]}")
+    os.makedirs(out, exist_ok=True)
+    if not collect:
+        pending = [m for m in chosen if finished(out, m) is None]
+        check(cfg, pending, list(bindings))
+        if emit_only:
+            for path in emit(sweep_path, out, members, list(relaunch_flags)):
+                print(path)
+            return []
+        with compilation_cache(os.path.join(out, ".jax_cache")):
+            for member in pending:
+                print(f"sweep: training member {member.name}", file=sys.stderr)
+                start = time.process_time()
+                with member_run(cfg, member, list(bindings)) as (run, records):
+                    result = run_member(cfg, member, run, records, out)
+                print(json.dumps(result))
+                print(f"sweep: member {member.name} took {time.process_time() - start:.1f} "
+                      "CPU seconds", file=sys.stderr)
+        for member in chosen:
+            if member not in pending:
+                print(f"sweep: member {member.name} is finished; skipped", file=sys.stderr)
+    results = [r for r in (finished(out, m) for m in members) if r is not None]
+    missing = [m.name for m in members if finished(out, m) is None]
+    if missing:
+        print(f"sweep: not finished yet: {missing}", file=sys.stderr)
+    if results:
+        md = sweep_report.write_all(out, cfg.swept_keys(), results)
+        print(f"\n{md}\n\n{out}/results.csv, results.md, results.png")
+    return results

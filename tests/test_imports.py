@@ -1,0 +1,89 @@
+"""The import graph, read from the source (ast, nothing imported): CLIs compose libraries,
+never each other, and no package has an import circle."""
+
+import ast
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = ("model_zoo", "partitioning", "training", "tasks", "runner", "tools")
+# package -> packages it must never import (DESIGN: tools -> runner -> {training, tasks}, ...)
+NEVER = {"model_zoo": {"partitioning", "training", "tasks", "runner", "tools"},
+         "partitioning": {"model_zoo", "training", "tasks", "runner", "tools"},
+         "training": {"tasks", "runner", "tools"},
+         "tasks": {"training", "runner", "tools"},
+         "runner": {"tools"}}
+
+
+def _modules() -> dict[str, ast.Module]:
+    out = {}
+    for package in PACKAGES:
+        for d, _, files in os.walk(os.path.join(ROOT, package)):
+            for f in files:
+                if f.endswith(".py"):
+                    path = os.path.join(d, f)
+                    name = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+                    with open(path) as fh:
+                        out[name.removesuffix(".__init__")] = ast.parse(fh.read())
+    return out
+
+
+def _imports(tree: ast.Module, known) -> set[str]:
+    """Our modules a module imports anywhere (function-level imports included)."""
+    found = set()
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            # `from pkg import module` depends on that module, not on pkg/__init__'s contents
+            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known
+                     else node.module for a in node.names]
+        found.update(n for n in names if n in known)
+    return found
+
+
+def _is_cli(tree: ast.Module) -> bool:
+    return any(isinstance(n, ast.If) and "__main__" in ast.unparse(n.test) for n in tree.body)
+
+
+MODULES = _modules()
+GRAPH = {m: _imports(t, MODULES) - {m} for m, t in MODULES.items()}
+
+
+def test_no_cli_imports_another_cli():
+    clis = {m for m, t in MODULES.items() if m.startswith("tools.") and _is_cli(t)}
+    assert {"tools.train", "tools.sweep", "tools.plan", "tools.bench"} <= clis
+    bad = {m: sorted(GRAPH[m] & clis) for m in MODULES if m.startswith("tools.")
+           and GRAPH[m] & clis}
+    assert not bad, f"tools modules importing CLIs: {bad}"
+
+
+def test_packages_import_one_way():
+    bad = {m: sorted(d for d in GRAPH[m] if d.split(".")[0] in NEVER.get(m.split(".")[0], ()))
+           for m in MODULES}
+    assert not {m: d for m, d in bad.items() if d}
+
+
+def test_no_import_circle():
+    # modules: depth-first search for a back edge
+    state, cycles = {}, []
+
+    def visit(m, path):
+        state[m] = "open"
+        for d in sorted(GRAPH[m]):
+            if state.get(d) == "open":
+                cycles.append(path[path.index(d):] + [d] if d in path else [m, d])
+            elif d not in state:
+                visit(d, path + [d])
+        state[m] = "done"
+
+    for m in sorted(GRAPH):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, f"import circles: {cycles}"
+    # packages: the graph between them is one-way too
+    between = {p: {d.split(".")[0] for m in GRAPH if m.split(".")[0] == p for d in GRAPH[m]}
+               - {p} for p in PACKAGES}
+    for p in PACKAGES:
+        for d in between[p]:
+            assert p not in between[d], f"packages {p} and {d} import each other"
