@@ -12,15 +12,15 @@ from tools import bench, hlo_audit, hlo_text
 
 
 def step_hlo(*flags, compile_step=True):
-    """(emitted, compiled or None) HLO text of t5_1_1_tiny's train step, and its params."""
+    """(emitted, compiled or None) HLO text of t5_1_1_tiny's train step, and its abstract
+    train state."""
     p = argparse.ArgumentParser()
     bench.add_step_flags(p)
     args = p.parse_args(["--batch", "8", "--inputs", "32", "--targets", "16", *flags])
     _, trainer, batch = bench.setup(args, "t5_1_1_tiny")
     lowered = trainer.lower_train_step({k: (v.shape, v.dtype) for k, v in batch.items()})
     compiled = lowered.compile().as_text() if compile_step else None
-    params = jax.tree.leaves(trainer.abstract_state().params)
-    return lowered.as_text("hlo", debug_info=True), compiled, params
+    return lowered.as_text("hlo", debug_info=True), compiled, trainer.abstract_state()
 
 
 def test_parser_credits_each_op_to_its_source_line():
@@ -66,17 +66,19 @@ def test_data_parallel_step_gathers_nothing_and_reduces_every_gradient(tmp_path)
     report = json.loads(out.read_text())
     found = report["compiled"]["collectives"]
     assert {row["op"].removesuffix("-start") for row in found["top"]} == {"all-reduce"}
-    _, _, params = step_hlo("--dtype", "bfloat16", compile_step=False)
-    assert found["bytes"] >= sum(4 * p.size for p in params)
+    _, _, state = step_hlo("--dtype", "bfloat16", compile_step=False)
+    assert found["bytes"] >= sum(4 * p.size for p in jax.tree.leaves(state.params))
     assert report["emitted"]["fp32_matmuls"]["count"] == 0
 
 
 def test_fsdp_step_all_gathers_params_never_activations():
-    _, compiled, params = step_hlo("--mesh", "fsdp=8", "--rules", "fsdp")
+    _, compiled, state = step_hlo("--mesh", "fsdp=8", "--rules", "fsdp")
+    # params, and Adafactor's per-layer statistics (v_row/v_col), are all that may move
+    params = jax.tree.leaves(state.params) + jax.tree.leaves(state.opt_state)
     gathered = [op for op in hlo_audit.collectives(hlo_text.parse(compiled))
                 if op.opcode.startswith("all-gather")]
     assert gathered
-    # a param, or one layer of a scanned stack, in any order of its dims
+    # a param or statistic, or one layer of a scanned stack, in any order of its dims
     shapes = {tuple(sorted(p.shape)) for p in params} | {
         tuple(sorted(p.shape[1:])) for p in params}
     for op in gathered:

@@ -144,7 +144,7 @@ def test_bad_factor_names_the_value_and_the_choices():
 
 
 def test_gin_binds_the_factor():
-    from tools import configurables  # noqa: F401  (registers training.LossConfig)
+    from runner import configurables  # noqa: F401  (registers training.LossConfig)
 
     try:
         for text, want in (("'AVERAGE_PER_SEQUENCE'", "AVERAGE_PER_SEQUENCE"),
