@@ -1,8 +1,9 @@
 """A trained model on disk: a t5pod model_dir's model.json, and params loaded for inference.
 
 A model_dir written by a run holds model.json (the ModelConfig, the task name and its
-feature lengths) beside checkpoints/; `load` restores params alone, sharded by the given
-rules on the mesh, from a model_dir or an HF T5 directory.
+feature lengths) beside checkpoints/; `load` restores params alone for inference, sharded
+by the given rules on the mesh, from a model_dir, an HF directory or a t5x checkpoint, through
+the one loader (runner/checkpoint_sources.py).
 """
 
 from __future__ import annotations
@@ -11,12 +12,7 @@ import dataclasses
 import json
 import os
 
-import jax
-
-import partitioning
-from model_zoo import EncoderDecoder, ModelConfig, hf
-from model_zoo.model_def import model_def, split_params
-from training.checkpoints import Checkpointer, abstract_with_shardings
+from model_zoo import ModelConfig
 
 MODEL_JSON = "model.json"
 
@@ -63,22 +59,48 @@ def trained_lengths(model_dir: str) -> dict | None:
     return _read(model_dir).get("task_feature_lengths")
 
 
-def load(path: str, mesh, rules="data_parallel", step: int | None = None, **overrides):
-    """(ModelDef, sharded params, ModelConfig, task name or None)."""
-    rules = partitioning.rule_set(rules)
-    if os.path.isfile(os.path.join(path, "config.json")):
-        mdef, params = split_params(hf.load(path, **overrides))
-        cfg, task = hf.read_config(path, **overrides), None
-        shardings = partitioning.tree_shardings(mdef.logical_axes(), params, rules, mesh)
-        return mdef, jax.device_put(params, shardings), cfg, task
-    cfg, task = read_model_json(path)
-    if overrides:
-        cfg = cfg.replace(**overrides)
-    mdef = model_def(lambda r: EncoderDecoder(cfg, rngs=r))
-    abstract = mdef.abstract_params()
-    shardings = partitioning.tree_shardings(mdef.logical_axes(), abstract, rules, mesh)
-    target = abstract_with_shardings(abstract, shardings)
-    ckpt = Checkpointer(os.path.join(path, "checkpoints"), async_save=False)
-    if ckpt.latest_step() is None:
-        raise FileNotFoundError(f"{path}/checkpoints holds no complete checkpoint")
-    return mdef, ckpt.restore_params(target, step), cfg, task
+def load(path: str, mesh, rules="data_parallel", step: int | None = None,
+         model: ModelConfig | None = None, what: str = "model_dir", **overrides):
+    """(ModelDef, sharded params, ModelConfig, task name or None) for inference, from a t5pod
+    model_dir (`step`: one of its steps), an HF directory or a t5x checkpoint
+    (runner/checkpoint_sources.py). `model`: the ModelConfig a t5x checkpoint is read as
+    (default: its shapes and config.gin); for the others it must be the model they hold.
+    `overrides` replace fields that leave the params unchanged (dtype, ...)."""
+    from runner import checkpoint_sources as loader
+
+    ckpt = loader.open_checkpoint(path, what, model=model, step=step, **overrides)
+    if model is not None:
+        loader.check_model(ckpt, model, "the model given")
+        cfg = model.replace(**overrides) if overrides else model
+    else:
+        cfg = ckpt.config
+    mdef, params = loader.restore(ckpt, mesh, rules, config=cfg)
+    return mdef, params, cfg, ckpt.task
+
+
+def model_from_gin_for(path: str, gin_files: list[str], gin_bindings: list[str]):
+    """The ModelConfig gin binds (`model_zoo.model`) for a t5x checkpoint, which stores none;
+    None for other sources or when the gin files bind no model (a t5x checkpoint is then
+    read as its shapes and config.gin say)."""
+    from model_zoo import sources
+
+    if not (gin_files or gin_bindings):
+        return None
+    try:
+        if sources.detect(path) != "t5x":
+            return None
+    except FileNotFoundError:
+        return None  # not a t5x checkpoint: `load` names what the path is
+    import gin
+
+    from runner import configurables, gin_flags
+
+    try:
+        gin_flags.parse(gin_files, gin_bindings)
+        try:
+            gin.query_parameter("model_zoo.model.preset_name")
+        except ValueError:
+            return None
+        return configurables.model()
+    finally:
+        gin.clear_config()
