@@ -28,7 +28,7 @@ import partitioning
 from model_zoo import EncoderDecoder, ModelConfig, hf, sources, t5x
 from model_zoo.identity import differences, identity_of
 from model_zoo.model_def import ModelDef, model_def
-from runner.trained_model import MODEL_JSON, read_model_json
+from runner.model_json import MODEL_JSON, read_model_json
 from training.checkpoint_verify import DamagedCheckpoint
 from training.checkpoints import Checkpointer, abstract_with_shardings
 
@@ -110,19 +110,20 @@ def _t5x_identity(flat: dict) -> dict | None:
         return None
 
 
-def report(ckpt: Checkpoint, diff: dict, target: str = "this run") -> None:
-    """The one message for a checkpoint of another model: {field: (checkpoint, run)}."""
+def report(ckpt: Checkpoint, diff: dict, target: str = "this run", side: str = "run") -> None:
+    """The one message for a checkpoint of another model: {field: (checkpoint, `side`)}."""
     if diff:
-        fields = "; ".join(f"{k}: checkpoint {have!r}, run {want!r}"
+        fields = "; ".join(f"{k}: checkpoint {have!r}, {side} {want!r}"
                            for k, (have, want) in diff.items())
         raise ValueError(f"{ckpt.name} holds a different model than {target} ({fields}); "
                          "nothing was loaded")
 
 
-def check_model(ckpt: Checkpoint, want: ModelConfig, target: str = "this run") -> None:
+def check_model(ckpt: Checkpoint, want: ModelConfig, target: str = "this run",
+                side: str = "run") -> None:
     """Refuse `ckpt` unless it holds `want`'s model (identity fields equal)."""
     if ckpt.identity is not None:
-        report(ckpt, differences(ckpt.identity, identity_of(want)), target)
+        report(ckpt, differences(ckpt.identity, identity_of(want)), target, side)
 
 
 def check_fields(ckpt: Checkpoint, want: dict, target: str) -> None:

@@ -13,10 +13,12 @@ from transformers import T5ForConditionalGeneration
 
 import partitioning
 from model_zoo import hf, preset
+from model_zoo.config import ByteEncoderConfig
 from model_zoo.model_def import split_params
 from runner import trained_model
+from runner.model_json import read_model_json
 from runner.initial_params import initial_params
-from tests.hf_reference import hf_logits, hf_loss, make_hf_t5
+from tests.hf_reference import CONFIGS, hf_logits, hf_loss, make_hf_t5
 from tests.test_t5x import t5x_params, write_legacy
 from tests.train_helpers import copy_batch, make_trainer
 from tools import convert
@@ -69,6 +71,26 @@ def test_t5x_checkpoint_as_initial_checkpoint_gives_its_weights(sources):
     assert (sums["loss"] - sums["z_loss"]) / sums["weight"] == pytest.approx(want_loss, abs=2e-5)
 
 
+def test_hybrid_parts_from_t5x_checkpoints(sources, tmp_path):
+    byt5 = make_hf_t5("byt5", seed=1)
+    state = {k: v.detach().numpy().copy() for k, v in byt5.state_dict().items()}
+    write_legacy(str(tmp_path / "byt5" / "checkpoint_1"), t5x_params(state))
+    b = CONFIGS["byt5"]
+    cfg = sources.cfg.replace(byte_encoder=ByteEncoderConfig(
+        d_model=b["d_model"], d_ff=b["d_ff"], num_heads=b["num_heads"], d_kv=b["d_kv"],
+        num_layers=b["num_layers"], relative_attention_num_buckets=8))
+    run = types.SimpleNamespace(model=cfg, initial_checkpoint_path=sources.t5x,
+                                byte_encoder_checkpoint_path=str(tmp_path / "byt5"))
+    parts = jax.device_get(initial_params(run, make_trainer(model_cfg=cfg)))
+    _, t5 = split_params(hf.load(sources.hf))
+    byt5.save_pretrained(tmp_path / "byt5_hf")
+    _, byte = split_params(hf.load(str(tmp_path / "byt5_hf")))
+    for got, want in [(parts["decoder"], t5["decoder"]), (parts["lm_head"], t5["lm_head"]),
+                      (parts["byte_encoder"], byte["encoder"]),
+                      (parts["byte_shared"], byte["shared"])]:
+        jax.tree.map(np.testing.assert_array_equal, got, jax.device_get(want))
+
+
 def test_one_identity_check_for_every_source(sources, tmp_path):
     other = preset("t5_1_1_tiny", vocab_size=64, d_model=32, d_ff=64, num_heads=4, d_kv=8)
     trainer = make_trainer(model_cfg=other)
@@ -117,7 +139,7 @@ def test_convert_refuses_a_non_empty_target_unless_overwrite(sources, tmp_path):
             convert.main(args + [str(target)])
         assert _snapshot(target) == before
     convert.main(["--hf_dir", sources.hf, "--to_model_dir", str(other_dir), "--overwrite"])
-    assert trained_model.read_model_json(str(other_dir))[0] == sources.cfg
+    assert read_model_json(str(other_dir))[0] == sources.cfg
     assert (other_dir / "notes.txt").read_text() == "mine"
     # t5x -> HF directory, over another model's: transformers reads the t5x weights
     convert.main(["--t5x_checkpoint", sources.t5x, "--gin_file", sources.gin,

@@ -72,7 +72,7 @@ def convert(source: str, target: str, to: str = "to_model_dir", *, model=None,
     from model_zoo import hf
     from model_zoo.identity import identity_of
     from runner import checkpoint_sources as loader
-    from runner import trained_model
+    from runner.model_json import write_model_json
     from training.checkpoints import Checkpointer
     from training.run_lock import hold
 
@@ -81,7 +81,7 @@ def convert(source: str, target: str, to: str = "to_model_dir", *, model=None,
     check_target(target, overwrite, source)
     ckpt = loader.open_checkpoint(source, what, model=model, step=step)
     if model is not None:
-        loader.check_model(ckpt, model, "the model given")
+        loader.check_model(ckpt, model, "the model given", "given")
     cfg = model or ckpt.config
     mesh = partitioning.make_mesh(partitioning.MeshConfig(ici={"data": 1}),
                                   devices=jax.devices()[:1])
@@ -100,7 +100,7 @@ def convert(source: str, target: str, to: str = "to_model_dir", *, model=None,
                                 identity=identity_of(cfg))
         ckpt_dir.save(0, {"params": params}, {"converted_from": os.path.abspath(source)})
         ckpt_dir.close()
-        trained_model.write_model_json(target, cfg, task or ckpt.task)
+        write_model_json(target, cfg, task or ckpt.task)
 
 
 def _model(p: argparse.ArgumentParser, args, gin_files, gin_bindings):

@@ -20,7 +20,8 @@ def main(argv=None):
     from runner import gin_flags
     from runner.evaluation import default_lengths, evaluate_task
     from runner.predictor import Predictor
-    from runner.trained_model import model_from_gin_for, read_model_json
+    from runner.model_json import read_model_json
+    from runner.trained_model import model_from_gin_for
 
     gin_files, gin_bindings, argv = gin_flags.split_gin_args(
         sys.argv[1:] if argv is None else list(argv))
