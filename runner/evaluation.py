@@ -14,7 +14,7 @@ def default_lengths(model_dir: str) -> dict:
     """The model's own task_feature_lengths (model.json), else 512/64."""
     import os
 
-    from runner.trained_model import MODEL_JSON, trained_lengths
+    from runner.model_json import MODEL_JSON, trained_lengths
 
     if os.path.isfile(os.path.join(model_dir, MODEL_JSON)):
         lengths = trained_lengths(model_dir)

@@ -1,5 +1,5 @@
-"""Decode texts with a trained model: a t5pod model_dir (its task gives the vocabulary) or an
-HF T5 directory (with a SentencePiece model or bytes)."""
+"""Decode texts with a trained model: a t5pod model_dir (its task gives the vocabulary), an
+HF T5 directory or a t5x checkpoint (with a SentencePiece model or bytes)."""
 
 from __future__ import annotations
 
@@ -31,12 +31,13 @@ class Predictor:
 
     def __init__(self, model_dir: str, mesh_spec: str = "data=1", rules: str = "data_parallel",
                  decode_config: DecodeConfig | None = None, vocab=None, byte=False,
-                 max_input_length: int = 512, seed: int = 0):
+                 max_input_length: int = 512, seed: int = 0, model=None):
+        """`model`: the ModelConfig a t5x checkpoint is read as (trained_model.load)."""
         mesh = mesh_config(mesh_spec)
         self.mesh = partitioning.make_mesh(mesh, devices=devices_for(mesh))
         self.rules = partitioning.rule_set(rules)
-        self.mdef, self.params, self.config, task = trained_model.load(model_dir, self.mesh,
-                                                                       self.rules)
+        self.mdef, self.params, self.config, task = trained_model.load(
+            model_dir, self.mesh, self.rules, model=model)
         self.vocab = vocabulary_for(task, vocab, byte)
         # a hybrid model also reads the bytes of each input
         self.byte_vocab = (vocabulary_for(None, None, True) if self.config.byte_encoder

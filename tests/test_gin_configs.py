@@ -133,7 +133,7 @@ def test_missing_initial_checkpoint(tmp_path):
                          f"--gin.INITIAL_CHECKPOINT_PATH={tmp_path}/nothing_here"])
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(FileNotFoundError, match="neither an HF directory"):
+    with pytest.raises(FileNotFoundError, match="INITIAL_CHECKPOINT_PATH=.*expected an HF dir"):
         train_tool.main([f"--model_dir={tmp_path}/run", "--gin_file=runs/demo_pretrain.gin",
                          f"--gin.INITIAL_CHECKPOINT_PATH={empty}"])
 

@@ -9,9 +9,8 @@ import pytest
 import partitioning
 from model_zoo import hf
 from tests.hf_reference import make_hf_t5
-from model_zoo.identity import identity_of
 from runner import trained_model as restore
-from runner.initial_params import load_initial_params
+from runner.initial_params import whole_model
 from tools import convert, infer
 from tools import eval as eval_tool
 from tools import train as train_tool
@@ -32,22 +31,21 @@ def test_hf_to_t5pod_to_hf_round_trip(hf_dir, tmp_path):
     b = hf.read_safetensors(str(tmp_path / "back"))
     for name, tensor in a.items():
         np.testing.assert_array_equal(b[name], tensor, err_msg=name)
-    with pytest.raises(FileExistsError, match="already holds checkpoints"):
-        convert.hf_to_t5pod(str(hf_dir), str(tmp_path / "m"))
+    with pytest.raises(FileExistsError, match="is not empty"):
+        convert.convert(str(hf_dir), str(tmp_path / "m"))
 
 
 def test_initial_checkpoint_loads_params_only(hf_dir, tmp_path):
-    convert.hf_to_t5pod(str(hf_dir), str(tmp_path / "m"))
+    convert.convert(str(hf_dir), str(tmp_path / "m"))
     mesh = partitioning.make_mesh(partitioning.MeshConfig(ici={"data": 2, "tensor": 4}))
     mdef, params, cfg, _ = restore.load(str(tmp_path / "m"), mesh, "tensor")
     from_hf = restore.load(str(hf_dir), mesh, "tensor")[1]
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
                  params, from_hf)
     assert params["lm_head"].sharding.spec[1] == "tensor"
-    # a trainer of the same model picks them up through load_initial_params
+    # a trainer of the same model picks them up as its initial params
     trainer = make_trainer({"data": 2}, vocab_size=cfg.vocab_size, model_cfg=cfg)
-    loaded = load_initial_params(str(tmp_path / "m"), trainer.model_def,
-                                            trainer.state_shardings.params)
+    loaded = whole_model(str(tmp_path / "m"), cfg, trainer)
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
                  loaded, from_hf)
 
@@ -76,7 +74,7 @@ def test_infer_prompts_and_jsonl(tmp_path):
 
 def test_restore_from_a_non_model_dir_is_refused(tmp_path):
     mesh = partitioning.make_mesh(partitioning.MeshConfig(ici={"data": 8}))
-    with pytest.raises(FileNotFoundError, match="not a t5pod model_dir"):
+    with pytest.raises(FileNotFoundError, match="model_dir=.*is no checkpoint t5pod reads"):
         restore.load(str(tmp_path), mesh)
 
 
@@ -86,6 +84,4 @@ def test_initial_checkpoint_of_another_model_is_refused(hf_dir, tmp_path):
     trainer = make_trainer({"data": 2})
     other = preset("t5_1_1_tiny")
     with pytest.raises(ValueError, match="holds a different model than this run.*d_model"):
-        load_initial_params(str(hf_dir), trainer.model_def,
-                                       trainer.state_shardings.params,
-                                       identity_of(other))
+        whole_model(str(hf_dir), other, trainer)

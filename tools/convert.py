@@ -1,66 +1,158 @@
-"""Convert between HF T5 directories and t5pod model_dirs.
+"""Convert checkpoints: HF directories, t5x checkpoints and t5pod model_dirs.
 
     python -m tools.convert --hf_dir=flan-t5-small --to_model_dir=ckpt/flan_small [--task=NAME]
+    python -m tools.convert --t5x_checkpoint=t5_1_1_base/checkpoint_1000000 \
+        --gin_file=models/t5_1_1/base.gin --to_model_dir=ckpt/t5_base   # or --to_hf_dir=DIR
     python -m tools.convert --model_dir=runs/demo --to_hf_dir=export/ [--step=N]
 
+A t5x checkpoint stores no config: give its model with --gin_file (and --gin.NAME=VALUE) or
+--preset=NAME, else it is read from the checkpoint's shapes and t5x's config.gin beside it.
 A converted model_dir holds model.json and a params-only checkpoint (step 0): point
-INITIAL_CHECKPOINT_PATH at it to fine-tune, or tools.infer/tools.eval at it.
+INITIAL_CHECKPOINT_PATH at it to fine-tune, or tools.infer/tools.eval at it. A target
+directory that is not empty is refused untouched, before anything is read, unless
+--overwrite is given: then the model files there (checkpoints/ and model.json, or
+config.json and the weights) are replaced once the source has loaded; other files stay.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
+import shutil
+import sys
 
-import jax
-import numpy as np
-
-from model_zoo import hf
-from model_zoo.model_def import split_params
-from model_zoo.identity import identity_of
-from runner import trained_model
-from training.checkpoints import Checkpointer
-
-
-def hf_to_t5pod(hf_dir: str, model_dir: str, task: str | None = None) -> None:
-    ckpt_dir = os.path.join(model_dir, "checkpoints")
-    if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
-        raise FileExistsError(f"{ckpt_dir} already holds checkpoints; convert into an empty "
-                              "model_dir (nothing was overwritten)")
-    model = hf.load(hf_dir)
-    _, params = split_params(model)
-    ckpt = Checkpointer(ckpt_dir, async_save=False, identity=identity_of(model.config))
-    ckpt.save(0, {"params": params}, {"converted_from": os.path.abspath(hf_dir)})
-    ckpt.close()
-    trained_model.write_model_json(model_dir, model.config, task)
+SOURCES = {"hf_dir": "an HF directory", "t5x_checkpoint": "a t5x checkpoint",
+           "model_dir": "a t5pod model_dir"}
+TARGETS = ("to_model_dir", "to_hf_dir")
+# What --overwrite replaces in an HF directory: the model, and weights a reader could prefer
+_HF_MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors",
+                   "model.safetensors.index.json", "model-*.safetensors", "pytorch_model*.bin")
 
 
-def t5pod_to_hf(model_dir: str, hf_dir: str, step: int | None = None) -> None:
+def check_target(target: str, overwrite: bool, source: str) -> None:
+    """Refuse a target that is a file, the source itself, or (without `overwrite`) a
+    directory that is not empty; nothing is read or written before this passes."""
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise NotADirectoryError(f"target {target} is a file, not a directory")
+    if os.path.realpath(target) == os.path.realpath(source):
+        raise ValueError(f"target {target} is the source; convert into another directory")
+    present = sorted(os.listdir(target)) if os.path.isdir(target) else []
+    if present and not overwrite:
+        shown = present[:6] + (["..."] if len(present) > 6 else [])
+        raise FileExistsError(f"target {target} is not empty ({shown}); convert into a new or "
+                              "empty directory, or pass --overwrite to replace its model files "
+                              "(nothing was read or written)")
+
+
+def _clear(target: str, to: str) -> None:
+    if to == "to_model_dir":
+        shutil.rmtree(os.path.join(target, "checkpoints"), ignore_errors=True)
+        patterns = ("model.json",)
+    else:
+        patterns = _HF_MODEL_FILES
+    for pattern in patterns:
+        for path in glob.glob(os.path.join(target, pattern)):
+            os.remove(path)
+
+
+def convert(source: str, target: str, to: str = "to_model_dir", *, model=None,
+            step: int | None = None, task: str | None = None, overwrite: bool = False,
+            what: str = "source") -> None:
+    """Write the checkpoint at `source` (any kind runner.checkpoint_sources reads) as a
+    t5pod model_dir (`to="to_model_dir"`) or an HF directory (`to="to_hf_dir"`).
+
+    `model`: the ModelConfig a t5x checkpoint is read as (checked against the others);
+    `task`: recorded in model.json (default: a t5pod source's own); `what` names the source
+    in messages."""
+    import jax
+    import numpy as np
+
     import partitioning
+    from model_zoo import hf
+    from model_zoo.identity import identity_of
+    from runner import checkpoint_sources as loader
+    from runner.model_json import write_model_json
+    from training.checkpoints import Checkpointer
+    from training.run_lock import hold
 
+    if to not in TARGETS:
+        raise ValueError(f"to={to!r}: expected one of {TARGETS}")
+    check_target(target, overwrite, source)
+    ckpt = loader.open_checkpoint(source, what, model=model, step=step)
+    if model is not None:
+        loader.check_model(ckpt, model, "the model given", "given")
+    cfg = model or ckpt.config
     mesh = partitioning.make_mesh(partitioning.MeshConfig(ici={"data": 1}),
                                   devices=jax.devices()[:1])
-    mdef, params, cfg, _ = trained_model.load(model_dir, mesh, step=step)
-    hf.save(mdef.bind(jax.tree.map(np.asarray, params)), hf_dir)
+    mdef, params = loader.restore(ckpt, mesh, config=cfg)
+    params = jax.tree.map(np.asarray, params)
+    if to == "to_hf_dir":
+        if overwrite:
+            _clear(target, to)
+        hf.save(mdef.bind(params), target)
+        return
+    os.makedirs(target, exist_ok=True)
+    with hold(target):  # no run writes this model_dir meanwhile
+        if overwrite:
+            _clear(target, to)
+        ckpt_dir = Checkpointer(os.path.join(target, "checkpoints"), async_save=False,
+                                identity=identity_of(cfg))
+        ckpt_dir.save(0, {"params": params}, {"converted_from": os.path.abspath(source)})
+        ckpt_dir.close()
+        write_model_json(target, cfg, task or ckpt.task)
+
+
+def _model(p: argparse.ArgumentParser, args, gin_files, gin_bindings):
+    """The ModelConfig --preset or --gin_file names, or None."""
+    if args.preset and (gin_files or gin_bindings):
+        p.error("give --preset or --gin_file, not both")
+    if args.preset:
+        from model_zoo import preset
+
+        try:
+            return preset(args.preset)
+        except ValueError as e:
+            p.error(str(e))
+    if gin_files or gin_bindings:
+        from runner import gin_flags
+
+        return gin_flags.model_from_gin(gin_files, gin_bindings)
+    return None
 
 
 def main(argv=None):
+    from runner import gin_flags
+
+    gin_files, gin_bindings, argv = gin_flags.split_gin_args(
+        sys.argv[1:] if argv is None else list(argv))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--hf_dir")
+    p.add_argument("--hf_dir", help="source: an HF T5 / Switch directory (either era)")
+    p.add_argument("--t5x_checkpoint", help="source: checkpoint_N, its `checkpoint` file or "
+                                            "a t5x model_dir (its newest step)")
+    p.add_argument("--model_dir", help="source: a t5pod model_dir")
+    p.add_argument("--step", type=int, help="a step of --model_dir (default: the newest)")
+    p.add_argument("--preset", help="the model of --t5x_checkpoint, e.g. t5_1_1_base "
+                                    "(or --gin_file=models/...)")
     p.add_argument("--to_model_dir")
-    p.add_argument("--task", help="task whose vocabulary the model uses (for tools.infer)")
-    p.add_argument("--model_dir")
     p.add_argument("--to_hf_dir")
-    p.add_argument("--step", type=int)
+    p.add_argument("--task", help="task whose vocabulary the model uses (for tools.infer)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the model files of a target directory that is not empty")
     args = p.parse_args(argv)
-    if args.hf_dir and args.to_model_dir:
-        hf_to_t5pod(args.hf_dir, args.to_model_dir, args.task)
-        print(f"wrote {args.to_model_dir}")
-    elif args.model_dir and args.to_hf_dir:
-        t5pod_to_hf(args.model_dir, args.to_hf_dir, args.step)
-        print(f"wrote {args.to_hf_dir}")
-    else:
-        p.error("give --hf_dir with --to_model_dir, or --model_dir with --to_hf_dir")
+    given = [k for k in SOURCES if getattr(args, k)]
+    targets = [k for k in TARGETS if getattr(args, k)]
+    if len(given) != 1 or len(targets) != 1:
+        p.error("give one source (--hf_dir, --t5x_checkpoint or --model_dir) and one target "
+                "(--to_model_dir or --to_hf_dir)")
+    source, to = getattr(args, given[0]), targets[0]
+    if args.step is not None and given[0] != "model_dir":
+        p.error("--step applies to --model_dir")
+    model = _model(p, args, gin_files, gin_bindings)
+    target = getattr(args, to)
+    convert(source, target, to, model=model, step=args.step, task=args.task,
+            overwrite=args.overwrite, what=f"--{given[0]}")
+    print(f"wrote {target}")
 
 
 if __name__ == "__main__":

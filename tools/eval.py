@@ -20,7 +20,8 @@ def main(argv=None):
     from runner import gin_flags
     from runner.evaluation import default_lengths, evaluate_task
     from runner.predictor import Predictor
-    from runner.trained_model import read_model_json
+    from runner.model_json import read_model_json
+    from runner.trained_model import model_from_gin_for
 
     gin_files, gin_bindings, argv = gin_flags.split_gin_args(
         sys.argv[1:] if argv is None else list(argv))
@@ -48,7 +49,8 @@ def main(argv=None):
     task = args.task or read_model_json(args.model_dir)[1]
     predictor = Predictor(args.model_dir, args.mesh, decode_config=decode_cfg,
                           vocab=args.vocab, byte=args.byte,
-                          max_input_length=lengths["inputs"])
+                          max_input_length=lengths["inputs"],
+                          model=model_from_gin_for(args.model_dir, gin_files, gin_bindings))
     results = evaluate_task(predictor, task, args.split, lengths, args.examples)
     print(json.dumps(results, indent=2))
     return results

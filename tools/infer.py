@@ -54,7 +54,10 @@ def main(argv=None):
     if bool(args.prompt) == bool(args.input):
         p.error("give --prompt TEXT or --input FILE.jsonl")
     cfg = decode_config_from(args, gin_files, gin_bindings)
-    predictor = Predictor(args.model_dir, args.mesh, args.rules, cfg, args.vocab, args.byte)
+    from runner.trained_model import model_from_gin_for
+
+    predictor = Predictor(args.model_dir, args.mesh, args.rules, cfg, args.vocab, args.byte,
+                          model=model_from_gin_for(args.model_dir, gin_files, gin_bindings))
     if args.prompt:
         records = [{args.field: t} for t in args.prompt]
     else:

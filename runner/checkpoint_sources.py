@@ -1,0 +1,186 @@
+"""One loader for every checkpoint source: an HF directory, a t5x checkpoint, a t5pod model_dir.
+
+`open_checkpoint(path, what)` finds which a path holds and the model it holds:
+- an HF directory (config.json + safetensors, either transformers era: `model_zoo.hf`);
+- a t5x checkpoint (`checkpoint_N`, its msgpack `checkpoint` file, or a t5x model_dir:
+  `model_zoo.t5x`). t5x stores no config: the caller's ModelConfig is the config (without
+  one, the shapes and t5x's config.gin give it); the dimensions its shapes imply go
+  through the identity check, and `model_zoo.t5x` checks every shape again as it reads;
+- a t5pod model_dir (model.json + checkpoints/; `DIR/checkpoints/STEP` names one step).
+  The step is verified before it is restored: a damaged one is refused with its path.
+
+`check_model` is the one identity check (`model_zoo.identity`): a checkpoint of another
+model is refused with every differing field, checkpoint value vs run value, before any
+weight is read. `restore` gives the params sharded on a mesh; `place` puts (parts of)
+them onto a trainer's shardings. runner/initial_params.py (a run's start, a hybrid's two
+parts), runner/trained_model.py (inference) and tools.convert all load through here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+
+import partitioning
+from model_zoo import EncoderDecoder, ModelConfig, hf, sources, t5x
+from model_zoo.identity import differences, identity_of
+from model_zoo.model_def import ModelDef, model_def
+from runner.model_json import MODEL_JSON, read_model_json
+from training.checkpoint_verify import DamagedCheckpoint
+from training.checkpoints import Checkpointer, abstract_with_shardings
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint on disk and the model it holds (nothing restored yet)."""
+
+    what: str             # how the user named it, for messages: "INITIAL_CHECKPOINT_PATH"
+    path: str
+    kind: str             # "hf" | "t5x" | "t5pod"
+    config: ModelConfig   # the model it holds (t5x: the one it is read as)
+    identity: dict | None  # the fields its params depend on (None: t5x shapes gave none)
+    task: str | None = None
+    model_dir: str | None = None   # t5pod
+    step: int | None = None        # t5pod: the step to restore (None: the newest)
+    t5x_params: dict | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.what}={self.path}"
+
+
+def _t5pod_dir(path: str) -> tuple[str | None, int | None]:
+    """(model_dir, step) for DIR, DIR/checkpoints or DIR/checkpoints/STEP; (None, None)."""
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    candidates = [(path, None)]
+    if os.path.basename(path) == "checkpoints":
+        candidates.append((parent, None))
+    if os.path.basename(path).isdigit() and os.path.basename(parent) == "checkpoints":
+        candidates.append((os.path.dirname(parent), int(os.path.basename(path))))
+    for model_dir, step in candidates:
+        if os.path.isfile(os.path.join(model_dir, MODEL_JSON)):
+            return model_dir, step
+    return None, None
+
+
+def open_checkpoint(path: str, what: str = "checkpoint", model: ModelConfig | None = None,
+                    step: int | None = None, **overrides) -> Checkpoint:
+    """The checkpoint at `path`. `model`: the ModelConfig a t5x checkpoint is read as (for
+    the others it is checked with `check_model`). `overrides` replace ModelConfig fields that
+    leave the params unchanged (dtype, dropout_rate, ...). `step`: a t5pod step."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what}={path} does not exist")
+    model_dir, path_step = _t5pod_dir(path)
+    if model_dir is None:
+        try:
+            kind = sources.detect(path)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{what}={e}") from None
+    else:
+        kind, step = "t5pod", path_step if step is None else step
+    if step is not None and kind != "t5pod":
+        raise ValueError(f"{what}={path}: a step ({step}) names a t5pod checkpoint; this is "
+                         f"{'an HF directory' if kind == 'hf' else 'a t5x checkpoint'}")
+    if kind == "hf":
+        cfg = hf.read_config(path, **overrides)
+        return Checkpoint(what, path, kind, cfg, identity_of(cfg))
+    if kind == "t5pod":
+        cfg, task = read_model_json(model_dir)
+        cfg = cfg.replace(**overrides) if overrides else cfg
+        return Checkpoint(what, path, kind, cfg, identity_of(cfg), task, model_dir, step)
+    flat = t5x.read_target(path)
+    if model is None:
+        cfg = t5x.read_config(path, flat, **overrides)
+    else:
+        cfg = model.replace(**overrides) if overrides else model
+    return Checkpoint(what, path, kind, cfg, _t5x_identity(flat), t5x_params=flat)
+
+
+def _t5x_identity(flat: dict) -> dict | None:
+    """The identity t5x param shapes imply, or None where they imply no ModelConfig (then
+    model_zoo.t5x's per-param shape checks decide)."""
+    try:
+        return identity_of(t5x.config_from_shapes(flat))
+    except Exception:  # noqa: BLE001 - an unusual layout: the reader's own checks report it
+        return None
+
+
+def report(ckpt: Checkpoint, diff: dict, target: str = "this run", side: str = "run") -> None:
+    """The one message for a checkpoint of another model: {field: (checkpoint, `side`)}."""
+    if diff:
+        fields = "; ".join(f"{k}: checkpoint {have!r}, {side} {want!r}"
+                           for k, (have, want) in diff.items())
+        raise ValueError(f"{ckpt.name} holds a different model than {target} ({fields}); "
+                         "nothing was loaded")
+
+
+def check_model(ckpt: Checkpoint, want: ModelConfig, target: str = "this run",
+                side: str = "run") -> None:
+    """Refuse `ckpt` unless it holds `want`'s model (identity fields equal)."""
+    if ckpt.identity is not None:
+        report(ckpt, differences(ckpt.identity, identity_of(want)), target, side)
+
+
+def check_fields(ckpt: Checkpoint, want: dict, target: str) -> None:
+    """Refuse `ckpt` unless its ModelConfig has `want`'s {field: value}."""
+    report(ckpt, {k: (getattr(ckpt.config, k), v) for k, v in want.items()
+                  if getattr(ckpt.config, k) != v}, target)
+
+
+def _check_tree(ckpt: Checkpoint, pure: dict, abstract: dict) -> None:
+    given = dict(jax.tree_util.tree_flatten_with_path(pure)[0])
+    for path, spec in jax.tree_util.tree_flatten_with_path(abstract)[0]:
+        name = jax.tree_util.keystr(path)
+        if path not in given:
+            raise ValueError(f"{ckpt.name} lacks param {name} of the model it is read as")
+        if np.shape(given[path]) != spec.shape:
+            raise ValueError(f"{ckpt.name}: param {name} has shape {np.shape(given[path])}, "
+                             f"the model needs {spec.shape}")
+
+
+def restore(ckpt: Checkpoint, mesh, rules="data_parallel", config: ModelConfig | None = None,
+            shardings=None) -> tuple[ModelDef, dict]:
+    """(ModelDef, params) of `config` (default: the checkpoint's), sharded by `shardings`
+    (default: `rules` on `mesh`). Only params are read (no optimizer state)."""
+    cfg = config or ckpt.config
+    mdef = model_def(lambda r: EncoderDecoder(cfg, rngs=r))
+    abstract = mdef.abstract_params()
+    if shardings is None:
+        shardings = partitioning.tree_shardings(mdef.logical_axes(), abstract,
+                                                partitioning.rule_set(rules), mesh)
+    if ckpt.kind == "t5pod":
+        return mdef, _restore_t5pod(ckpt, abstract_with_shardings(abstract, shardings))
+    pure = (hf.read_params(ckpt.path, cfg) if ckpt.kind == "hf"
+            else t5x.params_from_t5x(ckpt.t5x_params, cfg))
+    _check_tree(ckpt, pure, abstract)
+    pure = jax.tree.map(lambda x, a: np.asarray(x, a.dtype), pure, abstract)
+    return mdef, jax.device_put(pure, shardings)
+
+
+def _restore_t5pod(ckpt: Checkpoint, target: dict) -> dict:
+    directory = os.path.join(ckpt.model_dir, "checkpoints")
+    checkpointer = Checkpointer(directory, async_save=False)
+    steps = checkpointer.all_steps()
+    step = steps[-1] if ckpt.step is None and steps else ckpt.step
+    if step is None:
+        raise FileNotFoundError(f"{ckpt.name}: {directory} holds no complete checkpoint")
+    if step not in steps:
+        raise FileNotFoundError(f"{ckpt.name}: {directory} has no step {step} (steps: {steps})")
+    try:
+        return checkpointer.restore_params(target, step)
+    except DamagedCheckpoint as e:
+        others = [s for s in steps if s != step]
+        hint = (f"; name an older step as {directory}/STEP (steps: {others})" if others else "")
+        raise DamagedCheckpoint(e.path, f"{e.reason}. {ckpt.what} step {step} is damaged and "
+                                f"was not loaded{hint}") from None
+
+
+def place(params: dict, shardings: dict, names=None) -> dict:
+    """The top-level `names` of `params` (default all) on `shardings` (a trainer's)."""
+    names = list(params) if names is None else [k for k in names if k in params]
+    return {k: jax.device_put(params[k], shardings[k]) for k in names}

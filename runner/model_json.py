@@ -1,0 +1,57 @@
+"""A t5pod model_dir's model.json: the ModelConfig, the task name and its feature lengths.
+
+A run writes it beside checkpoints/ before its first step; loaders read the model from it
+(older spellings of freezing included), tools.eval the lengths the model was trained with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from model_zoo import ModelConfig
+
+MODEL_JSON = "model.json"
+
+
+def write_model_json(model_dir: str, cfg: ModelConfig, task: str | None,
+                     lengths: dict | None = None) -> None:
+    os.makedirs(model_dir, exist_ok=True)
+    with open(os.path.join(model_dir, MODEL_JSON), "w") as f:
+        json.dump({"model": dataclasses.asdict(cfg), "task": task,
+                   "task_feature_lengths": lengths}, f, indent=2)
+
+
+def _read(model_dir: str) -> dict:
+    path = os.path.join(model_dir, MODEL_JSON)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{model_dir} is not a t5pod model_dir (no {MODEL_JSON}) nor an "
+                                "HF directory (no config.json)")
+    with open(path) as f:
+        return json.load(f)
+
+
+def _model_config(fields: dict) -> ModelConfig:
+    """ModelConfig from model.json, older freezing spellings included."""
+    fields = dict(fields)
+    frozen = tuple(fields.pop("frozen", ()))
+    if fields.pop("freeze_encoder", False):
+        frozen += ("encoder",)
+    byte = fields.get("byte_encoder")
+    if isinstance(byte, dict) and "frozen" in byte:
+        byte = dict(byte)
+        if byte.pop("frozen"):
+            frozen += ("byte_shared", "byte_encoder")
+        fields["byte_encoder"] = byte
+    return ModelConfig(**fields, frozen=frozen)
+
+
+def read_model_json(model_dir: str) -> tuple[ModelConfig, str | None]:
+    meta = _read(model_dir)
+    return _model_config(meta["model"]), meta.get("task")
+
+
+def trained_lengths(model_dir: str) -> dict | None:
+    """The task_feature_lengths the model was trained with (None: not recorded)."""
+    return _read(model_dir).get("task_feature_lengths")
