@@ -164,7 +164,7 @@ def restore(ckpt: Checkpoint, mesh, rules="data_parallel", config: ModelConfig |
 
 def _restore_t5pod(ckpt: Checkpoint, target: dict) -> dict:
     directory = os.path.join(ckpt.model_dir, "checkpoints")
-    checkpointer = Checkpointer(directory, async_save=False)
+    checkpointer = Checkpointer(directory, async_save=False, read_only=True)
     steps = checkpointer.all_steps()
     step = steps[-1] if ckpt.step is None and steps else ckpt.step
     if step is None:

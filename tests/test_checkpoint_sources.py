@@ -168,3 +168,11 @@ def test_t5x_to_model_dir_and_inference_loading(sources, tmp_path):
                          (str(tmp_path / "m" / "checkpoints" / "0"), {})):
         got = jax.device_get(trained_model.load(path, mesh, **kwargs)[1])
         jax.tree.map(np.testing.assert_array_equal, got, want)
+    # a read-only mount (os.access says no writes) still loads, and nothing is written there
+    before = sorted(str(p) for p in (tmp_path / "m").rglob("*"))
+    real_access = os.access
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "access", lambda p, mode, **kw: mode != os.W_OK and real_access(p, mode))
+        got = jax.device_get(trained_model.load(str(tmp_path / "m"), mesh)[1])
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+    assert sorted(str(p) for p in (tmp_path / "m").rglob("*")) == before

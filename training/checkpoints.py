@@ -45,8 +45,11 @@ class NoGoodCheckpoint(RuntimeError):
 
 class Checkpointer:
     def __init__(self, directory: str, keep: int = 3, async_save: bool = True,
-                 identity: dict | None = None):
-        """`identity` (e.g. the model config) is stored with every step and checked on restore."""
+                 identity: dict | None = None, read_only: bool = False):
+        """`identity` (e.g. the model config) is stored with every step and checked on restore.
+
+        `read_only`: restore only (e.g. a pretrained checkpoint on a read-only mount); nothing
+        is created, saved, evicted or set aside."""
         if keep < 1:
             raise ValueError(f"keep={keep} must be >= 1 checkpoints")
         self.directory = os.path.abspath(directory)
@@ -56,12 +59,15 @@ class Checkpointer:
         self._pending: int | None = None   # step being written in the background
         self._failed = False
         self._primary = jax.process_index() == 0
-        self._check_writable()
+        self.read_only = read_only
+        if not read_only:
+            self._check_writable()
         # Always orbax's async checkpointer (its commit hook writes the manifest); a
         # synchronous Checkpointer waits inside save. Eviction is ours (max_to_keep=None).
         self.manager = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(
-                max_to_keep=None, enable_async_checkpointing=True, create=True,
+                max_to_keep=None, enable_async_checkpointing=True, create=not read_only,
+                read_only=read_only,
                 async_options=ocp.options.AsyncOptions(
                     post_finalization_callback=self._write_manifest)))
 
@@ -122,6 +128,8 @@ class Checkpointer:
     def save(self, step: int, state: TrainState, input_state: dict | None = None,
              force: bool = False) -> bool:
         """Start writing `step` (in the background where async); refuses a non-finite state."""
+        if self.read_only:
+            raise PermissionError(f"{self.directory} was opened read-only; it takes no saves")
         self._finish()  # the previous save's error surfaces here at the latest
         if not all_finite(state):
             raise NonFiniteState(
@@ -253,7 +261,7 @@ class Checkpointer:
                     print(f"checkpoint step {step} skipped: {e}", file=sys.stderr)
                 damaged.append((step, e))
                 continue
-            if damaged:
+            if damaged and not self.read_only:
                 self._set_aside([s for s, _ in damaged])
             self._note_unverified(step, verified)
             self.last_good = step
