@@ -5,13 +5,14 @@
 
 `train`: first a run in the default multi-process mode (the coordination service's
 preemption sync point, batches prefetched, nothing logged or saved before the end): host 1
-gets SIGTERM while reading batch 3, every cross-host agreement collective is counted (there must be
-none), and both hosts must stop at the same step. Then the tiny T5 trained by
+gets SIGTERM while reading batch 3, every cross-host agreement collective is counted (there
+must be none), and both hosts must stop at the same step. Then the tiny T5 trained by
 `training.loop.run` on the global mesh below, fed by the real per-host `HostFeed` (this
 host's seqio shard), agreeing by collective on every (log) step; host 1 gets SIGTERM while
 step PREEMPT_AT runs (it reads batch PREEMPT_AT + PREFETCH then), so both hosts must agree
 to save that step. Then the checkpoint a 1-process run wrote in REFERENCE_DIR is restored on
-this 2-process mesh and compared with this run's state. `collectives`: an endless loop of cross-process sums, for the failure test to kill.
+this 2-process mesh and compared with this run's state. `collectives`: an endless loop of
+cross-process sums, for the failure test to kill.
 """
 
 from __future__ import annotations

@@ -147,7 +147,8 @@ class _Preemption:
 
     def __init__(self, mode: str = "local", every: int = 1):
         self.mode, self.every = mode, every
-        self.requested = False
+        self.requested = False  # this host got SIGTERM (local and collective modes)
+        self._stop = False      # every host agreed to stop (collective mode)
         self._previous = None
         self._depth = 0  # re-entrant: the loop re-enters the one run() installed
 
@@ -169,9 +170,10 @@ class _Preemption:
         if self.mode == "service":
             self.requested = self.requested or _sync_point(step)
             return self.requested
-        if syncs_anyway or step % self.every == 0:
-            self.requested = _gather_flag(self.requested)
-        return self.requested
+        if syncs_anyway or step % self.every == 0:  # never the host's own flag in between
+            self._stop = _gather_flag(self.requested)
+            self.requested = self.requested or self._stop
+        return self._stop
 
     def __exit__(self, *exc):
         self._depth -= 1
