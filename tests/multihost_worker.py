@@ -3,11 +3,16 @@
     python -m tests.multihost_worker train PROCESS_ID PORT MODEL_DIR REFERENCE_DIR OUT_JSON
     python -m tests.multihost_worker collectives PROCESS_ID PORT
 
-`train`: the tiny T5 trained by `training.loop.run` on the global mesh below, fed by the
-real per-host `HostFeed` (this host's seqio shard); host 1 gets SIGTERM while fetching
-batch PREEMPT_AT, so both hosts must agree to save that step. Then the checkpoint a 1-process
-run wrote in REFERENCE_DIR is restored on this 2-process mesh and compared with this run's
-state. `collectives`: an endless loop of cross-process sums, for the failure test to kill.
+`train`: first a run in the default multi-process mode (the coordination service's
+preemption sync point, batches prefetched, nothing logged or saved before the end): host 1
+gets SIGTERM while reading batch 3, every cross-host agreement collective is counted (there
+must be none), and both hosts must stop at the same step. Then the tiny T5 trained by
+`training.loop.run` on the global mesh below, fed by the real per-host `HostFeed` (this
+host's seqio shard), agreeing by collective on every (log) step; host 1 gets SIGTERM while
+step PREEMPT_AT runs (it reads batch PREEMPT_AT + PREFETCH then), so both hosts must agree
+to save that step. Then the checkpoint a 1-process run wrote in REFERENCE_DIR is restored on
+this 2-process mesh and compared with this run's state. `collectives`: an endless loop of
+cross-process sums, for the failure test to kill.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import os
 import sys
 
 LOCAL_DEVICES = 4
-STEPS, PREEMPT_AT, CHECKPOINT_EVERY = 4, 3, 2
+PREEMPT_AT, CHECKPOINT_EVERY, PREFETCH = 3, 2, 2
+STEPS = PREEMPT_AT + PREFETCH  # so batch PREEMPT_AT + PREFETCH is read
+SERVICE_STEPS = 100  # the service-mode run stops long before (about 1 s after SIGTERM)
 FEED = dict(mixture_or_task_name="demo_span_corruption_byte",
             task_feature_lengths={"inputs": 32, "targets": 8}, batch_size=8, seed=0)
 
@@ -41,14 +48,18 @@ def make_trainer(devices=None):
 class PreemptedFeed:
     """A HostFeed that sends this process SIGTERM while it fetches batch `at` (1-based)."""
 
-    def __init__(self, feed, at: int | None):
-        self.feed, self.at, self.first = feed, at, None
+    def __init__(self, feed, at: int | None, pause: float = 0.0):
+        self.feed, self.at, self.first, self.pause = feed, at, None, pause
 
     def __next__(self):
         if self.at is not None and self.feed.position + 1 == self.at:
             import signal
 
             os.kill(os.getpid(), signal.SIGTERM)
+        if self.pause and self.feed.position + 1 >= 3:  # steps last while the service agrees
+            import time
+
+            time.sleep(self.pause)
         batch = next(self.feed)
         if self.first is None:
             self.first = batch
@@ -99,13 +110,29 @@ def train(process_id: int, port: str, model_dir: str, reference_dir: str, out: s
     from training.checkpoints import Checkpointer
     from training.loop import LoopConfig, run
 
+    import training.loop
+
     _phase("imported")
     trainer = make_trainer()
+    # First, before any Python SIGTERM handler replaces the coordination service's own.
+    gathers, gather = [], training.loop._gather_flag
+    training.loop._gather_flag = lambda flag: gathers.append(flag) or gather(flag)
+    mode = training.loop.preemption_mode("auto")
+    feed = PreemptedFeed(HostFeed(FeedConfig(**FEED)), 3 if process_id == 1 else None, 0.05)
+    service = run(trainer, LoopConfig(train_steps=SERVICE_STEPS, checkpoint_every=1000,
+                                      log_every=1000, prefetch=PREFETCH),
+                  f"{model_dir}-service", lambda _: feed, progress=False)
+    _phase(f"service mode run stopped at {service['step']}")
+    service_gathers = list(gathers)
+
     rows = partitioning.process_rows(trainer.batch_sharding, FEED["batch_size"])
-    feed = PreemptedFeed(HostFeed(FeedConfig(**FEED)), PREEMPT_AT if process_id == 1 else None)
+    feed = PreemptedFeed(HostFeed(FeedConfig(**FEED)),
+                         PREEMPT_AT + PREFETCH if process_id == 1 else None)
     _phase("feed built")
     result = run(trainer, LoopConfig(train_steps=STEPS, checkpoint_every=CHECKPOINT_EVERY,
-                                     log_every=1), model_dir, lambda _: feed, progress=False)
+                                     log_every=1, prefetch=PREFETCH,
+                                     preemption_sync="collective"),
+                 model_dir, lambda _: feed, progress=False)
     _phase("trained")
     # The reverse direction: a checkpoint written by 1 process x 8 devices, restored here.
     abstract = trainer.abstract_state()
@@ -117,6 +144,9 @@ def train(process_id: int, port: str, model_dir: str, reference_dir: str, out: s
                    "first_batch": feed.first["encoder_input_tokens"].tolist(),
                    "step": result["step"],
                    "preempted": result["preempted"],
+                   "service": {"mode": mode, "step": service["step"],
+                               "preempted": service["preempted"], "gathers": service_gathers},
+                   "collective_gathers": len(gathers) - len(service_gathers),
                    "reference_params_diff": max_abs_diff(restored.params, result["state"].params),
                    "reference_opt_diff": max_abs_diff(restored.opt_state,
                                                       result["state"].opt_state)}, f)

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from tools import bench
 
 
@@ -22,6 +24,16 @@ def test_bench_data_mode_reports_pipeline_throughput(capsys):
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["data"] == "demo_span_corruption" and line["batches"] == 3
     assert line["examples_per_s"] > 0 and line["tokens_per_s"] > line["examples_per_s"]
+
+
+def test_bench_loop_mode_reports_the_loop_against_the_bare_step(capsys):
+    bench.main(["--loop", "demo_span_corruption", "--batch", "4", "--inputs", "32",
+                "--targets", "8", "--mesh", "data=2", "--steps", "2", "--warmup", "0"])
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["mode"] == "loop" and line["task"] == "demo_span_corruption"
+    assert line["prefetch"] == 2 and line["loop_tokens_per_s"] > 0
+    ratio = line["step_time_s"] / line["loop_step_time_s"]  # both rounded to 10 us
+    assert line["loop_vs_step"] == pytest.approx(ratio, rel=0.05, abs=0.002)
 
 
 def test_bench_vs_hf_prints_peer_and_ratio_and_renders_table(capsys, tmp_path):

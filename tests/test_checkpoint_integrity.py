@@ -150,8 +150,10 @@ def test_failed_save_stops_the_run_at_the_next_step(trainer, tmp_path, monkeypat
             raise OSError(28, "No space left on device")
         real(step_dir, step)
 
+    ahead = LoopConfig(train_steps=1).prefetch  # step k runs while batch k + ahead is read
+
     def before(position):  # let the background save end before step 5 finishes
-        if position == 5:
+        if position == 5 + ahead:
             failed.wait(60)
             time.sleep(1.0)
     monkeypatch.setattr(checkpoints, "write_manifest", write_manifest)
@@ -160,7 +162,7 @@ def test_failed_save_stops_the_run_at_the_next_step(trainer, tmp_path, monkeypat
                        r"OSError: \[Errno 28\] No space left on device\. The last good "
                        rf"checkpoint is {tmp_path}/checkpoints/2\."):
         train(trainer, tmp_path, 20, before=lambda p: (fed.append(p), before(p)))
-    assert fed[-1] == 5  # stopped after the first step that followed the failure
+    assert fed[-1] == 5 + ahead  # stopped after the first step that followed the failure
     assert steps_of(tmp_path) == [2]
     assert capfd.readouterr().err.count("No space left on device") <= 3  # orbax logs twice
 

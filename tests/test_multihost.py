@@ -95,6 +95,17 @@ def test_two_processes_match_one_and_checkpoints_cross(tmp_path):
         assert h["feed_process_index"] == i and h["rows"] == [4 * i, 4 * i + 4]
         # SIGTERM reached host 1 only; both hosts saved the same step and stopped.
         assert h["step"] == worker.PREEMPT_AT and h["preempted"]
+        # The default mode agrees through the coordination service: no collective at all
+        # between steps, yet both hosts stop at one step, after host 1's SIGTERM (it comes
+        # while host 1 reads batch 3, in step 1, and the service agrees about 1 s later).
+        assert h["service"]["mode"] == "service" and h["service"]["preempted"], h["service"]
+        assert h["service"]["gathers"] == [], h["service"]
+        # Agreement by collective gathers before the first step and after each (log) step.
+        assert h["collective_gathers"] == 1 + worker.PREEMPT_AT
+    stopped = hosts[0]["service"]["step"]
+    assert hosts[1]["service"]["step"] == stopped and 1 <= stopped < worker.SERVICE_STEPS
+    service = Checkpointer(str(tmp_path / "two-service" / "checkpoints"), async_save=False)
+    assert service.all_steps() == [stopped]
     # Each host read its own, disjoint shard: no example is on both hosts.
     rows = [{tuple(r) for r in h["first_batch"]} for h in hosts]
     assert rows[0] and rows[1] and not rows[0] & rows[1]
@@ -111,6 +122,9 @@ def test_two_processes_match_one_and_checkpoints_cross(tmp_path):
     assert ckpt.all_steps() == [2, worker.PREEMPT_AT]
     abstract = make.abstract_state()
     restored, _ = ckpt.restore(abstract)
+    # The feed position saved is that of the batch the step consumed, not of those prefetched.
+    assert ckpt.restore(abstract)[1]["position"] == worker.PREEMPT_AT
+    assert service.restore(abstract, stopped)[1]["position"] == stopped
     got = jax.device_get(restored)
     assert int(got.step) == worker.PREEMPT_AT
     tol = dict(rtol=1e-5, atol=1e-6)

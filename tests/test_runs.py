@@ -179,20 +179,23 @@ def test_sigterm_during_a_checkpoint_step_exits_cleanly(tmp_path):
 
     trainer = make_trainer({"data": 2})
 
-    class Feed:  # sends SIGTERM to this process while step 4 (a checkpoint step) runs
-        def __init__(self):
+    prefetch = 2
+
+    class Feed:  # sends SIGTERM to this process while step 4 (a checkpoint step) runs,
+        def __init__(self):  # when the loop reads batch 4 + prefetch
             self.position = 0
 
         def __next__(self):
             self.position += 1
-            if self.position == 4:
+            if self.position == 4 + prefetch:
                 os.kill(os.getpid(), signal.SIGTERM)
             return copy_batch(8)
 
         def state(self):
             return {"position": self.position}
 
-    result = run_loop(trainer, LoopConfig(train_steps=10, checkpoint_every=2, log_every=1),
+    result = run_loop(trainer, LoopConfig(train_steps=10, checkpoint_every=2, log_every=1,
+                                          prefetch=prefetch),
                       str(tmp_path), lambda _: Feed(), progress=False)
     assert result["preempted"] and result["step"] == 4
     assert Checkpointer(str(tmp_path / "checkpoints")).all_steps() == [2, 4]

@@ -13,7 +13,9 @@ dense bf16 peak (null where unknown, e.g. CPU). tokens/s counts inputs + targets
 set XLA's flags first, as the launchers do: eval "$(python -m tools.xla_flags gpu)"; each row
 records them (`xla_profile`, `xla_flags`).
 `--data TASK` instead times that task's input pipeline (examples/s, tokens/s; this mode
-imports TensorFlow).
+imports TensorFlow). `--loop TASK` times the whole train loop fed by that task (prefetch,
+logging, preemption agreement) against the bare step in the same run, as `loop_vs_step`
+(tools/bench_loop.py; imports TensorFlow).
 """
 
 from __future__ import annotations
@@ -137,6 +139,9 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--data", help="time this task's input pipeline instead of the model")
+    p.add_argument("--loop", metavar="TASK",
+                   help="time the train loop fed by this task against the bare step")
+    p.add_argument("--prefetch", type=int, default=2, help="--loop: batches placed ahead")
     p.add_argument("--vs", choices=["hf"], help="also time HF transformers on the same shapes")
     p.add_argument("--hf_compile", action=argparse.BooleanOptionalAction, default=True,
                    help="torch.compile the HF peer (default on)")
@@ -155,6 +160,11 @@ def main(argv=None):
         emit(bench_data(args))
         return
     for name in args.preset or ["t5_1_1_tiny"]:
+        if args.loop:
+            from tools.bench_loop import bench_loop
+
+            emit(bench_loop(args, name))
+            continue
         ours = bench(args, name)
         emit(ours)
         if args.vs == "hf":

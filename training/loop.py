@@ -3,6 +3,26 @@
 The loop is data-agnostic: it calls `make_feed(input_state)` for an iterator of host-local
 numpy batches that also has `.state()` (a JSON-able position), so a resumed run continues
 with exactly the batches an uninterrupted run would have seen.
+
+Between two steps that neither log, checkpoint nor evaluate, the host waits for nothing:
+steps are dispatched asynchronously, the next `prefetch` batches are already on the devices
+(training/prefetch.py), and no collective runs for preemption. All hosts still stop at the
+same step on SIGTERM to any of them; how they agree (`LoopConfig.preemption_sync`):
+
+- one process: a flag set by our SIGTERM handler, read after every step (no collective);
+- "service" (the default on several processes when JAX's preemption sync manager is up,
+  which `jax.distributed.initialize` starts): `multihost_utils.reached_preemption_sync_point`
+  after every step, a local check. The coordination service's own SIGTERM handler (C++,
+  installed by `jax.distributed.initialize`) tells the service; the service computes a step
+  every host reaches (the fastest host's + 1), in the background, about 1 s after the signal
+  (its notifier polls once a second). A Python SIGTERM handler installed later in the process
+  replaces that handler and silently disables this mode, so here the loop installs none; a
+  SIGTERM before the first `reached_preemption_sync_point` call of a resumed run sets a sync
+  point that is never reached (the run is then killed and resumes from its last checkpoint).
+  Checked with jax 0.10.2 on CPU with gloo (tests/test_multihost.py).
+- "collective": our handler's flag, gathered across hosts (`process_allgather`) after every
+  `preemption_check_every`-th step and after every log, checkpoint and eval step, where hosts
+  wait for the devices anyway. The same steps on every host, so the same collectives.
 """
 
 from __future__ import annotations
@@ -19,8 +39,12 @@ import numpy as np
 
 from training.checkpoints import Checkpointer
 from training.metrics_writer import MetricsWriter
+from training.prefetch import DevicePrefetch
 from training.run_lock import hold as hold_lock
 from training.trainer import Trainer
+
+
+PREEMPTION_SYNCS = ("auto", "service", "collective")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +52,12 @@ class LoopConfig:
     """`max_consecutive_skipped_steps`: stop with SkippedStepsError once that many steps in
     a row were skipped for non-finite grads (0: never). The count lives on the device and
     is read on log steps, so the stop comes at the first log step at or after the N-th
-    skip (at most log_every - 1 steps later)."""
+    skip (at most log_every - 1 steps later).
+
+    `prefetch`: global batches placed on the devices ahead of the step (0: off).
+    `preemption_sync`: how hosts agree to stop on SIGTERM, one of PREEMPTION_SYNCS (see the
+    module docstring); `preemption_check_every`: for "collective", gather the flag at least
+    every that many steps."""
 
     train_steps: int
     checkpoint_every: int = 1000
@@ -37,12 +66,19 @@ class LoopConfig:
     keep_checkpoints: int = 3
     async_checkpoints: bool = True
     max_consecutive_skipped_steps: int = 100
+    prefetch: int = 2
+    preemption_sync: str = "auto"
+    preemption_check_every: int = 100
 
     def __post_init__(self):
-        for name in ("train_steps", "checkpoint_every", "log_every", "keep_checkpoints"):
+        if self.preemption_sync not in PREEMPTION_SYNCS:
+            raise ValueError(f"LoopConfig.preemption_sync={self.preemption_sync!r}; valid: "
+                             f"{PREEMPTION_SYNCS}")
+        for name in ("train_steps", "checkpoint_every", "log_every", "keep_checkpoints",
+                     "preemption_check_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"LoopConfig.{name}={getattr(self, name)} must be >= 1")
-        for name in ("eval_every", "max_consecutive_skipped_steps"):
+        for name in ("eval_every", "max_consecutive_skipped_steps", "prefetch"):
             if getattr(self, name) < 0:
                 raise ValueError(f"LoopConfig.{name}={getattr(self, name)} must be >= 0 "
                                  "(0: off)")
@@ -75,32 +111,69 @@ def check_skipped_steps(trainer: Trainer, limit: int, step: int, metrics: dict) 
         f"LoopConfig.max_consecutive_skipped_steps=0 (now {limit}).")
 
 
-class _Preemption:
-    """Turns SIGTERM into a flag the loop checks after each step."""
+def _gather_flag(flag: bool) -> bool:
+    """True on every host if it is on any: the one cross-host collective of the agreement."""
+    from jax.experimental import multihost_utils
 
-    def __init__(self):
-        self.requested = False
+    return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
+
+
+def _sync_point(step: int) -> bool:
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.reached_preemption_sync_point(step)
+
+
+def preemption_mode(requested: str) -> str:
+    """"local" (one process; "auto" and "service" there), "service" or "collective"."""
+    if requested == "collective":
+        return requested
+    if jax.process_count() == 1:
+        return "local"
+    try:
+        _sync_point(-1)  # probes for the sync manager; the loop then reports its real step
+        available = True
+    except RuntimeError:  # jax_enable_preemption_service is off
+        available = False
+    if requested == "service" and not available:
+        raise ValueError("LoopConfig.preemption_sync='service' needs JAX's preemption sync "
+                         "manager (jax_enable_preemption_service, on by default, before "
+                         "jax.distributed.initialize); use 'collective' or 'auto'")
+    return "service" if available else "collective"
+
+
+class _Preemption:
+    """Whether to stop now, agreed by every host (see the module docstring for the modes)."""
+
+    def __init__(self, mode: str = "local", every: int = 1):
+        self.mode, self.every = mode, every
+        self.requested = False  # this host got SIGTERM (local and collective modes)
+        self._stop = False      # every host agreed to stop (collective mode)
         self._previous = None
         self._depth = 0  # re-entrant: the loop re-enters the one run() installed
 
     def __enter__(self):
         self._depth += 1
-        if self._depth == 1 and threading.current_thread() is threading.main_thread():
+        if (self._depth == 1 and self.mode != "service"
+                and threading.current_thread() is threading.main_thread()):
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         return self
 
     def _handle(self, signum, frame):
         self.requested = True
 
-    def agreed(self) -> bool:
-        """True on every host once any host got SIGTERM (all hosts must save together)."""
-        if jax.process_count() == 1:
+    def agreed(self, step: int, syncs_anyway: bool = True) -> bool:
+        """After `step`: True on every host once any host got SIGTERM. `syncs_anyway`: this
+        step logs, checkpoints or evaluates, so a collective here costs no extra wait."""
+        if self.mode == "local":
             return self.requested
-        from jax.experimental import multihost_utils
-
-        flags = multihost_utils.process_allgather(np.array(self.requested))
-        self.requested = bool(np.any(flags))
-        return self.requested
+        if self.mode == "service":
+            self.requested = self.requested or _sync_point(step)
+            return self.requested
+        if syncs_anyway or step % self.every == 0:  # never the host's own flag in between
+            self._stop = _gather_flag(self.requested)
+            self.requested = self.requested or self._stop
+        return self._stop
 
     def __exit__(self, *exc):
         self._depth -= 1
@@ -133,7 +206,9 @@ def run(trainer: Trainer, config: LoopConfig, model_dir: str,
     `progress`: None shows a bar on a terminal and a line per log step otherwise; True a bar;
     False nothing. The result holds the last train and eval metrics.
     """
-    with hold_lock(model_dir, primary=jax.process_index() == 0), _Preemption() as preemption:
+    preemption = _Preemption(preemption_mode(config.preemption_sync),
+                             config.preemption_check_every)
+    with hold_lock(model_dir, primary=jax.process_index() == 0), preemption:
         return _run(trainer, config, model_dir, make_feed, make_eval_feed, identity,
                     initial_params, progress, preemption)
 
@@ -156,12 +231,13 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
     if step >= config.train_steps:
         ckpt.close()
         return {"step": step, "preempted": False, "resumed": latest is not None}
-    if preemption.agreed():  # SIGTERM while restoring or initialising: nothing new to save
+    if preemption.agreed(step):  # SIGTERM while restoring or initialising: nothing to save
         ckpt.close()
         print(f"SIGTERM before the first step: nothing was trained yet (at step {step})",
               file=sys.stderr)
         return {"step": step, "preempted": True, "resumed": latest is not None}
     feed = make_feed(input_state)
+    batches = DevicePrefetch(feed, trainer.shard_batch, config.prefetch)
     primary = jax.process_index() == 0  # host 0 alone logs; all hosts write checkpoints
     writer = MetricsWriter(model_dir, primary=primary, resume_step=step)
     bar = _progress(progress, step, config.train_steps) if primary else None
@@ -171,11 +247,19 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
     saved = set(ckpt.all_steps())
     with preemption:
         try:
+            batches.fill(config.train_steps - step)
             while step < config.train_steps:
-                state, metrics = trainer.train_step(state, next(feed))
+                batch, feed_state = next(batches)  # the position right after this batch
+                state, metrics = trainer.train_step(state, batch)
                 step += 1
+                batches.fill(config.train_steps - step)  # read ahead while the step runs
                 ckpt.poll()  # a failed background save stops the run here, at once
-                if step % config.log_every == 0 or step == config.train_steps:
+                logs = step % config.log_every == 0 or step == config.train_steps
+                saves = step % config.checkpoint_every == 0 or step == config.train_steps
+                evals = make_eval_feed is not None and (
+                    (config.eval_every and step % config.eval_every == 0)
+                    or step == config.train_steps)
+                if logs:
                     last = {k: float(v) for k, v in jax.device_get(metrics).items()}
                     last["seconds_per_step"] = (time.perf_counter() - t0) / (step - logged_at)
                     t0, logged_at = time.perf_counter(), step
@@ -191,20 +275,18 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
                                         last)
                 if bar is not None:
                     bar.update(1)
-                if step % config.checkpoint_every == 0 or step == config.train_steps:
-                    ckpt.save(step, state, feed.state())
+                if saves:
+                    ckpt.save(step, state, feed_state)
                     saved.add(step)
-                if make_eval_feed is not None and (
-                        (config.eval_every and step % config.eval_every == 0)
-                        or step == config.train_steps):
+                if evals:
                     last_eval = evaluate(trainer, state.params, make_eval_feed())
                     writer.write(step, last_eval, prefix="eval/")
                     if lines:
                         print(f"step {step}: eval loss {last_eval['loss']:.4f}, accuracy "
                               f"{last_eval['accuracy']:.4f}", file=sys.stderr, flush=True)
-                if preemption.agreed():
+                if step < config.train_steps and preemption.agreed(step, logs or saves or evals):
                     if step not in saved:
-                        ckpt.save(step, state, feed.state(), force=True)
+                        ckpt.save(step, state, feed_state, force=True)
                     print(f"SIGTERM: saved step {step} to {ckpt.directory}", file=sys.stderr)
                     break
         finally:

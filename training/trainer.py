@@ -182,9 +182,14 @@ class Trainer:
             return self._init()
 
     def shard_batch(self, batch: dict) -> dict:
-        """This process's rows of the global batch -> global jax.Arrays on the mesh."""
-        return {k: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(v))
+        """This process's rows of the global batch -> global jax.Arrays on the mesh. Arrays
+        already placed with the batch sharding (training.prefetch) pass through untouched."""
+        return {k: v if self._placed(v) else
+                jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(v))
                 for k, v in batch.items()}
+
+    def _placed(self, value) -> bool:
+        return isinstance(value, jax.Array) and value.sharding == self.batch_sharding
 
     def train_step(self, state: TrainState, batch: dict):
         with self._context():

@@ -1,0 +1,116 @@
+"""The asynchronous loop: prefetched batches change nothing, and preemption is agreed only
+where the loop waits for the devices anyway (the 2-process checks are in test_multihost)."""
+
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+import training.loop
+from tests.train_helpers import copy_batch, make_trainer
+from training.checkpoints import Checkpointer
+from training.loop import LoopConfig, preemption_mode, run
+
+
+@pytest.fixture(scope="module")
+def trainer():
+    return make_trainer({"data": 2})
+
+
+class Feed:
+    """`steps` copy batches by position, then StopIteration; SIGTERM while reading `term`."""
+
+    def __init__(self, state, steps, term=None):
+        self.position, self.steps, self.term = (state or {}).get("position", 0), steps, term
+
+    def __next__(self):
+        if self.position == self.steps:
+            raise StopIteration  # the loop must never read past its last step
+        self.position += 1
+        if self.position == self.term:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return copy_batch(8, seed=self.position)
+
+    def state(self):
+        return {"position": self.position}
+
+
+def train(trainer, model_dir, steps=6, term=None, **loop):
+    config = LoopConfig(train_steps=steps, checkpoint_every=loop.pop("checkpoint_every", 100),
+                        log_every=loop.pop("log_every", 1), async_checkpoints=False, **loop)
+    return run(trainer, config, str(model_dir), lambda s: Feed(s, steps, term), progress=False)
+
+
+def losses(model_dir):
+    return [json.loads(x)["loss"] for x in open(model_dir / "metrics.jsonl")]
+
+
+def test_prefetch_gives_the_batches_and_losses_of_the_loop_without_it(trainer, tmp_path,
+                                                                     monkeypatch):
+    seen = {}
+    step = trainer.train_step
+
+    def recording(state, batch):
+        seen.setdefault(key, []).append(jax.device_get(batch["encoder_input_tokens"]))
+        return step(state, batch)
+    monkeypatch.setattr(trainer, "train_step", recording)
+    results = {}
+    for key in (0, 3):
+        results[key] = train(trainer, tmp_path / str(key), prefetch=key)
+    want = [copy_batch(8, seed=i)["encoder_input_tokens"] for i in range(1, 7)]
+    for key in (0, 3):
+        np.testing.assert_array_equal(np.stack(seen[key]), np.stack(want))
+    assert losses(tmp_path / "0") == losses(tmp_path / "3")
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(results[0]["state"].params),
+                 jax.device_get(results[3]["state"].params))
+
+    # SIGTERM while batch 3 is read, which with prefetch=2 is during step 1: step 1 is saved
+    # with the position of the batch it consumed (1, not 3), and the resumed run matches.
+    cut = tmp_path / "cut"
+    first = train(trainer, cut, term=3, prefetch=2)
+    assert first["preempted"] and first["step"] == 1
+    ckpt = Checkpointer(str(cut / "checkpoints"), async_save=False)
+    assert ckpt.all_steps() == [1]
+    assert ckpt.restore(trainer.abstract_state())[1] == {"position": 1}
+    rest = train(trainer, cut, prefetch=2)
+    assert rest["resumed"] and rest["step"] == 6
+    assert losses(cut) == losses(tmp_path / "0")
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(rest["state"].params),
+                 jax.device_get(results[0]["state"].params))
+
+
+def test_collective_agreement_only_on_log_checkpoint_and_every_nth_step(trainer, tmp_path,
+                                                                       monkeypatch):
+    calls, steps = [], []
+    gather, step = training.loop._gather_flag, trainer.train_step
+
+    def counting(state, batch):
+        steps.append(len(steps) + 1)
+        return step(state, batch)
+    monkeypatch.setattr(trainer, "train_step", counting)
+    monkeypatch.setattr(training.loop, "_gather_flag",
+                        lambda flag: calls.append(len(steps)) or gather(flag))
+    loop = dict(preemption_sync="collective", log_every=4, checkpoint_every=6,
+                preemption_check_every=5)
+    result = train(trainer, tmp_path / "a", steps=9, **loop)
+    # before the first step, then after log step 4, the 5th, checkpoint step 6, log step 8;
+    # the last step saves and ends the run without one
+    assert calls == [0, 4, 5, 6, 8] and not result["preempted"]
+    calls.clear()
+    steps.clear()
+    result = train(trainer, tmp_path / "b", steps=9, term=3, **loop)  # SIGTERM in step 1
+    assert calls == [0, 4] and result["preempted"] and result["step"] == 4
+    assert Checkpointer(str(tmp_path / "b" / "checkpoints")).all_steps() == [4]
+
+
+def test_one_process_needs_no_collective_and_bad_settings_fail_at_construction():
+    assert preemption_mode("auto") == preemption_mode("service") == "local"
+    assert preemption_mode("collective") == "collective"
+    for kwargs, match in ((dict(prefetch=-1), r"prefetch=-1 must be >= 0"),
+                          (dict(preemption_sync="barrier"), r"preemption_sync='barrier'; valid"),
+                          (dict(preemption_check_every=0), r"preemption_check_every=0")):
+        with pytest.raises(ValueError, match=match):
+            LoopConfig(train_steps=1, **kwargs)
