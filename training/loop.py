@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from training.checkpoints import Checkpointer
+from training.int_fields import require_int
 from training.metrics_writer import MetricsWriter
 from training.run_lock import hold as hold_lock
 from training.trainer import Trainer
@@ -39,6 +40,9 @@ class LoopConfig:
     max_consecutive_skipped_steps: int = 100
 
     def __post_init__(self):
+        for name in ("train_steps", "checkpoint_every", "eval_every", "log_every",
+                     "keep_checkpoints", "max_consecutive_skipped_steps"):
+            require_int("LoopConfig", name, getattr(self, name))
         for name in ("train_steps", "checkpoint_every", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"LoopConfig.{name}={getattr(self, name)} must be >= 1")
