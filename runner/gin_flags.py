@@ -162,14 +162,16 @@ def check_macros_read() -> None:
 
 
 def _with_macro(e: Exception) -> Exception:
-    """The config error, plus the macros whose value it names (`TRAIN_STEPS=10.5` shows up
-    as `LoopConfig.train_steps=10.5`)."""
+    """The config error, plus the macro bound to the field it names (`TRAIN_STEPS=10.5`
+    shows up as `ScheduleConfig.decay_steps=10.5`)."""
     message = str(e)
-    named = sorted(scope for (scope, selector), params in gin.config._CONFIG.items()
-                   if selector == "gin.macro" and not isinstance(params.get("value"), (
-                       gin.config.ConfigurableReference, bool, type(None)))
-                   and re.search(re.escape(f"={params.get('value')!r}") + r"(?![\w.])",
-                                 message))
+    field = re.match(r"([\w.]+)\.(\w+)=", message)
+    if not field:
+        return e
+    owner, name = field.groups()
+    named = sorted(set().union(*(
+        _macros_read_by(params[name]) for (_, selector), params in gin.config._CONFIG.items()
+        if name in params and (selector == owner or selector.endswith("." + owner))), set()))
     if not named:
         return e
     first, *rest = message.splitlines()
