@@ -23,6 +23,25 @@ def default_lengths(model_dir: str) -> dict:
     return dict(FALLBACK_LENGTHS)
 
 
+def describe(vocab) -> str:
+    model_file = getattr(vocab, "sentencepiece_model_file", None)
+    return (f"{type(vocab).__name__}" + (f" {model_file}" if model_file else "")
+            + f" ({vocab.vocab_size} ids)")
+
+
+def check_vocabulary(task, predictor: Predictor) -> None:
+    """A task whose inputs or targets use another vocabulary than the model's would be
+    decoded into garbage and scored as such: refuse it before anything is decoded."""
+    for feature in ("inputs", "targets"):
+        vocab = task.output_features[feature].vocabulary
+        if vocab != predictor.vocab:
+            raise ValueError(
+                f"task {task.name!r} {feature} use {describe(vocab)}, but the model reads and "
+                f"writes {describe(predictor.vocab)}; evaluate a task with the model's "
+                "vocabulary (the one it was trained on), or for an HF directory pass the "
+                "matching --vocab or --byte")
+
+
 def evaluate_task(predictor: Predictor, task_name: str, split: str, lengths: dict,
                   max_examples: int, batch_size: int = 32) -> dict:
     import seqio
@@ -30,8 +49,10 @@ def evaluate_task(predictor: Predictor, task_name: str, split: str, lengths: dic
     from tasks.feeding import lookup, require_prepared
 
     provider = lookup(task_name)
-    require_prepared(provider)
     tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
+    for task in tasks:
+        check_vocabulary(task, predictor)
+    require_prepared(provider)
     results = {}
     for task in tasks:
         if "byte_inputs" in task.output_features:  # hybrid: bytes of the same inputs

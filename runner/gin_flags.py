@@ -133,6 +133,52 @@ REQUIRED_MACROS = ["MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "BATCH_SIZE",
                    "INITIAL_CHECKPOINT_PATH"]
 
 
+def _macros_read_by(value) -> set[str]:
+    """Names of the macros (`%NAME`) a bound value refers to, nested containers included."""
+    if isinstance(value, gin.config.ConfigurableReference):
+        return {"/".join(value.scopes)} if value.selector == "gin.macro" else set()
+    if isinstance(value, dict):
+        return set().union(*map(_macros_read_by, value.values()), set())
+    if isinstance(value, (list, tuple)):
+        return set().union(*map(_macros_read_by, value), set())
+    return set()
+
+
+def check_macros_read() -> None:
+    """Every macro set must be read by some binding: gin itself accepts `TRAIN_STEP = 5`
+    beside `TRAIN_STEPS` and ignores it, so a misspelled macro would pass silently."""
+    bound = gin.config._CONFIG  # gin's (scope, selector) -> {parameter: value}
+    defined = {scope for scope, selector in bound if selector == "gin.macro"}
+    read = set(REQUIRED_MACROS).union(*(_macros_read_by(v) for params in bound.values()
+                                         for v in params.values()))
+    unread = sorted(defined - read)
+    if unread:
+        name = unread[0]
+        close = difflib.get_close_matches(name, sorted(read), n=3, cutoff=0.5)
+        raise ValueError(f"macro {name} is set but nothing reads it (no binding says "
+                         f"%{name})" + (f"; did you mean {close}?" if close else
+                                        f"; the macros read are {sorted(read)}")
+                         + (f" (also unread: {unread[1:]})" if unread[1:] else ""))
+
+
+def _with_macro(e: Exception) -> Exception:
+    """The config error, plus the macro bound to the field it names (`TRAIN_STEPS=10.5`
+    shows up as `ScheduleConfig.decay_steps=10.5`)."""
+    message = str(e)
+    field = re.match(r"([\w.]+)\.(\w+)=", message)
+    if not field:
+        return e
+    owner, name = field.groups()
+    named = sorted(set().union(*(
+        _macros_read_by(params[name]) for (_, selector), params in gin.config._CONFIG.items()
+        if name in params and (selector == owner or selector.endswith("." + owner))), set()))
+    if not named:
+        return e
+    first, *rest = message.splitlines()
+    return (ValueError if isinstance(e, ValueError) else TypeError)(
+        f"{first} (set by the macro {', '.join(named)})" + "".join(f"\n{x}" for x in rest))
+
+
 @contextlib.contextmanager
 def run_from_gin(files: list[str], bindings: list[str]):
     """`with run_from_gin(files, bindings) as (run, records):` the one place a run is parsed.
@@ -147,7 +193,14 @@ def run_from_gin(files: list[str], bindings: list[str]):
     try:
         parse(files, bindings)
         require_macros(REQUIRED_MACROS)
-        run = configurables.train()
+        check_macros_read()
+        try:
+            run = configurables.train()
+        except (ValueError, TypeError) as e:
+            hinted = _with_macro(e)
+            if hinted is e:
+                raise
+            raise hinted from None
         yield run, {"config.gin": gin.config_str(),
                     "operative_config.gin": gin.operative_config_str}
     finally:

@@ -3,6 +3,8 @@ HF T5 directory or a t5x checkpoint (with a SentencePiece model or bytes)."""
 
 from __future__ import annotations
 
+import sys
+
 import jax
 import numpy as np
 
@@ -51,7 +53,13 @@ class Predictor:
 
     def encode_texts(self, texts: list[str], vocab=None) -> np.ndarray:
         vocab = vocab or self.vocab
-        rows = [vocab.encode(t)[: self.max_input_length - 1] + [1] for t in texts]
+        rows = []
+        for text in texts:
+            ids = vocab.encode(text)
+            if len(ids) > self.max_input_length - 1:
+                print(f"input {text[:40]!r}...: {len(ids)} tokens + EOS, truncated to "
+                      f"max_input_length={self.max_input_length}", file=sys.stderr)
+            rows.append(ids[: self.max_input_length - 1] + [1])
         width = max(len(r) for r in rows)
         batch = -(-len(rows) // self.dp) * self.dp
         out = np.zeros((batch, width), np.int32)

@@ -14,6 +14,7 @@ from model_zoo.config import ModelConfig
 from partitioning.mesh import MeshConfig
 from tasks.feeding import FeedConfig, lookup
 from tasks.hybrid_features import is_hybrid
+from training.int_fields import require_int
 from training.loop import LoopConfig
 from training.trainer import TrainConfig
 
@@ -38,6 +39,7 @@ class Run:
                 raise TypeError(f"Run.{name}={getattr(self, name)!r} must be a {cls.__name__}")
         if self.eval_feed is not None and not isinstance(self.eval_feed, FeedConfig):
             raise TypeError(f"Run.eval_feed={self.eval_feed!r} must be None or a FeedConfig")
+        require_int("run.train", "eval_batches", self.eval_batches)
         if self.eval_batches < 1:
             raise ValueError(f"run.train.eval_batches={self.eval_batches} must be >= 1")
         object.__setattr__(self, "initial_checkpoint_path", self.initial_checkpoint_path or None)

@@ -42,14 +42,24 @@ def member_run(cfg: SweepConfig, member: Member, extra: list[str]):
         raise _named(member, e) from e
 
 
-def check(cfg: SweepConfig, members: list[Member], extra: list[str]) -> None:
-    """Everything that can be checked without training, for every member."""
+def check(cfg: SweepConfig, members: list[Member], extra: list[str], out: str) -> None:
+    """Everything that can be checked without training, for every member: its Run, its mesh
+    and trainer (shardings, batch vs data-parallel degree), what its model_dir's checkpoints
+    allow (runner/resume_check.py) and a first example of its data."""
+    import partitioning
+    from model_zoo.identity import identity_of
+    from partitioning.cpu_devices import request_cpu_devices
+    from runner.resume_check import checkpointed_step
     from tasks.feeding import lookup
+    from training.trainer import Trainer
 
     keys = set(cfg.bindings) | {k for m in members for k, _ in m.bindings}
     gin_flags.check_macros_defined(list(cfg.gin_files), sorted(k for k in keys if "." not in k))
     for member in members:
         with member_run(cfg, member, extra) as (run, _):
+            request_cpu_devices(run.mesh)
+            Trainer(run.model, run.trainer, partitioning.make_mesh(run.mesh))
+            checkpointed_step(run, os.path.join(out, member.name), identity_of(run.model))
             data = [(run.feed.mixture_or_task_name, "train")]
             if run.heldout_mixture and cfg.heldout_examples:
                 data.append((run.heldout_mixture, "validation"))
@@ -72,12 +82,14 @@ def heldout_eval(model_dir: str, heldout: str, examples: int, lengths: dict) -> 
     return out
 
 
-def run_member(cfg: SweepConfig, member: Member, run, records: dict, out: str) -> dict:
+def run_member(cfg: SweepConfig, member: Member, run, records: dict, out: str) -> dict | None:
+    """Train one member and write its result; None if SIGTERM stopped it first."""
     from runner.train import train
 
     model_dir = os.path.join(out, member.name)
     start = time.time()
-    train(run, model_dir, progress=False, records=records)
+    if train(run, model_dir, progress=False, records=records)["preempted"]:
+        return None  # unfinished: no result, so the next invocation resumes it
     seconds = time.time() - start
     metrics = sweep_report.final_metrics(model_dir)
     if run.heldout_mixture and cfg.heldout_examples:
@@ -162,7 +174,7 @@ def sweep(sweep_path: str, out: str, bindings: list[str] = (), only: str | None 
     os.makedirs(out, exist_ok=True)
     if not collect:
         pending = [m for m in chosen if finished(out, m) is None]
-        check(cfg, pending, list(bindings))
+        check(cfg, pending, list(bindings), out)
         if emit_only:
             for path in emit(sweep_path, out, members, list(relaunch_flags)):
                 print(path)
@@ -173,6 +185,10 @@ def sweep(sweep_path: str, out: str, bindings: list[str] = (), only: str | None 
                 start = time.process_time()
                 with member_run(cfg, member, list(bindings)) as (run, records):
                     result = run_member(cfg, member, run, records, out)
+                if result is None:
+                    print(f"sweep: SIGTERM: stopped in member {member.name}; run the sweep "
+                          "again to resume it", file=sys.stderr)
+                    break
                 print(json.dumps(result))
                 print(f"sweep: member {member.name} took {time.process_time() - start:.1f} "
                       "CPU seconds", file=sys.stderr)

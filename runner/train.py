@@ -1,20 +1,29 @@
 """The one way to train: `train(run, model_dir)` for a validated Run.
 
 tools.train, tools.sweep, tools.wikispell_compare and tools.quickstart all end here with a
-Run value. Before anything is written into model_dir, every check that could refuse the run
-passes: the directory is writable, the mesh fits the devices, the trainer's sharding checks,
-the initial params match the model and a model_dir of another model is refused untouched.
-Resumes from model_dir's latest complete checkpoint; SIGTERM saves and returns.
+Run value. The run lock is taken first, and nothing is written into model_dir before every
+check that could refuse the run passed: the directory is writable, the checkpoints are of
+this model, input stream and below TRAIN_STEPS (runner/resume_check.py), the mesh fits the
+devices, the trainer's sharding checks, the initial params match the model, and the loop
+restored a step that verifies; config.gin and model.json are written only then. Resumes
+from model_dir's newest good checkpoint; a model_dir already at TRAIN_STEPS trains nothing
+(and runs the final eval if it is missing). SIGTERM saves and returns; before the loop runs
+it returns with nothing trained (runner/startup_sigterm.py).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import sys
 
 import numpy as np
 
+from runner.resume_check import checkpointed_step, has_eval_at
 from runner.run import Run
+from runner.startup_sigterm import forward as forward_sigterm
+from runner.startup_sigterm import requested as sigterm_requested
+from runner.startup_sigterm import startup_sigterm
 
 
 def check_model_dir(model_dir: str) -> None:
@@ -82,30 +91,58 @@ def train(run: Run, model_dir: str, progress: bool | None = None,
 
     import jax
 
+    from training.run_lock import hold
+
+    with startup_sigterm():
+        if sigterm_requested():
+            return _nothing_trained(model_dir, None)
+        check_model_dir(model_dir)
+        primary = jax.process_index() == 0
+        with hold(model_dir, primary):  # before the first write: a refused run changes nothing
+            return _train(run, model_dir, progress, records or {}, primary)
+
+
+def _train(run: Run, model_dir: str, progress, records: dict, primary: bool) -> dict:
     import partitioning
     from model_zoo.identity import identity_of
     from runner.initial_params import initial_params
     from runner.trained_model import write_model_json
-    from training.checkpoints import Checkpointer
     from training.loop import run as run_loop
     from training.trainer import Trainer
 
-    check_model_dir(model_dir)
-    trainer = Trainer(run.model, run.trainer, partitioning.make_mesh(run.mesh))
-    make_feed, make_eval = feeds(run)
-    initial = initial_params(run, trainer)
     identity = identity_of(run.model)
-    # Refuse a model_dir of another model before writing anything into it.
-    Checkpointer(os.path.join(model_dir, "checkpoints"), async_save=False,
-                 identity=identity).check_identity()
-    primary = jax.process_index() == 0
-    if primary:
-        _write(model_dir, {k: v for k, v in (records or {}).items() if isinstance(v, str)})
-        write_model_json(model_dir, run.model, run.feed.mixture_or_task_name, run.lengths)
+    resume_step = checkpointed_step(run, model_dir, identity)  # refuses before any write
+    if resume_step is not None and resume_step >= run.loop.train_steps:
+        return _already_trained(run, model_dir, resume_step, identity, primary)
+    trainer = Trainer(run.model, run.trainer, partitioning.make_mesh(run.mesh))
+    if sigterm_requested():
+        return _nothing_trained(model_dir, resume_step)
+    # Resuming restores the params; the initial checkpoint is read only for a fresh start.
+    initial = initial_params(run, trainer) if resume_step is None else None
+    if sigterm_requested():
+        return _nothing_trained(model_dir, resume_step)
+    make_input_feed, make_eval = feeds(run)
+    started = []
+
+    def make_feed(input_state):
+        """Called by the loop once it restored (or initialised) the state and before it
+        writes anything: the saved input position is checked here, then the records go."""
+        feed = make_input_feed(input_state)
+        started.append(True)
+        if primary:
+            _write(model_dir, {k: v for k, v in records.items() if isinstance(v, str)})
+            write_model_json(model_dir, run.model, run.feed.mixture_or_task_name, run.lengths)
+        forward_sigterm()  # one that came after the last check goes to the loop's handler
+        return feed
+
     result = run_loop(trainer, run.loop, model_dir, make_feed, make_eval, identity=identity,
                       initial_params=initial, progress=progress)
-    if primary:
-        _write(model_dir, {k: v() for k, v in (records or {}).items() if callable(v)})
+    if primary and started:
+        _write(model_dir, {k: v() for k, v in records.items() if callable(v)})
+    return _summary(model_dir, result)
+
+
+def _summary(model_dir: str, result: dict) -> dict:
     train_metrics = {k: v for k, v in result.get("metrics", {}).items()
                      if k in ("loss", "accuracy")}
     eval_metrics = {f"eval/{k}": v for k, v in result.get("eval_metrics", {}).items()
@@ -113,3 +150,62 @@ def train(run: Run, model_dir: str, progress: bool | None = None,
     return {"model_dir": os.path.abspath(model_dir), "step": result["step"],
             "preempted": result["preempted"], "resumed": result["resumed"],
             **train_metrics, **eval_metrics}
+
+
+def _nothing_trained(model_dir: str, step: int | None) -> dict:
+    print(f"SIGTERM before training started: nothing was trained yet and nothing written in "
+          f"{model_dir}" + (f" (its checkpoints stay at step {step})" if step else ""),
+          file=sys.stderr)
+    return {"model_dir": os.path.abspath(model_dir), "step": step or 0, "preempted": True,
+            "resumed": False}
+
+
+def _already_trained(run: Run, model_dir: str, step: int, identity: dict,
+                     primary: bool) -> dict:
+    """A model_dir already at TRAIN_STEPS: nothing to train; the final eval is run if a kill
+    cut it off (metrics.jsonl has none for that step)."""
+    print(f"{model_dir} already holds step {step} = TRAIN_STEPS: nothing to train",
+          file=sys.stderr)
+    result = {"step": step, "preempted": False, "resumed": True}
+    if run.eval_feed is not None and not _agree(has_eval_at(model_dir, step) if primary
+                                                else True):
+        result["eval_metrics"] = _final_eval(run, model_dir, step, identity, primary)
+    return _summary(model_dir, result)
+
+
+def _final_eval(run: Run, model_dir: str, step: int, identity: dict, primary: bool) -> dict:
+    import partitioning
+    from training.checkpoints import Checkpointer
+    from training.loop import evaluate
+    from training.metrics_writer import MetricsWriter
+    from training.trainer import Trainer
+
+    print(f"its final eval is missing: evaluating step {step}", file=sys.stderr)
+    trainer = Trainer(run.model, run.trainer, partitioning.make_mesh(run.mesh))
+    ckpt = Checkpointer(os.path.join(model_dir, "checkpoints"), async_save=False,
+                        identity=identity)
+    try:
+        params = ckpt.restore_params(trainer.abstract_state().params, step)
+    finally:
+        ckpt.close()
+    metrics = evaluate(trainer, params, feeds(run)[1]())
+    writer = MetricsWriter(model_dir, primary=primary, resume_step=step)
+    try:
+        writer.write(step, metrics, prefix="eval/")
+    finally:
+        writer.close()
+    print(f"step {step}: eval loss {metrics['loss']:.4f}, accuracy {metrics['accuracy']:.4f}",
+          file=sys.stderr)
+    return metrics
+
+
+def _agree(flag: bool) -> bool:
+    """Process 0's flag on every host."""
+    import jax
+
+    if jax.process_count() == 1:
+        return flag
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))

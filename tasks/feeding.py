@@ -46,6 +46,12 @@ class FeedConfig:
     resume: str = "exact"
 
     def __post_init__(self):
+        for name in ("batch_size", "seed", "num_epochs"):
+            value = getattr(self, name)
+            if (not isinstance(value, int) or isinstance(value, bool)) and not (
+                    name == "num_epochs" and value is None):
+                raise ValueError(f"FeedConfig.{name}={value!r} is invalid: expected an integer, "
+                                 f"got {type(value).__name__}")
         if self.batch_size < 1:
             raise ValueError(f"FeedConfig.batch_size={self.batch_size} must be >= 1")
         if self.resume not in RESUME_MODES:

@@ -119,6 +119,8 @@ JSONL_RUN = {"MIXTURE_OR_TASK_NAME": "flan_jsonl", "HELDOUT_MIXTURE": None,
     ("unknown_macro", r"binds 'BATCH_SIZ'.*did you mean \['BATCH_SIZE'"),
     ("jsonl_missing_field", r"qa.jsonl:2 has no field\(s\) \['a'\]"),
     ("template_absent_field", r"refers to field\(s\) \['questoin'\]"),
+    ("extra_misspelled_macro", r"macro TRAIN_STEP is set but nothing reads it.*TRAIN_STEPS"),
+    ("second_member_batch", r"member 'BATCH_SIZE=12.*not divisible by the data-parallel"),
 ])
 def test_bad_sweep_input_fails_before_any_member_runs(tmp_path, case, match):
     good = _jsonl(tmp_path, [{"q": f"q{i}", "a": f"a{i}"} for i in range(4)])
@@ -132,9 +134,12 @@ def test_bad_sweep_input_fails_before_any_member_runs(tmp_path, case, match):
         good = _jsonl(tmp_path, [{"q": "x", "a": "y"}, {"q": "z"}])
     if case == "template_absent_field":
         templates = [("Q: {question}", "{answer}"), ("{questoin}?", "{answer}")]
+    if case == "second_member_batch":  # 12 rows cannot split over the 8 data shards
+        grid = {"BATCH_SIZE": [8, 12]}
+    extra = ["--gin.TRAIN_STEP=5"] if case == "extra_misspelled_macro" else []
     path = write_sweep(tmp_path / "s.gin", grid=grid, heldout=0, bindings={
         **JSONL_RUN, "tasks.instruction_jsonl.train": good,
         "tasks.instruction_jsonl.templates": templates})
     with pytest.raises((ValueError, KeyError), match=match):
-        sweep.main([f"--sweep={path}", f"--out={tmp_path / 'out'}"])
+        sweep.main([f"--sweep={path}", f"--out={tmp_path / 'out'}", *extra])
     assert sorted(os.listdir(tmp_path / "out")) == []   # no member started

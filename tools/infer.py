@@ -48,15 +48,20 @@ def main(argv=None):
     p.add_argument("--top_k", type=int, default=0)
     p.add_argument("--top_p", type=float, default=1.0)
     p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--max_input_length", type=int, default=512,
+                   help="tokens (EOS included); a longer input is truncated, with a warning")
     p.add_argument("--mesh", default="data=1")
     p.add_argument("--rules", default="data_parallel")
     args = p.parse_args(argv)
     if bool(args.prompt) == bool(args.input):
         p.error("give --prompt TEXT or --input FILE.jsonl")
     cfg = decode_config_from(args, gin_files, gin_bindings)
+    if args.max_input_length < 2:
+        p.error(f"--max_input_length={args.max_input_length} must be >= 2 (a token and EOS)")
     from runner.trained_model import model_from_gin_for
 
     predictor = Predictor(args.model_dir, args.mesh, args.rules, cfg, args.vocab, args.byte,
+                          max_input_length=args.max_input_length,
                           model=model_from_gin_for(args.model_dir, gin_files, gin_bindings))
     if args.prompt:
         records = [{args.field: t} for t in args.prompt]

@@ -25,6 +25,7 @@ import sys
 
 def main(argv=None) -> list[dict]:
     from runner import gin_flags
+    from runner.startup_sigterm import startup_sigterm
     from runner.sweep import sweep
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -38,9 +39,10 @@ def main(argv=None) -> list[dict]:
     args = p.parse_args(rest)
     if any(a.startswith("--gin_file") for a in argv):
         p.error("give gin files in the sweep file (sweep.SweepConfig.gin_files)")
-    return sweep(args.sweep, args.out, bindings, only=args.only, emit_only=args.emit,
-                 collect=args.collect,
-                 relaunch_flags=[a for a in argv if a.startswith("--gin.")])
+    with startup_sigterm():  # SIGTERM stops the member in training (saved) and the sweep
+        return sweep(args.sweep, args.out, bindings, only=args.only, emit_only=args.emit,
+                     collect=args.collect,
+                     relaunch_flags=[a for a in argv if a.startswith("--gin.")])
 
 
 if __name__ == "__main__":

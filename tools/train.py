@@ -52,6 +52,13 @@ def start_distributed(p: argparse.ArgumentParser, args) -> str:
 
 
 def main(argv=None) -> dict:
+    from runner.startup_sigterm import startup_sigterm
+
+    with startup_sigterm():  # SIGTERM from here on: a save, or exit 0 with nothing trained
+        return _main(argv)
+
+
+def _main(argv) -> dict:
     from runner import gin_flags
     from runner.train import train
 

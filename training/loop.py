@@ -38,6 +38,7 @@ import jax
 import numpy as np
 
 from training.checkpoints import Checkpointer
+from training.int_fields import require_int
 from training.metrics_writer import MetricsWriter
 from training.prefetch import DevicePrefetch
 from training.run_lock import hold as hold_lock
@@ -74,6 +75,10 @@ class LoopConfig:
         if self.preemption_sync not in PREEMPTION_SYNCS:
             raise ValueError(f"LoopConfig.preemption_sync={self.preemption_sync!r}; valid: "
                              f"{PREEMPTION_SYNCS}")
+        for name in ("train_steps", "checkpoint_every", "eval_every", "log_every",
+                     "keep_checkpoints", "max_consecutive_skipped_steps", "prefetch",
+                     "preemption_check_every"):
+            require_int("LoopConfig", name, getattr(self, name))
         for name in ("train_steps", "checkpoint_every", "log_every", "keep_checkpoints",
                      "preemption_check_every"):
             if getattr(self, name) < 1:

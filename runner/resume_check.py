@@ -1,0 +1,95 @@
+"""What a model_dir's checkpoints allow a run, decided before anything is written into it.
+
+A run may resume only checkpoints of its own model (identity), of its own input stream
+(task, lengths, batch size, split, seed, packing: the saved input position must replay the
+same examples) and below its TRAIN_STEPS. Reading the step list, the identity and the input
+position is cheap (JSON); a step's checksums are read only when the run would end there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from runner.run import Run
+from tasks.feeding import HostFeed
+from training.checkpoint_verify import DamagedCheckpoint, read_json
+from training.checkpoints import Checkpointer
+
+
+class _Position(HostFeed):
+    """HostFeed.restore's checks of a saved position, without opening the dataset."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+
+def checkpointed_step(run: Run, model_dir: str, identity: dict) -> int | None:
+    """The step this run would resume from (None: nothing to resume), or a ValueError that
+    says why the model_dir's checkpoints refuse it. Writes nothing."""
+    directory = os.path.join(model_dir, "checkpoints")
+    if not os.path.isdir(directory):
+        return None
+    ckpt = Checkpointer(directory, async_save=False, identity=identity)
+    try:
+        ckpt.check_identity()
+        steps = ckpt.all_steps()
+        if not steps:
+            return None
+        _check_input_position(run, ckpt, steps)
+        return _step_within(run, ckpt, steps)
+    finally:
+        ckpt.close()
+
+
+def _check_input_position(run: Run, ckpt: Checkpointer, steps: list[int]) -> None:
+    for step in reversed(steps):
+        try:
+            position = read_json(os.path.join(ckpt.step_dir(step), "input", "metadata"))
+        except DamagedCheckpoint:
+            continue  # the restore reports it (and falls back)
+        if position:
+            try:
+                _Position.restore(run.feed, position)
+            except ValueError as e:
+                raise ValueError(f"cannot resume {ckpt.step_dir(step)}: {e} Nothing in the "
+                                 "model_dir was changed.") from None
+        return
+
+
+def _step_within(run: Run, ckpt: Checkpointer, steps: list[int]) -> int:
+    """The newest step if below TRAIN_STEPS; else the newest that verifies, which must not be
+    past TRAIN_STEPS (the run would silently do nothing)."""
+    train_steps = run.loop.train_steps
+    if steps[-1] < train_steps:
+        return steps[-1]
+    for step in reversed(steps):
+        try:
+            ckpt.verify(step)
+        except DamagedCheckpoint:
+            continue
+        if step > train_steps:
+            raise ValueError(
+                f"TRAIN_STEPS={train_steps} (training.LoopConfig.train_steps) is below step "
+                f"{step} already checkpointed in {ckpt.directory}: nothing would be trained. "
+                f"Set TRAIN_STEPS above {step} to train on, or use another model_dir. Nothing "
+                "in the model_dir was changed.")
+        return step
+    return steps[-1]  # every step is damaged: the restore says so, naming them
+
+
+def has_eval_at(model_dir: str, step: int) -> bool:
+    """Whether metrics.jsonl holds eval metrics of `step` (a kill during the final eval
+    leaves a run at TRAIN_STEPS without them)."""
+    path = os.path.join(model_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return False
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("step") == step and any(k.startswith("eval/") for k in record):
+                return True
+    return False
