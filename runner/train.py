@@ -1,10 +1,10 @@
 """The one way to train: `train(run, model_dir)` for a validated Run.
 
 tools.train, tools.sweep, tools.wikispell_compare and tools.quickstart all end here with a
-Run value. The run lock is taken first, and nothing is written into model_dir before every
-check that could refuse the run passed: the directory is writable, the checkpoints are of
-this model, input stream and below TRAIN_STEPS (runner/resume_check.py), the mesh fits the
-devices, the trainer's sharding checks, the initial params match the model, and the loop
+Run value. The run lock is taken before anything is written, and nothing is written into
+model_dir before every check that could refuse the run passed: the checkpoints are of
+this model, input stream and not past TRAIN_STEPS (runner/resume_check.py), the mesh fits
+the devices, the trainer's sharding checks, the initial params match the model, and the loop
 restored a step that verifies; config.gin and model.json are written only then. Resumes
 from model_dir's newest good checkpoint; a model_dir already at TRAIN_STEPS trains nothing
 (and runs the final eval if it is missing). SIGTERM saves and returns; before the loop runs

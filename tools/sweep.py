@@ -6,11 +6,13 @@
         [--only=MEMBER]                # run one member (what each launch script does)
         [--collect]                    # only gather finished members into the report
 
-Every member is checked first (gin names, macros, config values, a first example of its
-training data and held-out tasks), so a bad binding, JSONL file or template fails before any
-training starts. Members then run one after another in this process, each in OUT/MEMBER
-(runner.train: it resumes from its checkpoints); a member with OUT/MEMBER/sweep_result.json is
-finished and skipped. After training, a member whose run defines HELDOUT_MIXTURE is
+Every member is checked first (gin names, macros, config values, its mesh and trainer,
+what its OUT/MEMBER checkpoints allow, a first example of its training data and held-out
+tasks), so a bad binding, JSONL file or template fails before any training starts. SIGTERM
+saves the member in training and stops the sweep (it resumes there when run again).
+Members then run one after another in this process, each in OUT/MEMBER (runner.train: it
+resumes from its checkpoints); a member with OUT/MEMBER/sweep_result.json is finished and
+skipped. After training, a member whose run defines HELDOUT_MIXTURE is
 evaluated zero-shot on it: greedy decoding of `heldout_examples` validation examples per
 task, exact match of the answer. Results: OUT/results.csv, OUT/results.md, OUT/results.png.
 See gin/sweeps/ and runner/sweep_config.py for the sweep file format; runner/sweep.py does
