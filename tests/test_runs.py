@@ -158,7 +158,7 @@ def test_full_disk_fails_early_and_keeps_checkpoints(tmp_path):
         flags = [f"--model_dir={model_dir}", *SMALL, "--gin.CHECKPOINT_EVERY=2", "--no-progress"]
         train_tool.main(flags + ["--gin.TRAIN_STEPS=4"])
         before = sorted(os.listdir(model_dir / "checkpoints"))
-        with open(disk / "filler", "wb") as f:  # fill the disk to the last byte
+        with open(disk / "filler", "wb", buffering=0) as f:  # to the last byte, none buffered
             try:
                 while True:
                     f.write(b"\0" * 65536)
