@@ -207,18 +207,20 @@ def run_from_gin(files: list[str], bindings: list[str]):
         gin.clear_config()
 
 
-def model_from_gin(files: list[str], bindings: list[str]):
-    """The ModelConfig of model gin files (`model_zoo.model`), no run around it."""
+def _built(files: list[str], bindings: list[str], make):
+    """`make()` with the gin files and bindings parsed, and gin cleared after."""
     try:
         parse(files, bindings)
-        return configurables.model()
+        return make()
     finally:
         gin.clear_config()
+
+
+def model_from_gin(files: list[str], bindings: list[str]):
+    """The ModelConfig of model gin files (`model_zoo.model`), no run around it."""
+    return _built(files, bindings, configurables.model)
 
 
 def decode_config_from_gin(files: list[str], bindings: list[str]):
-    try:
-        parse(files, bindings)
-        return configurables.decode_config()
-    finally:
-        gin.clear_config()
+    """The DecodeConfig the gin files and bindings give."""
+    return _built(files, bindings, configurables.decode_config)
