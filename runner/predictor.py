@@ -11,6 +11,7 @@ import numpy as np
 import partitioning
 from model_zoo.axes import activation_rules
 from model_zoo.decoding import DecodeConfig, decode
+from model_zoo.scoring import sequence_log_likelihood
 from partitioning.mesh_spec import devices_for, mesh_config
 from runner import trained_model
 
@@ -29,7 +30,9 @@ def vocabulary_for(task: str | None, vocab: str | None, byte: bool):
 
 
 class Predictor:
-    """Batches texts, pads them to the data-parallel degree, decodes in one jitted call."""
+    """Batches texts, pads them to the data-parallel degree, and decodes (`predict`) or scores
+    given targets (`score`: log p(target | input), summed over the target's tokens) in one
+    jitted call each."""
 
     def __init__(self, model_dir: str, mesh_spec: str = "data=1", rules: str = "data_parallel",
                  decode_config: DecodeConfig | None = None, vocab=None, byte=False,
@@ -50,16 +53,20 @@ class Predictor:
         self.rng = jax.random.key(seed)
         cfg = self.decode_config
         self._decode = jax.jit(lambda p, e, r, b: decode(self.mdef.bind(p), e, cfg, r, b))
+        self._score = jax.jit(
+            lambda p, e, t, b: sequence_log_likelihood(self.mdef.bind(p), e, t, b))
 
-    def encode_texts(self, texts: list[str], vocab=None) -> np.ndarray:
+    def encode_texts(self, texts: list[str], vocab=None, max_length: int | None = None,
+                     what: str = "input") -> np.ndarray:
         vocab = vocab or self.vocab
+        max_length = max_length or self.max_input_length
         rows = []
         for text in texts:
             ids = vocab.encode(text)
-            if len(ids) > self.max_input_length - 1:
-                print(f"input {text[:40]!r}...: {len(ids)} tokens + EOS, truncated to "
-                      f"max_input_length={self.max_input_length}", file=sys.stderr)
-            rows.append(ids[: self.max_input_length - 1] + [1])
+            if len(ids) > max_length - 1:
+                print(f"{what} {text[:40]!r}...: {len(ids)} tokens + EOS, truncated to "
+                      f"max_{what}_length={max_length}", file=sys.stderr)
+            rows.append(ids[: max_length - 1] + [1])
         width = max(len(r) for r in rows)
         batch = -(-len(rows) // self.dp) * self.dp
         out = np.zeros((batch, width), np.int32)
@@ -81,3 +88,18 @@ class Predictor:
             row = row[: row.index(1)] if 1 in row else row
             preds.append(self.vocab.decode([t for t in row if t > 0]))
         return preds
+
+    def score(self, texts: list[str], targets: list[str],
+              max_target_length: int | None = None) -> np.ndarray:
+        """[len(texts)] float32: each target's summed token log-likelihood given its input
+        (EOS included), the quantity seqio's score_metric_fns and rank classification use."""
+        if len(texts) != len(targets):
+            raise ValueError(f"score: {len(texts)} inputs but {len(targets)} targets")
+        enc = self.encode_texts(texts)
+        byte_enc = self.encode_texts(texts, self.byte_vocab) if self.byte_vocab else None
+        tgt = self.encode_texts(targets, max_length=max_target_length or
+                                self.decode_config.max_decode_length, what="target")
+        with jax.set_mesh(self.mesh), activation_rules(
+                partitioning.activation_resolver(self.rules, self.mesh)):
+            out = self._score(self.params, enc, tgt, byte_enc)
+        return np.asarray(out)[: len(texts)]
