@@ -74,16 +74,39 @@ class Predictor:
             out[i, : len(r)] = r
         return out
 
-    def predict(self, texts: list[str]) -> list[str]:
-        enc = self.encode_texts(texts)
-        byte_enc = self.encode_texts(texts, self.byte_vocab) if self.byte_vocab else None
+    def _padded(self, rows: np.ndarray) -> np.ndarray:
+        batch = -(-rows.shape[0] // self.dp) * self.dp
+        return np.pad(rows, ((0, batch - rows.shape[0]), (0, 0)))
+
+    def predict_tokens(self, encoder_input_tokens: np.ndarray,
+                       byte_encoder_input_tokens: np.ndarray | None = None) -> np.ndarray:
+        """[B, max_decode_length] ids (up to and including EOS, then 0) for [B, L] inputs."""
+        n = encoder_input_tokens.shape[0]
+        byte_enc = (None if byte_encoder_input_tokens is None
+                    else self._padded(byte_encoder_input_tokens))
         self.rng, key = jax.random.split(self.rng)
         with jax.set_mesh(self.mesh), activation_rules(
                 partitioning.activation_resolver(self.rules, self.mesh)):
-            out = self._decode(self.params, enc, key, byte_enc)
-        ids = np.asarray(out[0] if isinstance(out, tuple) else out)
+            out = self._decode(self.params, self._padded(encoder_input_tokens), key, byte_enc)
+        return np.asarray(out[0] if isinstance(out, tuple) else out)[:n]
+
+    def score_tokens(self, encoder_input_tokens: np.ndarray, decoder_target_tokens: np.ndarray,
+                     byte_encoder_input_tokens: np.ndarray | None = None) -> np.ndarray:
+        """[B] float32 summed log-likelihood of each row's targets (0 = padding)."""
+        n = encoder_input_tokens.shape[0]
+        byte_enc = (None if byte_encoder_input_tokens is None
+                    else self._padded(byte_encoder_input_tokens))
+        with jax.set_mesh(self.mesh), activation_rules(
+                partitioning.activation_resolver(self.rules, self.mesh)):
+            out = self._score(self.params, self._padded(encoder_input_tokens),
+                              self._padded(decoder_target_tokens), byte_enc)
+        return np.asarray(out)[:n]
+
+    def predict(self, texts: list[str]) -> list[str]:
+        enc = self.encode_texts(texts)
+        byte_enc = self.encode_texts(texts, self.byte_vocab) if self.byte_vocab else None
         preds = []
-        for row in ids[: len(texts)]:
+        for row in self.predict_tokens(enc, byte_enc)[: len(texts)]:
             row = row.tolist()
             row = row[: row.index(1)] if 1 in row else row
             preds.append(self.vocab.decode([t for t in row if t > 0]))
@@ -99,7 +122,4 @@ class Predictor:
         byte_enc = self.encode_texts(texts, self.byte_vocab) if self.byte_vocab else None
         tgt = self.encode_texts(targets, max_length=max_target_length or
                                 self.decode_config.max_decode_length, what="target")
-        with jax.set_mesh(self.mesh), activation_rules(
-                partitioning.activation_resolver(self.rules, self.mesh)):
-            out = self._score(self.params, enc, tgt, byte_enc)
-        return np.asarray(out)[: len(texts)]
+        return self.score_tokens(enc, tgt, byte_enc)[: len(texts)]
