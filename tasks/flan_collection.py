@@ -203,6 +203,9 @@ def _dataset_fn(sub_mixture: str):
         if config.rate(sub_mixture) == 0:  # never sampled: read nothing
             return tf.data.Dataset.from_tensor_slices(
                 {k: tf.constant([], tf.string) for k in FEATURES})
+        if split == "validation" and not config.validation_examples:
+            raise ValueError("tasks.flan2022.validation_examples=0 leaves no validation split; "
+                             "hold some records out or set run.train.eval_feed = None")
         paths = shards(config, sub_mixture)   # missing files fail here, before training
         ds = tf.data.Dataset.from_generator(
             lambda: _chunks(examples(config, sub_mixture, split, paths)),

@@ -127,6 +127,11 @@ def test_malformed_line_names_file_and_line(tmp_path, bind):
     bind(directory=str(tmp_path), validation_examples=0)
     with pytest.raises(Exception, match=r"cot.jsonl:3: field 'targets' is missing"):
         _task_names("flan2022_cot", "train")
+    rows = _rows("NIv2", "niv2_a", 3)
+    rows[1]["inputs"] = None
+    _write(tmp_path / "niv2.parquet", rows)
+    with pytest.raises(ValueError, match=r"niv2.parquet row 1: field 'inputs' is NoneType"):
+        list(fc.examples(fc.flan2022(), "niv2", "train", [str(tmp_path / "niv2.parquet")]))
 
 
 def test_bad_exports_fail_before_streaming(tmp_path, bind):
