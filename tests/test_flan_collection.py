@@ -168,3 +168,17 @@ def test_bad_exports_fail_before_streaming(tmp_path, bind):
     bind(rates=None, template_types=["zero_shot"])
     with pytest.raises(ValueError, match="unknown template_type 'zero_shot'"):
         fc.flan2022()
+
+
+def test_flan2022_gin_gives_the_papers_lengths_and_binds_the_directory():
+    from runner import gin_flags
+
+    with gin_flags.run_from_gin(
+            ["models/t5_1_1/tiny.gin", "mesh/cpu8.gin", "runs/flan2022.gin"],
+            ["FLAN2022_DIR = '/data/flan2022'", "INITIAL_CHECKPOINT_PATH = None"]) as (run, _):
+        assert run.feed.mixture_or_task_name == "flan2022" and run.feed.pack
+        assert run.feed.task_feature_lengths == {"inputs": 2048, "targets": 512}
+        assert run.eval_feed.split == "validation"
+        cfg = fc.flan2022()
+        assert cfg.directory == "/data/flan2022"
+        assert dict(cfg.rates) == fc.RATES and dict(cfg.caps) == fc.CAPS
