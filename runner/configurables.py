@@ -96,6 +96,9 @@ def known_configurables() -> dict[str, list[str]]:
         known["tasks.instruction_format"] = params(InstructionFormat)
         known["tasks.instruction_jsonl"] = params(JsonlTask)
         known["tasks.instruction_mixing"] = ["weights", "cap"]
+        from tasks.flan_collection import Flan2022
+
+        known["tasks.flan2022"] = params(Flan2022)
     except ImportError:  # no TensorFlow on this machine
         pass
     return known

@@ -7,7 +7,7 @@ import os
 
 import seqio
 
-from tasks import corpus, flan_tasks, text_files, wikispell
+from tasks import corpus, flan_collection, flan_tasks, text_files, wikispell
 from tasks.metrics import accuracy
 from tasks.span_corruption import prefix_lm, span_corruption
 from tasks.text_to_text import format_fields, keep, label_to_text
@@ -127,3 +127,5 @@ def register() -> None:
                               default_rate=1.0)
     # Flan-style instruction tasks (tasks/flan_tasks.py) and their mixtures.
     flan_tasks.register(spm)
+    # The Flan 2022 collection from its exported files (tasks/flan_collection.py).
+    flan_collection.register(spm)

@@ -56,11 +56,13 @@ def test_mesh_gin_resolves_for_its_machine(path):
 @pytest.mark.parametrize("path", RUNS, ids=lambda p: os.path.relpath(p, GIN))
 def test_run_gin_builds_a_complete_run(path):
     with open(path) as f:  # a run naming its own task keeps it (its model fits that task)
-        own_task = any(line.startswith("MIXTURE_OR_TASK_NAME") for line in f)
+        text = f.read()
+    own_task = any(line.startswith("MIXTURE_OR_TASK_NAME") for line in text.splitlines())
+    fine_tunes = any(name in path or f"runs/{name}.gin'" in text
+                     for name in ("finetune", "instruction_tune"))
     gin_flags.parse(["models/t5_1_1/small.gin", "mesh/cpu8.gin", path],
                     ([] if own_task else ["MIXTURE_OR_TASK_NAME = 'demo_span_corruption'"])
-                    + (["INITIAL_CHECKPOINT_PATH = '/ckpt'"]
-                       if "finetune" in path or "instruction_tune" in path else []))
+                    + (["INITIAL_CHECKPOINT_PATH = '/ckpt'"] if fine_tunes else []))
     gin_flags.require_macros(gin_flags.REQUIRED_MACROS)
     run = configurables.train()
     assert run.trainer.batch_size == run.feed.batch_size

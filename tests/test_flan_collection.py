@@ -1,0 +1,184 @@
+"""The Flan 2022 collection read from exported JSONL/Parquet shards: rates, caps, bad files."""
+
+import collections
+import gzip
+import json
+import math
+
+import gin
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import seqio
+
+import tasks  # noqa: F401
+from tasks import flan_collection as fc
+from tasks.feeding import FeedConfig, HostFeed
+
+# (task_source spelling as the exports write it, task_name, examples, file kind)
+FIXTURE = [("Flan2021", "flan_big", 40, "jsonl"), ("flan", "flan_small", 10, "jsonl"),
+           ("P3", "t0_a", 30, "parquet"), ("NIv2", "niv2_big", 25, "parquet"),
+           ("NIv2", "niv2_small", 5, "parquet"), ("CoT", "cot_a", 20, "jsonl.gz"),
+           ("Dialog", "dialog_a", 20, "parquet")]
+TYPES = ("zs_opt", "fs_opt", "zs_noopt", "fs_noopt")
+
+
+def _rows(source, name, n):
+    return [{"inputs": f"{name} question {i}", "targets": f"{name} answer {i}",
+             "task_source": source, "task_name": name, "template_type": TYPES[i % 4],
+             "_template_idx": i % 3} for i in range(n)]
+
+
+def _write(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=16)
+    else:
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        if path.suffix == ".gz":
+            with gzip.open(path, "wt") as f:
+                f.write(text)
+        else:
+            path.write_text(text)
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    root = tmp_path_factory.mktemp("flan2022")
+    for source, name, n, kind in FIXTURE:
+        _write(root / source.lower() / f"{name}-00000-of-00001.{kind}", _rows(source, name, n))
+    (root / "README.md").write_text("not a shard")
+    return root
+
+
+@pytest.fixture
+def bind():
+    def bind(**values):
+        with gin.unlock_config():
+            for name, value in values.items():
+                gin.bind_parameter(f"tasks.flan2022.{name}", value)
+    yield bind
+    gin.clear_config()
+
+
+def _task_names(name, split, n=None):
+    provider = seqio.get_mixture_or_task(name)
+    ds = provider.get_dataset(
+        {"inputs": 32, "targets": 16}, split=split, shuffle=False, seed=3,
+        num_epochs=None if n is not None else 1,
+        **({"passthrough_features": ["task_name"]} if name == fc.MIXTURE else {}))
+    if n is not None:
+        ds = ds.take(n)
+    return [ex["task_name"].decode() for ex in ds.as_numpy_iterator()]
+
+
+def test_mixture_samples_sub_mixtures_at_their_rates(export, bind):
+    bind(directory=str(export), validation_examples=2, caps={"niv2": 10})
+    n = 1500
+    counts = collections.Counter(name.split("_")[0] for name in _task_names("flan2022",
+                                                                            "train", n))
+    for sub, p in fc.RATES.items():
+        assert abs(counts[sub] - n * p) <= 4 * math.sqrt(n * p * (1 - p)) + 1, (sub, counts)
+    # inside a sub-mixture, tasks come at their capped sizes: niv2 caps 23 -> 10, keeps 5
+    niv2 = collections.Counter(_task_names("flan2022_niv2", "train", 400))
+    assert abs(niv2["niv2_big"] / 400 - 10 / 15) < 0.1, niv2
+    # rates are gin-configurable; a rate of 0 leaves a sub-mixture out (its files unread)
+    bind(rates={"flan": 1.0, "t0": 0.0, "niv2": 0.0, "cot": 1.0, "dialog": 0.0})
+    counts = collections.Counter(name.split("_")[0] for name in _task_names("flan2022",
+                                                                            "train", 400))
+    assert set(counts) == {"flan", "cot"} and abs(counts["flan"] - 200) < 50, counts
+
+
+def test_each_task_is_capped_and_validation_is_held_out(export, bind):
+    bind(directory=str(export), caps={"flan": 20, "niv2": 10}, validation_examples=3)
+    train = collections.Counter(_task_names("flan2022_flan", "train"))
+    validation = _task_names("flan2022_flan", "validation")
+    # the first 3 flan records (flan/flan_small's, in sorted path order) are validation only
+    assert validation == ["flan_small"] * 3
+    assert train == {"flan_big": 20, "flan_small": 7}
+    cfg = fc.flan2022()
+    paths = fc.shards(cfg, "flan")
+    held = {e["inputs"] for e in fc.examples(cfg, "flan", "validation", paths)}
+    assert held == {f"flan_small question {i}" for i in range(3)}
+    assert not held & {e["inputs"] for e in fc.examples(cfg, "flan", "train", paths)}
+    assert collections.Counter(_task_names("flan2022_niv2", "train")) == {
+        "niv2_big": 10, "niv2_small": 5}
+    # template_type filter: only zero-shot with options
+    bind(template_types=["ZSOpt"], validation_examples=0, caps=1000)
+    kept = list(fc.examples(fc.flan2022(), "dialog", "train", fc.shards(cfg, "dialog")))
+    assert len(kept) == 5 and {e["template_type"] for e in kept} == {"zs_opt"}
+
+
+def test_run_feed_packs_at_configured_lengths(export, bind):
+    bind(directory=str(export), validation_examples=2)
+    batch = next(HostFeed(FeedConfig("flan2022", {"inputs": 64, "targets": 32}, 2,
+                                     shuffle=False), 0, 1))
+    assert batch["encoder_input_tokens"].shape == (2, 64)
+    assert batch["decoder_target_tokens"].shape == (2, 32)
+    assert batch["encoder_segment_ids"].max() > 1    # several examples packed per row
+
+
+def test_malformed_line_names_file_and_line(tmp_path, bind):
+    rows = _rows("CoT", "cot_a", 4)
+    del rows[2]["targets"]
+    _write(tmp_path / "cot.jsonl", rows)
+    for sub in ("t0", "niv2", "dialog", "flan"):
+        _write(tmp_path / f"{sub}.parquet", _rows({"flan": "Flan2021"}.get(sub, sub), sub, 2))
+    bind(directory=str(tmp_path), validation_examples=0)
+    with pytest.raises(Exception, match=r"cot.jsonl:3: field 'targets' is missing"):
+        _task_names("flan2022_cot", "train")
+    rows = _rows("NIv2", "niv2_a", 3)
+    rows[1]["inputs"] = None
+    _write(tmp_path / "niv2.parquet", rows)
+    with pytest.raises(ValueError, match=r"niv2.parquet row 1: field 'inputs' is NoneType"):
+        list(fc.examples(fc.flan2022(), "niv2", "train", [str(tmp_path / "niv2.parquet")]))
+
+
+def test_bad_exports_fail_before_streaming(tmp_path, bind):
+    def shards():
+        cfg = fc.flan2022()
+        return fc.shards(cfg, "cot")
+
+    with pytest.raises(ValueError, match="set --gin.FLAN2022_DIR"):
+        HostFeed(FeedConfig("flan2022", {"inputs": 64, "targets": 32}, 2), 0, 1)
+    bind(directory=str(tmp_path / "absent"))
+    with pytest.raises(FileNotFoundError, match="absent' does not exist"):
+        shards()
+    bind(directory=str(tmp_path))
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match=r"holds no \*.jsonl.*it has .*notes.txt"):
+        shards()
+    bad = _rows("CoT", "cot_a", 3)
+    bad[1]["task_source"] = "Flan2023"
+    _write(tmp_path / "a.parquet", bad)
+    with pytest.raises(ValueError, match=r"a.parquet row 1: unknown task_source 'Flan2023'; "
+                                         r"valid: Flan2021 \(or flan\), T0 \(or P3\)"):
+        shards()
+    _write(tmp_path / "a.parquet", [{**r, "targets": 7} for r in _rows("CoT", "c", 2)])
+    with pytest.raises(ValueError, match="a.parquet: Parquet column 'targets' is int64"):
+        shards()
+    _write(tmp_path / "a.parquet", _rows("CoT", "cot_a", 2))
+    with pytest.raises(ValueError, match=r"sub-mixture 't0' \(rate 0.32\) has no records.*"
+                                         r"\['cot'\].*rates = \{'t0': 0\}"):
+        fc.shards(fc.flan2022(), "t0")
+    bind(rates={"niv3": 0.2})
+    with pytest.raises(ValueError, match=r"unknown sub-mixture\(s\) \['niv3'\]; valid: "
+                                         r"\['flan', 't0', 'niv2', 'cot', 'dialog'\]"):
+        fc.flan2022()
+    bind(rates=None, template_types=["zero_shot"])
+    with pytest.raises(ValueError, match="unknown template_type 'zero_shot'"):
+        fc.flan2022()
+
+
+def test_flan2022_gin_gives_the_papers_lengths_and_binds_the_directory():
+    from runner import gin_flags
+
+    with gin_flags.run_from_gin(
+            ["models/t5_1_1/tiny.gin", "mesh/cpu8.gin", "runs/flan2022.gin"],
+            ["FLAN2022_DIR = '/data/flan2022'", "INITIAL_CHECKPOINT_PATH = None"]) as (run, _):
+        assert run.feed.mixture_or_task_name == "flan2022" and run.feed.pack
+        assert run.feed.task_feature_lengths == {"inputs": 2048, "targets": 512}
+        assert run.eval_feed.split == "validation"
+        cfg = fc.flan2022()
+        assert cfg.directory == "/data/flan2022"
+        assert dict(cfg.rates) == fc.RATES and dict(cfg.caps) == fc.CAPS
