@@ -2,7 +2,10 @@
 and beam search with a GNMT length penalty ((5 + len) / 6) ** alpha.
 
 Outputs are [batch, max_decode_length] ids: the sequence up to and including EOS, then 0.
-Everything runs inside one jit (lax.while_loop), on whatever mesh the params live on.
+Everything runs inside one jit (lax.while_loop), on whatever mesh the params live on; beam
+search keeps each example's beams on the devices holding that example (its state is hinted
+batch-sharded and the cache is reordered within each example), so a batch-sharded decode
+needs no cross-device gather per step.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+
+from model_zoo.axes import constrain
 
 METHODS = ("greedy", "sample", "beam")
 NEG_INF = -1.0e7
@@ -91,6 +96,20 @@ def _length_penalty(length, alpha: float):
     return ((5.0 + length) / 6.0) ** alpha
 
 
+def _reorder_beams(x: jax.Array, parent: jax.Array) -> jax.Array:
+    """Cache entry x [depth, batch * beams, ...] with each example's beams taken from
+    `parent` [batch, beams]: a gather within each example, which stays on its devices."""
+    b, k = parent.shape
+    grouped = x.reshape(x.shape[0], b, k, *x.shape[2:])
+    index = parent.reshape((1, b, k) + (1,) * (x.ndim - 2))
+    return jnp.take_along_axis(grouped, index, axis=2).reshape(x.shape)
+
+
+def _beams(x: jax.Array) -> jax.Array:
+    """Hint that per-beam state [batch, beams, ...] is split by example, as the batch is."""
+    return constrain(x, ("batch",) + (None,) * (x.ndim - 1))
+
+
 def _beam_search(model, encoder_input_tokens, byte_tokens, cfg: DecodeConfig):
     b, k, t = encoder_input_tokens.shape[0], cfg.num_beams, cfg.max_decode_length
     eos, alpha = cfg.eos_id, cfg.length_penalty
@@ -132,9 +151,9 @@ def _beam_search(model, encoder_input_tokens, byte_tokens, cfg: DecodeConfig):
         all_seqs = jnp.concatenate([fin_seqs, cand_seqs], axis=1)
         fin_scores, keep = jax.lax.top_k(all_scores, k)
         fin_seqs = jnp.take_along_axis(all_seqs, keep[:, :, None], axis=1)
-        rows = (jnp.arange(b)[:, None] * k + parent).reshape(-1)
-        cache = jax.tree.map(lambda x: jnp.take(x, rows, axis=1), cache)
-        return i + 1, cache, new_live_seqs, new_live_lp, fin_seqs, fin_scores, new_last
+        cache = jax.tree.map(lambda x: _reorder_beams(x, parent), cache)
+        return (i + 1, cache, _beams(new_live_seqs), _beams(new_live_lp), _beams(fin_seqs),
+                _beams(fin_scores), _beams(new_last))
 
     state = (jnp.int32(0), cache, live_seqs, live_lp, fin_seqs, fin_scores, last)
     _, _, live_seqs, live_lp, fin_seqs, fin_scores, _ = jax.lax.while_loop(cond, body, state)
