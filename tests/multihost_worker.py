@@ -156,39 +156,31 @@ def train(process_id: int, port: str, model_dir: str, reference_dir: str, out: s
     _phase("done")
 
 
-INFER_MESH = dict(mesh_spec="fsdp=2,tensor=2", dcn="data=2", rules="fsdp_tensor")
-
-
-def infer_results(model_dir: str, enc, tgt) -> dict:
-    """Greedy and beam ids and scores of every row, as every process gets them."""
-    import partitioning
-    from model_zoo.decoding import DecodeConfig
-    from runner.predictor import Predictor
-
-    out = {}
-    for method in ("greedy", "beam"):
-        cfg = DecodeConfig(8, method=method, num_beams=3)
-        predictor = Predictor(model_dir, decode_config=cfg, byte=True, **INFER_MESH)
-        out[method] = predictor.predict_tokens(enc).tolist()
-    out["scores"] = predictor.score_tokens(enc, tgt).tolist()
-    rows = partitioning.process_rows(
-        partitioning.batch_sharding(predictor.rules, predictor.mesh), 8)
-    out["rows"] = [rows.start, rows.stop]
-    return out
-
-
 def infer(process_id: int, port: str, model_dir: str, batch: str, out: str) -> None:
+    """Greedy and beam ids and scores of every row, as every process gets them."""
     join(process_id, port, heartbeat=30)
     import json
 
     import jax
     import numpy as np
 
+    import partitioning
+    from model_zoo.decoding import DecodeConfig
+    from runner.predictor import Predictor
+
     data = np.load(batch)
-    results = infer_results(model_dir, data["enc"], data["tgt"])
+    results = {}
+    for method in ("greedy", "beam"):
+        cfg = DecodeConfig(8, method=method, num_beams=3)
+        predictor = Predictor(model_dir, "fsdp=2,tensor=2", "fsdp_tensor", cfg, byte=True,
+                              dcn="data=2")
+        results[method] = predictor.predict_tokens(data["enc"]).tolist()
+    results["scores"] = predictor.score_tokens(data["enc"], data["tgt"]).tolist()
+    rows = partitioning.process_rows(
+        partitioning.batch_sharding(predictor.rules, predictor.mesh), 8)
     with open(out, "w") as f:
         json.dump({"process_index": jax.process_index(), "process_count": jax.process_count(),
-                   **results}, f)
+                   "rows": [rows.start, rows.stop], **results}, f)
 
 
 def collectives(process_id: int, port: str) -> None:
