@@ -13,9 +13,10 @@ host's seqio shard), agreeing by collective on every (log) step; host 1 gets SIG
 step PREEMPT_AT runs (it reads batch PREEMPT_AT + PREFETCH then), so both hosts must agree
 to save that step. Then the checkpoint a 1-process run wrote in REFERENCE_DIR is restored on
 this 2-process mesh and compared with this run's state. `collectives`: an endless loop of
-cross-process sums, for the failure test to kill. `infer`: greedy and beam predictions and
-scores of a t5pod model_dir by `runner.predictor.Predictor` on a mesh of data across the 2
-hosts x fsdp x tensor inside each (test_sharded_inference compares them with 1 process).
+cross-process sums, for the failure test to kill. `infer`: tools.infer, then greedy and beam
+predictions and scores of a t5pod model_dir by `runner.predictor.Predictor` on a mesh of data
+across the 2 hosts x fsdp x tensor inside each (test_sharded_inference compares them with
+1 process).
 """
 
 from __future__ import annotations
@@ -157,8 +158,8 @@ def train(process_id: int, port: str, model_dir: str, reference_dir: str, out: s
 
 
 def infer(process_id: int, port: str, model_dir: str, batch: str, out: str) -> None:
-    """Greedy and beam ids and scores of every row, as every process gets them."""
-    join(process_id, port, heartbeat=30)
+    """tools.infer on 2 prompts (host 0 alone writes OUT.jsonl), then greedy and beam ids
+    and scores of every row of BATCH_NPZ, as every process gets them."""
     import json
 
     import jax
@@ -167,7 +168,13 @@ def infer(process_id: int, port: str, model_dir: str, batch: str, out: str) -> N
     import partitioning
     from model_zoo.decoding import DecodeConfig
     from runner.predictor import Predictor
+    from tools import infer as infer_tool
 
+    mesh = ["--mesh=fsdp=2,tensor=2", "--dcn=data=2", "--rules=fsdp_tensor"]
+    infer_tool.main([f"--model_dir={model_dir}", "--byte", "--prompt=ab", "--prompt=xyz",
+                     "--max_decode_length=8", f"--output={out}l", *mesh,
+                     f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                     f"--process_id={process_id}", "--heartbeat_timeout=30"])
     data = np.load(batch)
     results = {}
     for method in ("greedy", "beam"):

@@ -26,7 +26,7 @@ SHARDED = dict(mesh_spec="data=2,fsdp=2,tensor=2", rules="fsdp_tensor")
 
 @pytest.fixture(scope="module")
 def hf_model(tmp_path_factory):
-    model = make_hf_t5("gated_untied", seed=1)
+    model = make_hf_t5("byt5", seed=1)
     path = tmp_path_factory.mktemp("hf")
     model.save_pretrained(path)
     return model, str(path)
@@ -35,7 +35,7 @@ def hf_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def batch():
     """5 rows (not a multiple of the data-parallel degree 4): padded inputs, ragged targets."""
-    enc, _, tgt = padded_batch(96, 5, 12, 6, seed=3)
+    enc, _, tgt = padded_batch(384, 5, 12, 6, seed=3)
     return enc, tgt
 
 
@@ -54,7 +54,7 @@ def hf_summed_log_likelihood(model, enc, tgt) -> np.ndarray:
 @pytest.fixture(scope="module")
 def predictors(hf_model):
     _, path = hf_model
-    # byte=True only names a vocabulary (read lazily, never here): these tests pass ids
+    # a ByT5-style model: the byte vocabulary (read lazily, not here: these tests pass ids)
     return {(mesh, method): Predictor(path, decode_config=cfg, byte=True, **kw)
             for mesh, kw in (("one", {}), ("sharded", SHARDED))
             for method, cfg in (("greedy", GREEDY), ("beam", BEAM))}
@@ -114,3 +114,8 @@ def test_two_processes_equal_one(tmp_path, hf_model, batch, predictors):
         np.testing.assert_array_equal(got["beam"], beam.predict_tokens(enc))
         np.testing.assert_allclose(got["scores"], greedy.score_tokens(enc, tgt),
                                    rtol=1e-5, atol=1e-5)
+    # tools.infer across the 2 processes: host 0 alone wrote the predictions
+    lines = [json.loads(x) for x in open(tmp_path / "host0.jsonl")]
+    assert [x["inputs"] for x in lines] == ["ab", "xyz"]
+    assert all(isinstance(x["prediction"], str) for x in lines)
+    assert not (tmp_path / "host1.jsonl").exists()
