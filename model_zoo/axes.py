@@ -109,6 +109,20 @@ def in_use(weight: jax.Array, names: tuple[str | None, ...]) -> jax.Array:
     return jax.lax.with_sharding_constraint(weight, resolve(tuple(names), in_use=True))
 
 
+def per_example(fn: Callable, *args):
+    """`fn(*args)` run by each device on the examples it holds alone (`jax.shard_map` over the
+    batch's mesh axes), for per-example work XLA would otherwise gather the batch for (e.g.
+    `lax.top_k`). Arrays lead with the batch dim (scalars are passed whole), as do the
+    results; without rules, or with the batch unsplit, just `fn(*args)`."""
+    resolve = _RULES.get()
+    batch = None if resolve is None else resolve(("batch",))
+    if batch is None or batch.spec[0] is None:
+        return fn(*args)
+    split = jax.sharding.PartitionSpec(batch.spec[0])
+    specs = tuple(split if jnp.ndim(a) else jax.sharding.PartitionSpec() for a in args)
+    return jax.shard_map(fn, mesh=batch.mesh, in_specs=specs, out_specs=split)(*args)
+
+
 def shard_count(names: tuple[str | None, ...], dim: int = 0) -> int:
     """How many shards `constrain(x, names)` cuts dimension `dim` of x into (1 without rules)."""
     resolve = _RULES.get()

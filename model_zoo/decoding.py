@@ -2,7 +2,10 @@
 and beam search with a GNMT length penalty ((5 + len) / 6) ** alpha.
 
 Outputs are [batch, max_decode_length] ids: the sequence up to and including EOS, then 0.
-Everything runs inside one jit (lax.while_loop), on whatever mesh the params live on.
+Everything runs inside one jit (lax.while_loop), on whatever mesh the params live on; beam
+search keeps each example's beams on the devices holding that example (its bookkeeping
+runs per device on its own examples, the cache is reordered within each example), so a
+batch-sharded decode gathers no batch per step.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+
+from model_zoo.axes import per_example
 
 METHODS = ("greedy", "sample", "beam")
 NEG_INF = -1.0e7
@@ -91,9 +96,43 @@ def _length_penalty(length, alpha: float):
     return ((5.0 + length) / 6.0) ** alpha
 
 
+def _reorder_beams(x: jax.Array, parent: jax.Array) -> jax.Array:
+    """Cache entry x [depth, batch * beams, ...] with each example's beams taken from
+    `parent` [batch, beams]: a gather within each example, which stays on its devices."""
+    b, k = parent.shape
+    grouped = x.reshape(x.shape[0], b, k, *x.shape[2:])
+    index = parent.reshape((1, b, k) + (1,) * (x.ndim - 2))
+    return jnp.take_along_axis(grouped, index, axis=2).reshape(x.shape)
+
+
+def _beam_step(i, logp, live_seqs, live_lp, fin_seqs, fin_scores, cfg: DecodeConfig):
+    """One step of beam bookkeeping for each example, given the next-token log-probs
+    logp [batch, beams, vocab]: the new live and finished beams, each live beam's last
+    token and the beam it extends (`parent`)."""
+    k, vocab = logp.shape[1], logp.shape[2]
+    candidates = (live_lp[:, :, None] + logp).reshape(logp.shape[0], k * vocab)
+    cand_lp, cand_idx = jax.lax.top_k(candidates, 2 * k)
+    cand_beam, cand_token = cand_idx // vocab, (cand_idx % vocab).astype(jnp.int32)
+    cand_seqs = jnp.take_along_axis(live_seqs, cand_beam[:, :, None], axis=1)
+    cand_seqs = cand_seqs.at[:, :, i].set(cand_token)
+    is_eos = cand_token == cfg.eos_id
+    # live: best k candidates that did not just end
+    live_lp, pick = jax.lax.top_k(jnp.where(is_eos, NEG_INF, cand_lp), k)
+    live_seqs = jnp.take_along_axis(cand_seqs, pick[:, :, None], axis=1)
+    parent = jnp.take_along_axis(cand_beam, pick, axis=1)
+    last = jnp.take_along_axis(cand_token, pick, axis=1)
+    # finished: merge those that ended here, scored with the length penalty
+    ended = jnp.where(is_eos, cand_lp / _length_penalty(i + 1.0, cfg.length_penalty), NEG_INF)
+    all_scores = jnp.concatenate([fin_scores, ended], axis=1)
+    all_seqs = jnp.concatenate([fin_seqs, cand_seqs], axis=1)
+    fin_scores, keep = jax.lax.top_k(all_scores, k)
+    fin_seqs = jnp.take_along_axis(all_seqs, keep[:, :, None], axis=1)
+    return live_seqs, live_lp, fin_seqs, fin_scores, last, parent
+
+
 def _beam_search(model, encoder_input_tokens, byte_tokens, cfg: DecodeConfig):
     b, k, t = encoder_input_tokens.shape[0], cfg.num_beams, cfg.max_decode_length
-    eos, alpha = cfg.eos_id, cfg.length_penalty
+    alpha = cfg.length_penalty
     enc = jnp.repeat(encoder_input_tokens, k, axis=0)
     byte_enc = None if byte_tokens is None else jnp.repeat(byte_tokens, k, axis=0)
     cache = model.init_cache(model.encode(enc, byte_encoder_input_tokens=byte_enc), enc, t,
@@ -114,27 +153,10 @@ def _beam_search(model, encoder_input_tokens, byte_tokens, cfg: DecodeConfig):
         i, cache, live_seqs, live_lp, fin_seqs, fin_scores, last = state
         logits, cache = model.decode_step(cache, last.reshape(-1), i)
         logp = jax.nn.log_softmax(logits, axis=-1).reshape(b, k, -1)
-        vocab = logp.shape[-1]
-        candidates = (live_lp[:, :, None] + logp).reshape(b, k * vocab)
-        cand_lp, cand_idx = jax.lax.top_k(candidates, 2 * k)
-        cand_beam, cand_token = cand_idx // vocab, (cand_idx % vocab).astype(jnp.int32)
-        cand_seqs = jnp.take_along_axis(live_seqs, cand_beam[:, :, None], axis=1)
-        cand_seqs = cand_seqs.at[:, :, i].set(cand_token)
-        is_eos = cand_token == eos
-        # live: best k candidates that did not just end
-        new_live_lp, pick = jax.lax.top_k(jnp.where(is_eos, NEG_INF, cand_lp), k)
-        new_live_seqs = jnp.take_along_axis(cand_seqs, pick[:, :, None], axis=1)
-        parent = jnp.take_along_axis(cand_beam, pick, axis=1)
-        new_last = jnp.take_along_axis(cand_token, pick, axis=1)
-        # finished: merge those that ended here, scored with the length penalty
-        ended = jnp.where(is_eos, cand_lp / _length_penalty(i + 1.0, alpha), NEG_INF)
-        all_scores = jnp.concatenate([fin_scores, ended], axis=1)
-        all_seqs = jnp.concatenate([fin_seqs, cand_seqs], axis=1)
-        fin_scores, keep = jax.lax.top_k(all_scores, k)
-        fin_seqs = jnp.take_along_axis(all_seqs, keep[:, :, None], axis=1)
-        rows = (jnp.arange(b)[:, None] * k + parent).reshape(-1)
-        cache = jax.tree.map(lambda x: jnp.take(x, rows, axis=1), cache)
-        return i + 1, cache, new_live_seqs, new_live_lp, fin_seqs, fin_scores, new_last
+        live_seqs, live_lp, fin_seqs, fin_scores, last, parent = per_example(
+            lambda *a: _beam_step(*a, cfg), i, logp, live_seqs, live_lp, fin_seqs, fin_scores)
+        cache = jax.tree.map(lambda x: _reorder_beams(x, parent), cache)
+        return i + 1, cache, live_seqs, live_lp, fin_seqs, fin_scores, last
 
     state = (jnp.int32(0), cache, live_seqs, live_lp, fin_seqs, fin_scores, last)
     _, _, live_seqs, live_lp, fin_seqs, fin_scores, _ = jax.lax.while_loop(cond, body, state)

@@ -1,5 +1,9 @@
 """Decode texts with a trained model: a t5pod model_dir (its task gives the vocabulary), an
-HF T5 directory or a t5x checkpoint (with a SentencePiece model or bytes)."""
+HF T5 directory or a t5x checkpoint (with a SentencePiece model or bytes).
+
+On one process or many: params are sharded on the mesh by the rules as in training, every
+process passes the same global rows, each places only its devices' slices, and every
+process gets the whole result (runner/host_rows.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from model_zoo.decoding import DecodeConfig, decode
 from model_zoo.scoring import sequence_log_likelihood
 from partitioning.mesh_spec import devices_for, mesh_config
 from runner import trained_model
+from runner.host_rows import global_rows, padded, replicated
 
 
 def vocabulary_for(task: str | None, vocab: str | None, byte: bool):
@@ -32,29 +37,65 @@ def vocabulary_for(task: str | None, vocab: str | None, byte: bool):
 class Predictor:
     """Batches texts, pads them to the data-parallel degree, and decodes (`predict`) or scores
     given targets (`score`: log p(target | input), summed over the target's tokens) in one
-    jitted call each."""
+    jitted call each, on the mesh `mesh_spec` (x `dcn` across hosts or slices)."""
 
     def __init__(self, model_dir: str, mesh_spec: str = "data=1", rules: str = "data_parallel",
                  decode_config: DecodeConfig | None = None, vocab=None, byte=False,
-                 max_input_length: int = 512, seed: int = 0, model=None):
-        """`model`: the ModelConfig a t5x checkpoint is read as (trained_model.load)."""
-        mesh = mesh_config(mesh_spec)
+                 max_input_length: int = 512, seed: int = 0, model=None, dcn: str = ""):
+        """`model`: the ModelConfig a t5x checkpoint is read as (trained_model.load). The
+        vocabulary is read when first used (`.vocab`)."""
+        mesh = mesh_config(mesh_spec, dcn)
         self.mesh = partitioning.make_mesh(mesh, devices=devices_for(mesh))
         self.rules = partitioning.rule_set(rules)
         self.mdef, self.params, self.config, task = trained_model.load(
             model_dir, self.mesh, self.rules, model=model)
-        self.vocab = vocabulary_for(task, vocab, byte)
-        # a hybrid model also reads the bytes of each input
-        self.byte_vocab = (vocabulary_for(None, None, True) if self.config.byte_encoder
-                           else None)
+        if not (task or vocab or byte):
+            vocabulary_for(None, None, False)  # the error: no vocabulary
+        self._vocab_from = (task, vocab, byte)
+        self._vocab = self._byte_vocab = None
         self.decode_config = decode_config or DecodeConfig()
         self.max_input_length = max_input_length
         self.dp = partitioning.data_parallel_degree(self.rules, self.mesh)
-        self.rng = jax.random.key(seed)
+        self.seed, self._calls = seed, 0
         cfg = self.decode_config
-        self._decode = jax.jit(lambda p, e, r, b: decode(self.mdef.bind(p), e, cfg, r, b))
-        self._score = jax.jit(
-            lambda p, e, t, b: sequence_log_likelihood(self.mdef.bind(p), e, t, b))
+        self._decode = self._step(lambda p, e, b, n: decode(
+            self.mdef.bind(p), e, cfg, jax.random.fold_in(jax.random.key(seed), n), b))
+        self._score = self._step(
+            lambda p, e, b, t: sequence_log_likelihood(self.mdef.bind(p), e, t, b))
+
+    @property
+    def vocab(self):
+        if self._vocab is None:
+            self._vocab = vocabulary_for(*self._vocab_from)
+        return self._vocab
+
+    @property
+    def byte_vocab(self):
+        """A hybrid model also reads the bytes of each input; None for the others."""
+        if self.config.byte_encoder and self._byte_vocab is None:
+            self._byte_vocab = vocabulary_for(None, None, True)
+        return self._byte_vocab
+
+    def _step(self, fn):
+        """`fn` jitted with its [batch, ...] outputs kept batch-sharded as computed, then
+        replicated (gathered) for every process to read."""
+        def sharded(*args):
+            return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(
+                x, partitioning.batch_sharding(self.rules, self.mesh, x.ndim)), fn(*args))
+        return jax.jit(sharded, out_shardings=replicated(self.mesh))
+
+    def _rows(self, rows: np.ndarray | None) -> jax.Array | None:
+        """[B, ...] rows (the same on every process) padded to the data-parallel degree, as a
+        batch-sharded global array."""
+        if rows is None:
+            return None
+        rows = padded(np.asarray(rows, np.int32), self.dp)
+        return global_rows(rows, partitioning.batch_sharding(self.rules, self.mesh, rows.ndim))
+
+    def _run(self, step, *args) -> np.ndarray:
+        with jax.set_mesh(self.mesh), activation_rules(
+                partitioning.activation_resolver(self.rules, self.mesh)):
+            return jax.tree.map(np.asarray, step(self.params, *args))
 
     def encode_texts(self, texts: list[str], vocab=None, max_length: int | None = None,
                      what: str = "input") -> np.ndarray:
@@ -68,39 +109,33 @@ class Predictor:
                       f"max_{what}_length={max_length}", file=sys.stderr)
             rows.append(ids[: max_length - 1] + [1])
         width = max(len(r) for r in rows)
-        batch = -(-len(rows) // self.dp) * self.dp
-        out = np.zeros((batch, width), np.int32)
+        out = np.zeros((len(rows), width), np.int32)
         for i, r in enumerate(rows):
             out[i, : len(r)] = r
-        return out
-
-    def _padded(self, rows: np.ndarray) -> np.ndarray:
-        batch = -(-rows.shape[0] // self.dp) * self.dp
-        return np.pad(rows, ((0, batch - rows.shape[0]), (0, 0)))
+        return padded(out, self.dp)
 
     def predict_tokens(self, encoder_input_tokens: np.ndarray,
                        byte_encoder_input_tokens: np.ndarray | None = None) -> np.ndarray:
-        """[B, max_decode_length] ids (up to and including EOS, then 0) for [B, L] inputs."""
+        """[B, max_decode_length] ids (up to and including EOS, then 0) for [B, L] inputs;
+        on every process, which must all pass the same rows."""
         n = encoder_input_tokens.shape[0]
-        byte_enc = (None if byte_encoder_input_tokens is None
-                    else self._padded(byte_encoder_input_tokens))
-        self.rng, key = jax.random.split(self.rng)
-        with jax.set_mesh(self.mesh), activation_rules(
-                partitioning.activation_resolver(self.rules, self.mesh)):
-            out = self._decode(self.params, self._padded(encoder_input_tokens), key, byte_enc)
-        return np.asarray(out[0] if isinstance(out, tuple) else out)[:n]
+        self._calls += 1  # a fresh sampling key per call, the same on every process
+        calls = global_rows(np.int32(self._calls), replicated(self.mesh))
+        out = self._run(self._decode, self._rows(encoder_input_tokens),
+                        self._rows(byte_encoder_input_tokens), calls)
+        return (out[0] if isinstance(out, tuple) else out)[:n]
 
     def score_tokens(self, encoder_input_tokens: np.ndarray, decoder_target_tokens: np.ndarray,
                      byte_encoder_input_tokens: np.ndarray | None = None) -> np.ndarray:
-        """[B] float32 summed log-likelihood of each row's targets (0 = padding)."""
+        """[B] float32 summed log-likelihood of each row's targets (0 = padding); on every
+        process, which must all pass the same rows."""
         n = encoder_input_tokens.shape[0]
-        byte_enc = (None if byte_encoder_input_tokens is None
-                    else self._padded(byte_encoder_input_tokens))
-        with jax.set_mesh(self.mesh), activation_rules(
-                partitioning.activation_resolver(self.rules, self.mesh)):
-            out = self._score(self.params, self._padded(encoder_input_tokens),
-                              self._padded(decoder_target_tokens), byte_enc)
-        return np.asarray(out)[:n]
+        if decoder_target_tokens.shape[0] != n:
+            raise ValueError(f"score_tokens: {n} input rows but {decoder_target_tokens.shape[0]} "
+                             "target rows")
+        return self._run(self._score, self._rows(encoder_input_tokens),
+                         self._rows(byte_encoder_input_tokens),
+                         self._rows(decoder_target_tokens))[:n]
 
     def predict(self, texts: list[str]) -> list[str]:
         enc = self.encode_texts(texts)

@@ -2,6 +2,7 @@
 
     python -m tests.multihost_worker train PROCESS_ID PORT MODEL_DIR REFERENCE_DIR OUT_JSON
     python -m tests.multihost_worker collectives PROCESS_ID PORT
+    python -m tests.multihost_worker infer PROCESS_ID PORT MODEL_DIR BATCH_NPZ OUT_JSON
 
 `train`: first a run in the default multi-process mode (the coordination service's
 preemption sync point, batches prefetched, nothing logged or saved before the end): host 1
@@ -12,7 +13,10 @@ host's seqio shard), agreeing by collective on every (log) step; host 1 gets SIG
 step PREEMPT_AT runs (it reads batch PREEMPT_AT + PREFETCH then), so both hosts must agree
 to save that step. Then the checkpoint a 1-process run wrote in REFERENCE_DIR is restored on
 this 2-process mesh and compared with this run's state. `collectives`: an endless loop of
-cross-process sums, for the failure test to kill.
+cross-process sums, for the failure test to kill. `infer`: tools.infer, then greedy and beam
+predictions and scores of a t5pod model_dir by `runner.predictor.Predictor` on a mesh of data
+across the 2 hosts x fsdp x tensor inside each (test_sharded_inference compares them with
+1 process).
 """
 
 from __future__ import annotations
@@ -153,6 +157,39 @@ def train(process_id: int, port: str, model_dir: str, reference_dir: str, out: s
     _phase("done")
 
 
+def infer(process_id: int, port: str, model_dir: str, batch: str, out: str) -> None:
+    """tools.infer on 2 prompts (host 0 alone writes OUT.jsonl), then greedy and beam ids
+    and scores of every row of BATCH_NPZ, as every process gets them."""
+    import json
+
+    import jax
+    import numpy as np
+
+    import partitioning
+    from model_zoo.decoding import DecodeConfig
+    from runner.predictor import Predictor
+    from tools import infer as infer_tool
+
+    mesh = ["--mesh=fsdp=2,tensor=2", "--dcn=data=2", "--rules=fsdp_tensor"]
+    infer_tool.main([f"--model_dir={model_dir}", "--byte", "--prompt=ab", "--prompt=xyz",
+                     "--max_decode_length=8", f"--output={out}l", *mesh,
+                     f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                     f"--process_id={process_id}", "--heartbeat_timeout=30"])
+    data = np.load(batch)
+    results = {}
+    for method in ("greedy", "beam"):
+        cfg = DecodeConfig(8, method=method, num_beams=3)
+        predictor = Predictor(model_dir, "fsdp=2,tensor=2", "fsdp_tensor", cfg, byte=True,
+                              dcn="data=2")
+        results[method] = predictor.predict_tokens(data["enc"]).tolist()
+    results["scores"] = predictor.score_tokens(data["enc"], data["tgt"]).tolist()
+    rows = partitioning.process_rows(
+        partitioning.batch_sharding(predictor.rules, predictor.mesh), 8)
+    with open(out, "w") as f:
+        json.dump({"process_index": jax.process_index(), "process_count": jax.process_count(),
+                   "rows": [rows.start, rows.stop], **results}, f)
+
+
 def collectives(process_id: int, port: str) -> None:
     join(process_id, port, heartbeat=5)
     import time
@@ -182,5 +219,7 @@ if __name__ == "__main__":  # set before jax is imported (the functions import i
     what, args = sys.argv[1], sys.argv[2:]
     if what == "train":
         train(int(args[0]), args[1], args[2], args[3], args[4])
+    elif what == "infer":
+        infer(int(args[0]), args[1], args[2], args[3], args[4])
     else:
         collectives(int(args[0]), args[1])

@@ -5,6 +5,11 @@ accuracy of decoded labels) on greedy predictions.
 
 Lengths default to those the model was trained with (its model.json); a TFDS task must be
 prepared first (the error says how).
+
+Multi-host: run the same command on every host (as tools.train: --coordinator_address=
+HOST0:PORT --num_processes=N --process_id=I, or Cloud TPU / SLURM detected); params are
+sharded on --mesh (x --dcn across hosts) by --rules, each host places its share of every
+batch, and host 0 alone prints the results.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ import json
 import sys
 
 from model_zoo.decoding import DecodeConfig
+from tools.distributed_flags import add_distributed_flags, start_distributed
 
 
 def main(argv=None):
+    from partitioning.distributed import is_primary
     from runner import gin_flags
     from runner.evaluation import default_lengths, evaluate_task
     from runner.predictor import Predictor
@@ -34,9 +41,13 @@ def main(argv=None):
                    help="default: the model's training length (512 for an HF directory)")
     p.add_argument("--targets_length", type=int, help="default: as --inputs_length (64)")
     p.add_argument("--mesh", default="data=1")
+    p.add_argument("--dcn", default="", help="mesh degrees across hosts/slices, e.g. data=2")
+    p.add_argument("--rules", default="data_parallel")
     p.add_argument("--vocab")
     p.add_argument("--byte", action="store_true")
+    add_distributed_flags(p)
     args = p.parse_args(argv)
+    start_distributed(p, args)
     lengths = default_lengths(args.model_dir)
     lengths = {"inputs": args.inputs_length or lengths["inputs"],
                "targets": args.targets_length or lengths["targets"]}
@@ -47,12 +58,14 @@ def main(argv=None):
     else:
         decode_cfg = DecodeConfig(lengths["targets"])
     task = args.task or read_model_json(args.model_dir)[1]
-    predictor = Predictor(args.model_dir, args.mesh, decode_config=decode_cfg,
+    predictor = Predictor(args.model_dir, args.mesh, args.rules, decode_config=decode_cfg,
                           vocab=args.vocab, byte=args.byte,
                           max_input_length=lengths["inputs"],
-                          model=model_from_gin_for(args.model_dir, gin_files, gin_bindings))
+                          model=model_from_gin_for(args.model_dir, gin_files, gin_bindings),
+                          dcn=args.dcn)
     results = evaluate_task(predictor, task, args.split, lengths, args.examples)
-    print(json.dumps(results, indent=2))
+    if is_primary():
+        print(json.dumps(results, indent=2))
     return results
 
 

@@ -6,6 +6,9 @@
 --model_dir is a t5pod model_dir (its task gives the vocabulary) or an HF T5 directory
 (give --vocab=path/to/spm.model or --byte). Decoding: --method greedy|sample|beam, or
 --gin_file=runs/infer.gin [--gin.model_zoo.DecodeConfig.num_beams=8] to set DecodeConfig.
+
+Multi-host: run the same command on every host (flags as tools.train); every host reads the
+same input and decodes its share of each batch on --mesh (x --dcn), host 0 alone writes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import sys
 
 from model_zoo.decoding import METHODS, DecodeConfig
+from tools.distributed_flags import add_distributed_flags, start_distributed
 
 
 def decode_config_from(args, gin_files, gin_bindings) -> DecodeConfig:
@@ -51,18 +55,23 @@ def main(argv=None):
     p.add_argument("--max_input_length", type=int, default=512,
                    help="tokens (EOS included); a longer input is truncated, with a warning")
     p.add_argument("--mesh", default="data=1")
+    p.add_argument("--dcn", default="", help="mesh degrees across hosts/slices, e.g. data=2")
     p.add_argument("--rules", default="data_parallel")
+    add_distributed_flags(p)
     args = p.parse_args(argv)
     if bool(args.prompt) == bool(args.input):
         p.error("give --prompt TEXT or --input FILE.jsonl")
     cfg = decode_config_from(args, gin_files, gin_bindings)
     if args.max_input_length < 2:
         p.error(f"--max_input_length={args.max_input_length} must be >= 2 (a token and EOS)")
+    from partitioning.distributed import is_primary
     from runner.trained_model import model_from_gin_for
 
+    start_distributed(p, args)
     predictor = Predictor(args.model_dir, args.mesh, args.rules, cfg, args.vocab, args.byte,
                           max_input_length=args.max_input_length,
-                          model=model_from_gin_for(args.model_dir, gin_files, gin_bindings))
+                          model=model_from_gin_for(args.model_dir, gin_files, gin_bindings),
+                          dcn=args.dcn)
     if args.prompt:
         records = [{args.field: t} for t in args.prompt]
     else:
@@ -71,13 +80,15 @@ def main(argv=None):
         missing = [i for i, r in enumerate(records) if args.field not in r]
         if missing:
             p.error(f"{args.input}: lines {missing[:5]} have no field {args.field!r}")
-    out = open(args.output, "w") if args.output else sys.stdout
+    primary = is_primary()  # every host decodes every batch; host 0 alone writes
+    out = (open(args.output, "w") if args.output else sys.stdout) if primary else None
     for start in range(0, len(records), args.batch_size):
         chunk = records[start:start + args.batch_size]
-        for record, pred in zip(chunk, predictor.predict([r[args.field] for r in chunk]),
-                                strict=True):
-            out.write(json.dumps({**record, "prediction": pred}) + "\n")
-    if args.output:
+        preds = predictor.predict([r[args.field] for r in chunk])
+        if primary:
+            for record, pred in zip(chunk, preds, strict=True):
+                out.write(json.dumps({**record, "prediction": pred}) + "\n")
+    if args.output and primary:
         out.close()
 
 
