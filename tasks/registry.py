@@ -7,7 +7,7 @@ import os
 
 import seqio
 
-from tasks import corpus, flan_tasks, text_files, wikispell
+from tasks import bbh, corpus, flan_tasks, mmlu, text_files, wikispell
 from tasks.metrics import accuracy
 from tasks.span_corruption import prefix_lm, span_corruption
 from tasks.text_to_text import format_fields, keep, label_to_text
@@ -127,3 +127,6 @@ def register() -> None:
                               default_rate=1.0)
     # Flan-style instruction tasks (tasks/flan_tasks.py) and their mixtures.
     flan_tasks.register(spm)
+    # Benchmarks from local files in their published formats (gin: tasks.mmlu / tasks.bbh).
+    mmlu.register({"": spm, "_byte": byte})
+    bbh.register({"": spm, "_byte": byte})
