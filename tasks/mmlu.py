@@ -100,8 +100,8 @@ def subject_name(subject: str) -> str:
 
 
 def render(question: Question, answer: bool = False) -> str:
-    lines = [question.question] + [f"{l}. {o}" for l, o in zip(LETTERS, question.options,
-                                                                strict=True)]
+    lines = [question.question] + [f"{letter}. {option}" for letter, option in
+                                   zip(LETTERS, question.options, strict=True)]
     text = "\n".join(lines) + "\nAnswer:"
     return text + f" {LETTERS[question.answer]}\n\n" if answer else text
 

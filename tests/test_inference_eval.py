@@ -60,9 +60,7 @@ def test_evaluator_runs_predict_and_score_metrics_through_t5pod(registered, tmp_
             ids = model.generate(torch.tensor([[b + 3 for b in text.encode()] + [1]]),
                                  max_new_tokens=5, do_sample=False, num_beams=1,
                                  decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
-            row = ids[0, 1:].tolist()
-            row = row[: row.index(1)] if 1 in row else row
-            hf_predictions.append(bytes(t - 3 for t in row if t > 2).decode("utf-8", "replace"))
+            hf_predictions.append(byte_vocabulary().decode(ids[0, 1:].tolist()))
     assert metrics["predictions"] == hf_predictions
     assert metrics["accuracy"] == pytest.approx(
         100 * np.mean([p == t for p, (_, t) in zip(hf_predictions, ROWS, strict=True)]))
