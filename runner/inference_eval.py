@@ -80,7 +80,7 @@ class InferenceEvaluator:
             config.mixture_or_task_name, feature_converter=converter(provider, pack=False),
             eval_split=config.split, sequence_length=config.task_feature_lengths,
             num_examples=config.num_examples, shuffle=False, async_compute_metrics=False)
-        self.examples = {name: sum(1 for _ in ds) for name, ds in
+        self.examples = {name: _count(ds) for name, ds in
                          self.evaluator.cached_task_datasets.items()}
 
     def evaluate(self, predictor, step: int | None = None) -> dict[str, dict]:
@@ -90,6 +90,17 @@ class InferenceEvaluator:
             compute_metrics=True, step=step, predict_fn=predict_fn(predictor, size),
             score_fn=score_fn(predictor, size))
         return metrics.result()
+
+
+def _count(dataset) -> int:
+    """Examples in a cached task dataset; a rank-classification one counts each question
+    once (it holds a row per option, `idx` = [question, option])."""
+    questions, rows = set(), 0
+    for example in dataset.as_numpy_iterator():
+        rows += 1
+        if "idx" in example:
+            questions.add(int(example["idx"][0]))
+    return len(questions) or rows
 
 
 def flat(results: dict[str, dict]) -> dict[str, float]:
