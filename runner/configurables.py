@@ -21,6 +21,7 @@ from training.optimizers import OptimizerConfig
 from training.trainer import TrainConfig
 from training.schedules import ScheduleConfig
 from training.step import LossConfig
+from runner.inference_eval import InferenceEvalConfig
 
 
 @gin.configurable(module="model_zoo")
@@ -45,6 +46,8 @@ gin.external_configurable(UniversalConfig, module="model_zoo")
 gin.external_configurable(ByteEncoderConfig, module="model_zoo")
 gin.external_configurable(MoEConfig, module="model_zoo")
 
+gin.external_configurable(InferenceEvalConfig, name="inference_eval", module="run")
+
 for _cls in (TrainConfig, OptimizerConfig, ScheduleConfig, LossConfig, LossScaleConfig,
              LoopConfig):
     gin.external_configurable(_cls, module="training")
@@ -55,7 +58,7 @@ def train(model=gin.REQUIRED, mesh=gin.REQUIRED, trainer=None, loop=gin.REQUIRED
           feed=gin.REQUIRED, eval_feed=None, eval_batches: int = 8,
           initial_checkpoint_path: str | None = None,
           byte_encoder_checkpoint_path: str | None = None,
-          heldout_mixture: str | None = None, train=None):
+          heldout_mixture: str | None = None, train=None, inference_eval=None):
     """The Run a gin file describes (`run.train.trainer = @training.TrainConfig()`; the
     older spelling `run.train.train` is still read)."""
     from runner.run import Run
@@ -64,7 +67,8 @@ def train(model=gin.REQUIRED, mesh=gin.REQUIRED, trainer=None, loop=gin.REQUIRED
         raise ValueError("bind exactly one of run.train.trainer (a training.TrainConfig) and "
                          "its older name run.train.train")
     return Run(model, mesh, trainer or train, loop, feed, eval_feed, eval_batches,
-               initial_checkpoint_path, byte_encoder_checkpoint_path, heldout_mixture)
+               initial_checkpoint_path, byte_encoder_checkpoint_path, heldout_mixture,
+               inference_eval)
 
 
 def known_configurables() -> dict[str, list[str]]:
@@ -81,7 +85,8 @@ def known_configurables() -> dict[str, list[str]]:
                                          else mesh),
              "run.train": params(train), "model_zoo.DecodeConfig": params(DecodeConfig),
              "model_zoo.UniversalConfig": params(UniversalConfig),
-             "model_zoo.MoEConfig": params(MoEConfig)}
+             "model_zoo.MoEConfig": params(MoEConfig),
+             "run.inference_eval": params(InferenceEvalConfig)}
     for cls in (TrainConfig, OptimizerConfig, ScheduleConfig, LossConfig, LossScaleConfig,
                 LoopConfig):
         known[f"training.{cls.__name__}"] = params(cls)

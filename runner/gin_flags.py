@@ -207,6 +207,18 @@ def run_from_gin(files: list[str], bindings: list[str]):
         gin.clear_config()
 
 
+@contextlib.contextmanager
+def bound(files: list[str], bindings: list[str]):
+    """Gin parsed for the block, then cleared: for tools whose tasks read their gin-bound
+    files (tasks.mmlu.data_dir, tasks.bbh.data_dir) while their data is read."""
+    configurables.register_tasks_configurables()
+    try:
+        parse(files, bindings)
+        yield
+    finally:
+        gin.clear_config()
+
+
 def _built(files: list[str], bindings: list[str], make):
     """`make()` with the gin files and bindings parsed, and gin cleared after."""
     try:

@@ -45,13 +45,28 @@ class Predictor:
         """`model`: the ModelConfig a t5x checkpoint is read as (trained_model.load). The
         vocabulary is read when first used (`.vocab`)."""
         mesh = mesh_config(mesh_spec, dcn)
-        self.mesh = partitioning.make_mesh(mesh, devices=devices_for(mesh))
-        self.rules = partitioning.rule_set(rules)
-        self.mdef, self.params, self.config, task = trained_model.load(
-            model_dir, self.mesh, self.rules, model=model)
+        mesh = partitioning.make_mesh(mesh, devices=devices_for(mesh))
+        rules = partitioning.rule_set(rules)
+        mdef, params, config, task = trained_model.load(model_dir, mesh, rules, model=model)
         if not (task or vocab or byte):
             vocabulary_for(None, None, False)  # the error: no vocabulary
+        self._setup(mdef, params, config, mesh, rules, decode_config, max_input_length, seed)
         self._vocab_from = (task, vocab, byte)
+
+    @classmethod
+    def of_params(cls, mdef, params, config, mesh, rules, decode_config: DecodeConfig,
+                  vocab=None, max_input_length: int = 512, seed: int = 0) -> "Predictor":
+        """A Predictor over params already on `mesh` (e.g. a train loop's; `params` may be
+        set later, as the loop's periodic inference eval does)."""
+        self = cls.__new__(cls)
+        self._setup(mdef, params, config, mesh, rules, decode_config, max_input_length, seed)
+        self._vocab_from = (None, None, False)
+        self._vocab = vocab
+        return self
+
+    def _setup(self, mdef, params, config, mesh, rules, decode_config, max_input_length, seed):
+        self.mdef, self.params, self.config = mdef, params, config
+        self.mesh, self.rules = mesh, rules
         self._vocab = self._byte_vocab = None
         self.decode_config = decode_config or DecodeConfig()
         self.max_input_length = max_input_length
@@ -93,6 +108,8 @@ class Predictor:
         return global_rows(rows, partitioning.batch_sharding(self.rules, self.mesh, rows.ndim))
 
     def _run(self, step, *args) -> np.ndarray:
+        if self.params is None:
+            raise RuntimeError("Predictor.params is not set")
         with jax.set_mesh(self.mesh), activation_rules(
                 partitioning.activation_resolver(self.rules, self.mesh)):
             return jax.tree.map(np.asarray, step(self.params, *args))

@@ -12,6 +12,7 @@ import dataclasses
 
 from model_zoo.config import ModelConfig
 from partitioning.mesh import MeshConfig
+from runner.inference_eval import InferenceEvalConfig
 from tasks.feeding import FeedConfig, lookup
 from tasks.hybrid_features import is_hybrid
 from training.int_fields import require_int
@@ -31,6 +32,7 @@ class Run:
     initial_checkpoint_path: str | None = None
     byte_encoder_checkpoint_path: str | None = None   # hybrid: ByT5 dir for the byte encoder
     heldout_mixture: str | None = None   # decoded zero-shot after training (tools.sweep)
+    inference_eval: InferenceEvalConfig | None = None   # seqio.Evaluator at the eval steps
 
     def __post_init__(self):
         for name, cls in (("model", ModelConfig), ("mesh", MeshConfig), ("trainer", TrainConfig),
@@ -59,6 +61,25 @@ class Run:
                 self._check_feed(feed)
         if self.heldout_mixture:
             lookup(self.heldout_mixture)
+        if self.inference_eval is not None:
+            self._check_inference_eval(self.inference_eval)
+
+    def _check_inference_eval(self, config) -> None:
+        if not isinstance(config, InferenceEvalConfig):
+            raise TypeError(f"Run.inference_eval={config!r} must be None or a "
+                            "run.inference_eval (InferenceEvalConfig)")
+        provider = lookup(config.mixture_or_task_name)
+        ours = lookup(self.feed.mixture_or_task_name).output_features["targets"].vocabulary
+        theirs = provider.output_features["targets"].vocabulary
+        if theirs != ours:
+            raise ValueError(f"run.inference_eval.mixture_or_task_name="
+                             f"{config.mixture_or_task_name!r} uses {type(theirs).__name__} "
+                             f"({theirs.vocab_size} ids) but the run trains on "
+                             f"{type(ours).__name__} ({ours.vocab_size} ids); pick the variant "
+                             "of the training vocabulary (e.g. a '_byte' task)")
+        if is_hybrid(provider) != (self.model.byte_encoder is not None):
+            raise ValueError(f"run.inference_eval task {config.mixture_or_task_name!r} and the "
+                             "model disagree on byte_inputs (hybrid)")
 
     def _check_feed(self, feed: FeedConfig) -> None:
         name = feed.mixture_or_task_name

@@ -135,8 +135,15 @@ def _train(run: Run, model_dir: str, progress, records: dict, primary: bool) -> 
         forward_sigterm()  # one that came after the last check goes to the loop's handler
         return feed
 
+    evaluate_fn = None
+    if run.inference_eval is not None:  # reads (and checks) the eval data before any write
+        from runner.inference_eval import make_evaluate_fn
+        from tasks.feeding import lookup
+
+        vocab = lookup(run.feed.mixture_or_task_name).output_features["targets"].vocabulary
+        evaluate_fn = make_evaluate_fn(run.inference_eval, trainer, vocab)
     result = run_loop(trainer, run.loop, model_dir, make_feed, make_eval, identity=identity,
-                      initial_params=initial, progress=progress)
+                      initial_params=initial, progress=progress, evaluate_fn=evaluate_fn)
     if primary and started:
         _write(model_dir, {k: v() for k, v in records.items() if callable(v)})
     return _summary(model_dir, result)
@@ -147,9 +154,11 @@ def _summary(model_dir: str, result: dict) -> dict:
                      if k in ("loss", "accuracy")}
     eval_metrics = {f"eval/{k}": v for k, v in result.get("eval_metrics", {}).items()
                     if k in ("loss", "accuracy")}
+    infer_metrics = {f"infer_eval/{k}": v for k, v in result.get("infer_eval_metrics",
+                                                                 {}).items()}
     return {"model_dir": os.path.abspath(model_dir), "step": result["step"],
             "preempted": result["preempted"], "resumed": result["resumed"],
-            **train_metrics, **eval_metrics}
+            **train_metrics, **eval_metrics, **infer_metrics}
 
 
 def _nothing_trained(model_dir: str, step: int | None) -> dict:

@@ -11,3 +11,8 @@ def accuracy(targets: Sequence, predictions: Sequence) -> dict[str, float]:
         raise ValueError(f"{len(targets)} targets but {len(predictions)} predictions")
     hits = sum(t == p for t, p in zip(targets, predictions, strict=True))
     return {"accuracy": 100.0 * hits / max(len(targets), 1)}
+
+
+def exact_match(targets: Sequence, predictions: Sequence) -> dict[str, float]:
+    """Percentage of (postprocessed) predictions equal to their target: BBH's metric."""
+    return {"exact_match": accuracy(targets, predictions)["accuracy"]}

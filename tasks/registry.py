@@ -7,7 +7,7 @@ import os
 
 import seqio
 
-from tasks import corpus, flan_collection, flan_tasks, text_files, wikispell
+from tasks import bbh, corpus, flan_collection, flan_tasks, mmlu, text_files, wikispell
 from tasks.metrics import accuracy
 from tasks.span_corruption import prefix_lm, span_corruption
 from tasks.text_to_text import format_fields, keep, label_to_text
@@ -129,3 +129,6 @@ def register() -> None:
     flan_tasks.register(spm)
     # The Flan 2022 collection from its exported files (tasks/flan_collection.py).
     flan_collection.register(spm)
+    # Benchmarks from local files in their published formats (gin: tasks.mmlu / tasks.bbh).
+    mmlu.register({"": spm, "_byte": byte})
+    bbh.register({"": spm, "_byte": byte})

@@ -1,15 +1,24 @@
-"""Evaluate a model on a task or mixture: exact match and the task's own metrics (e.g.
-accuracy of decoded labels) on greedy predictions.
+"""Evaluate a model on a task, mixture or benchmark, the way t5x does: seqio.Evaluator with
+predict metrics on generations and score metrics (rank classification, ...) on the summed
+log-likelihoods of targets. A task without metric functions gets exact match of greedy
+predictions instead.
 
     python -m tools.eval --model_dir=DIR --task=glue_sst2 [--split=validation] [--examples=500]
+    python -m tools.eval --model_dir=DIR --task=mmlu_five_shot --split=test \\
+        --gin_file=runs/eval_mmlu.gin --gin.MMLU_DIR=/data/mmlu
+    python -m tools.eval --model_dir=DIR --task=bbh_cot --split=test \\
+        --gin_file=runs/eval_bbh.gin --gin.BBH_DIR=/data/BIG-Bench-Hard
 
-Lengths default to those the model was trained with (its model.json); a TFDS task must be
-prepared first (the error says how).
+Lengths: for tasks with metrics, the longest example's (nothing truncated) unless given; for
+the others those the model was trained with (its model.json). Decoding: DecodeConfig from
+gin (runs/eval.gin: greedy), else greedy to --targets_length. A TFDS task must be prepared
+first (the error says how). --metrics_dir also writes metrics.jsonl and TensorBoard events
+("infer_eval/TASK/METRIC") there.
 
 Multi-host: run the same command on every host (as tools.train: --coordinator_address=
 HOST0:PORT --num_processes=N --process_id=I, or Cloud TPU / SLURM detected); params are
 sharded on --mesh (x --dcn across hosts) by --rules, each host places its share of every
-batch, and host 0 alone prints the results.
+batch, and host 0 alone prints and writes the results.
 """
 
 from __future__ import annotations
@@ -24,9 +33,8 @@ from tools.distributed_flags import add_distributed_flags, start_distributed
 
 def main(argv=None):
     from partitioning.distributed import is_primary
-    from runner import gin_flags
-    from runner.evaluation import default_lengths, evaluate_task
-    from runner.predictor import Predictor
+    from runner import configurables, gin_flags
+    from runner.evaluation import default_lengths
     from runner.model_json import read_model_json
     from runner.trained_model import model_from_gin_for
 
@@ -36,37 +44,96 @@ def main(argv=None):
     p.add_argument("--model_dir", required=True)
     p.add_argument("--task", help="default: the task the model was trained on")
     p.add_argument("--split", default="validation")
-    p.add_argument("--examples", type=int, default=256)
+    p.add_argument("--examples", type=int,
+                   help="the first N examples of each task (default: all; 256 for a task "
+                        "without metrics)")
     p.add_argument("--inputs_length", type=int,
-                   help="default: the model's training length (512 for an HF directory)")
+                   help="default: the longest input (the model's training length, 512 for an "
+                        "HF directory, for a task without metrics)")
     p.add_argument("--targets_length", type=int, help="default: as --inputs_length (64)")
+    p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--mesh", default="data=1")
     p.add_argument("--dcn", default="", help="mesh degrees across hosts/slices, e.g. data=2")
     p.add_argument("--rules", default="data_parallel")
     p.add_argument("--vocab")
     p.add_argument("--byte", action="store_true")
+    p.add_argument("--metrics_dir", help="also write the metrics here (JSONL, TensorBoard)")
+    p.add_argument("--step", type=int, default=0, help="the step --metrics_dir records")
     add_distributed_flags(p)
     args = p.parse_args(argv)
     start_distributed(p, args)
-    lengths = default_lengths(args.model_dir)
-    lengths = {"inputs": args.inputs_length or lengths["inputs"],
-               "targets": args.targets_length or lengths["targets"]}
-    if gin_files or gin_bindings:
-        from runner.gin_flags import decode_config_from_gin
-
-        decode_cfg = decode_config_from_gin(gin_files, gin_bindings)
-    else:
-        decode_cfg = DecodeConfig(lengths["targets"])
     task = args.task or read_model_json(args.model_dir)[1]
-    predictor = Predictor(args.model_dir, args.mesh, args.rules, decode_config=decode_cfg,
-                          vocab=args.vocab, byte=args.byte,
-                          max_input_length=lengths["inputs"],
-                          model=model_from_gin_for(args.model_dir, gin_files, gin_bindings),
-                          dcn=args.dcn)
-    results = evaluate_task(predictor, task, args.split, lengths, args.examples)
+    model = model_from_gin_for(args.model_dir, gin_files, gin_bindings)
+    with gin_flags.bound(gin_files, gin_bindings):
+        decode_cfg = configurables.decode_config() if gin_files or gin_bindings else None
+        if _has_metrics(task):
+            results = _evaluate_with_seqio(args, task, decode_cfg, model)
+        else:
+            results = _evaluate_exact_match(args, task, decode_cfg, model,
+                                            default_lengths(args.model_dir))
     if is_primary():
         print(json.dumps(results, indent=2))
     return results
+
+
+def _has_metrics(name: str) -> bool:
+    import seqio
+
+    from tasks.feeding import lookup
+
+    provider = lookup(name)
+    tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
+    return all(t.metric_objs for t in tasks)
+
+
+def _predictor(args, decode_cfg, model, max_input_length):
+    from runner.predictor import Predictor
+
+    return Predictor(args.model_dir, args.mesh, args.rules, decode_config=decode_cfg,
+                     vocab=args.vocab, byte=args.byte, max_input_length=max_input_length,
+                     model=model, dcn=args.dcn)
+
+
+def _evaluate_with_seqio(args, task, decode_cfg, model) -> dict:
+    from runner.inference_eval import PREFIX, InferenceEvalConfig, InferenceEvaluator, flat
+
+    lengths = None
+    if args.inputs_length or args.targets_length:
+        lengths = {k: v for k, v in (("inputs", args.inputs_length),
+                                     ("targets", args.targets_length)) if v}
+    config = InferenceEvalConfig(task, args.split, lengths, args.examples, args.batch_size,
+                                 decode_cfg or DecodeConfig(args.targets_length or 64))
+    evaluator = InferenceEvaluator(config)  # reads the data first: a bad file fails here
+    predictor = _predictor(args, config.decode, model, args.inputs_length or 512)
+    for t in evaluator.evaluator.eval_tasks:
+        from runner.evaluation import check_vocabulary
+
+        check_vocabulary(t, predictor)
+    results = evaluator.evaluate(predictor, args.step)
+    if args.metrics_dir:
+        from training.metrics_writer import MetricsWriter
+
+        from partitioning.distributed import is_primary
+
+        writer = MetricsWriter(args.metrics_dir, primary=is_primary())
+        try:
+            writer.write(args.step, flat(results), prefix=PREFIX)
+        finally:
+            writer.close()
+    return {name: {"examples": evaluator.examples[name],
+                   **{k: float(v) for k, v in scores.items()}}
+            for name, scores in results.items()}
+
+
+def _evaluate_exact_match(args, task, decode_cfg, model, trained) -> dict:
+    from runner.evaluation import evaluate_task
+
+    lengths = {"inputs": args.inputs_length or trained["inputs"],
+               "targets": args.targets_length or trained["targets"]}
+    predictor = _predictor(args, decode_cfg or DecodeConfig(lengths["targets"]), model,
+                           lengths["inputs"])
+    return evaluate_task(predictor, task, args.split, lengths, args.examples or 256,
+                         args.batch_size)
 
 
 if __name__ == "__main__":

@@ -203,11 +203,15 @@ def evaluate(trainer: Trainer, params, batches: Iterable[dict]) -> dict:
 def run(trainer: Trainer, config: LoopConfig, model_dir: str,
         make_feed: Callable[[dict | None], object],
         make_eval_feed: Callable[[], Iterable[dict]] | None = None,
-        identity: dict | None = None, initial_params=None, progress: bool | None = None) -> dict:
+        identity: dict | None = None, initial_params=None, progress: bool | None = None,
+        evaluate_fn: Callable[[int, object], dict] | None = None) -> dict:
     """Train to `config.train_steps`, resuming from the newest checkpoint in model_dir that
     verifies. One run writes a model_dir at a time (a lock held while this runs); SIGTERM
     from here on saves the state, or exits cleanly if nothing was trained yet.
 
+    `evaluate_fn(step, params) -> {name: float}`: an inference eval (decoding, scoring; built
+    outside training, e.g. runner/inference_eval.py) run on every host at the eval steps,
+    beside the teacher-forced eval; its metrics are written with the prefix "infer_eval/".
     `progress`: None shows a bar on a terminal and a line per log step otherwise; True a bar;
     False nothing. The result holds the last train and eval metrics.
     """
@@ -215,11 +219,11 @@ def run(trainer: Trainer, config: LoopConfig, model_dir: str,
                              config.preemption_check_every)
     with hold_lock(model_dir, primary=jax.process_index() == 0), preemption:
         return _run(trainer, config, model_dir, make_feed, make_eval_feed, identity,
-                    initial_params, progress, preemption)
+                    initial_params, progress, preemption, evaluate_fn)
 
 
 def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initial_params,
-         progress, preemption) -> dict:
+         progress, preemption, evaluate_fn=None) -> dict:
     ckpt = Checkpointer(f"{model_dir}/checkpoints", keep=config.keep_checkpoints,
                         async_save=config.async_checkpoints, identity=identity)
     ckpt.check_identity()
@@ -247,7 +251,7 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
     writer = MetricsWriter(model_dir, primary=primary, resume_step=step)
     bar = _progress(progress, step, config.train_steps) if primary else None
     lines = primary and progress is None and bar is None
-    last, last_eval = {}, {}
+    last, last_eval, last_infer = {}, {}, {}
     t0, logged_at = time.perf_counter(), step
     saved = set(ckpt.all_steps())
     with preemption:
@@ -261,7 +265,7 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
                 ckpt.poll()  # a failed background save stops the run here, at once
                 logs = step % config.log_every == 0 or step == config.train_steps
                 saves = step % config.checkpoint_every == 0 or step == config.train_steps
-                evals = make_eval_feed is not None and (
+                evals = (make_eval_feed is not None or evaluate_fn is not None) and (
                     (config.eval_every and step % config.eval_every == 0)
                     or step == config.train_steps)
                 if logs:
@@ -283,12 +287,18 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
                 if saves:
                     ckpt.save(step, state, feed_state)
                     saved.add(step)
-                if evals:
+                if evals and make_eval_feed is not None:
                     last_eval = evaluate(trainer, state.params, make_eval_feed())
                     writer.write(step, last_eval, prefix="eval/")
                     if lines:
                         print(f"step {step}: eval loss {last_eval['loss']:.4f}, accuracy "
                               f"{last_eval['accuracy']:.4f}", file=sys.stderr, flush=True)
+                if evals and evaluate_fn is not None:
+                    last_infer = evaluate_fn(step, state.params)
+                    writer.write(step, last_infer, prefix="infer_eval/")
+                    if lines:
+                        print(f"step {step}: inference eval {last_infer}", file=sys.stderr,
+                              flush=True)
                 if step < config.train_steps and preemption.agreed(step, logs or saves or evals):
                     if step not in saved:
                         ckpt.save(step, state, feed_state, force=True)
@@ -300,7 +310,8 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
             if bar is not None:
                 bar.close()
     return {"step": step, "preempted": preemption.requested, "resumed": latest is not None,
-            "metrics": last, "eval_metrics": last_eval, "state": state}
+            "metrics": last, "eval_metrics": last_eval, "infer_eval_metrics": last_infer,
+            "state": state}
 
 
 def _progress(enabled: bool | None, start: int, total: int):

@@ -1,0 +1,147 @@
+"""Evaluation the way t5x does it: seqio.Evaluator over t5pod's predict and score callbacks.
+
+A task's `predict_metric_fns` see its decoded, postprocessed generations; its
+`score_metric_fns` the summed log-likelihood of each target from the same model (rank
+classification among them). `InferenceEvaluator` reads and caches the eval data once (a
+missing or malformed benchmark file fails here, before any model is loaded), then
+`evaluate(predictor, step)` runs both kinds and returns {task: {metric: value}}.
+tools.eval calls it on a model on disk; runner.train hands `evaluate_fn` to the train loop
+for `EVAL_EVERY` with inference metrics (written with the prefix "infer_eval/").
+
+    run.train.inference_eval = @run.inference_eval()
+    run.inference_eval.mixture_or_task_name = 'mmlu_zero_shot'
+    run.inference_eval.split = 'test'
+    run.inference_eval.decode = @model_zoo.DecodeConfig()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from model_zoo.decoding import DecodeConfig
+from runner.seqio_callbacks import predict_fn, score_fn
+from training.int_fields import require_int
+
+PREFIX = "infer_eval/"
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceEvalConfig:
+    """`task_feature_lengths`: None (the longest example's lengths, nothing truncated) or
+    {'inputs': N, 'targets': M}; `num_examples`: the first N of each task (None: all)."""
+    mixture_or_task_name: str
+    split: str = "validation"
+    task_feature_lengths: dict | None = None
+    num_examples: int | None = None
+    batch_size: int = 32
+    decode: DecodeConfig = DecodeConfig()
+
+    def __post_init__(self):
+        require_int("run.inference_eval", "batch_size", self.batch_size)
+        if self.batch_size < 1:
+            raise ValueError(f"run.inference_eval.batch_size={self.batch_size} must be >= 1")
+        if self.num_examples is not None:
+            require_int("run.inference_eval", "num_examples", self.num_examples)
+            if self.num_examples < 1:
+                raise ValueError(f"run.inference_eval.num_examples={self.num_examples} must "
+                                 "be >= 1 (or None: all)")
+        if not isinstance(self.decode, DecodeConfig):
+            raise TypeError(f"run.inference_eval.decode={self.decode!r} must be a "
+                            "model_zoo.DecodeConfig")
+        lengths = self.task_feature_lengths
+        if lengths is not None and (set(lengths) - {"inputs", "targets", "byte_inputs"} or any(
+                not isinstance(v, int) or v < 1 for v in lengths.values())):
+            raise ValueError(f"run.inference_eval.task_feature_lengths={lengths} must be None "
+                             "or positive int lengths of 'inputs' and 'targets'")
+
+
+class InferenceEvaluator:
+    def __init__(self, config: InferenceEvalConfig, vocabulary=None):
+        """`vocabulary`: the model's; a task with another one is refused."""
+        import seqio
+
+        from tasks.feeding import lookup, require_prepared
+        from tasks.hybrid_features import converter
+
+        self.config = config
+        provider = lookup(config.mixture_or_task_name)
+        tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
+        for task in tasks:
+            if config.split not in task.splits:
+                raise ValueError(f"task {task.name!r} has no split {config.split!r}; its "
+                                 f"splits: {list(task.splits)}")
+            if vocabulary is not None:
+                _check_vocabulary(task, vocabulary)
+        if not any(t.metric_objs for t in tasks):
+            raise ValueError(f"{config.mixture_or_task_name!r} has no predict or score "
+                             "metrics to evaluate; pick a task with metric_fns")
+        require_prepared(provider)
+        self.evaluator = seqio.Evaluator(
+            config.mixture_or_task_name, feature_converter=converter(provider, pack=False),
+            eval_split=config.split, sequence_length=config.task_feature_lengths,
+            num_examples=config.num_examples, shuffle=False, async_compute_metrics=False)
+        self.examples = {name: _count(ds) for name, ds in
+                         self.evaluator.cached_task_datasets.items()}
+
+    def evaluate(self, predictor, step: int | None = None) -> dict[str, dict]:
+        """{task: {metric: value}} of `predictor` (see runner/seqio_callbacks.py)."""
+        size = self.config.batch_size
+        metrics, _ = self.evaluator.evaluate(
+            compute_metrics=True, step=step, predict_fn=predict_fn(predictor, size),
+            score_fn=score_fn(predictor, size))
+        return metrics.result()
+
+
+def _count(dataset) -> int:
+    """Examples in a cached task dataset; a rank-classification one counts each question
+    once (it holds a row per option, `idx` = [question, option])."""
+    questions, rows = set(), 0
+    for example in dataset.as_numpy_iterator():
+        rows += 1
+        if "idx" in example:
+            questions.add(int(example["idx"][0]))
+    return len(questions) or rows
+
+
+def flat(results: dict[str, dict]) -> dict[str, float]:
+    """{"task/metric": value} of the scalar metrics, for a metrics writer."""
+    return {f"{task}/{name}": float(value) for task, scores in results.items()
+            for name, value in scores.items() if _scalar(value)}
+
+
+def _scalar(value) -> bool:
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_vocabulary(task, vocabulary) -> None:
+    for feature in ("inputs", "targets"):
+        vocab = task.output_features[feature].vocabulary
+        if vocab != vocabulary:
+            raise ValueError(
+                f"task {task.name!r} {feature} use {type(vocab).__name__} ({vocab.vocab_size} "
+                f"ids), but the model reads and writes {type(vocabulary).__name__} "
+                f"({vocabulary.vocab_size} ids); pick the task variant of the model's "
+                "vocabulary (e.g. a '_byte' task for ByT5)")
+
+
+def make_evaluate_fn(config: InferenceEvalConfig, trainer, vocabulary=None):
+    """`evaluate_fn(step, params) -> {"task/metric": value}` for training.loop.run: the eval
+    data is read here, once; each call decodes and scores with the params it is given."""
+    from runner.predictor import Predictor
+
+    evaluator = InferenceEvaluator(config, vocabulary)
+    predictor = Predictor.of_params(trainer.model_def, None, trainer.model, trainer.mesh,
+                                    trainer.rules, config.decode, vocab=vocabulary)
+
+    def evaluate_fn(step: int, params) -> dict[str, float]:
+        predictor.params = params
+        try:
+            return flat(evaluator.evaluate(predictor, step))
+        finally:
+            predictor.params = None
+
+    return evaluate_fn
