@@ -131,11 +131,11 @@ def _check_vocabulary(task, vocabulary) -> None:
 def make_evaluate_fn(config: InferenceEvalConfig, trainer, vocabulary=None):
     """`evaluate_fn(step, params) -> {"task/metric": value}` for training.loop.run: the eval
     data is read here, once; each call decodes and scores with the params it is given."""
-    from runner.predictor import Predictor
+    from runner.inference import Inference
 
     evaluator = InferenceEvaluator(config, vocabulary)
-    predictor = Predictor.of_params(trainer.model_def, None, trainer.model, trainer.mesh,
-                                    trainer.rules, config.decode, vocab=vocabulary)
+    predictor = Inference(trainer.model_def, None, trainer.model, trainer.mesh, trainer.rules,
+                          config.decode, vocab=vocabulary)
 
     def evaluate_fn(step: int, params) -> dict[str, float]:
         predictor.params = params
