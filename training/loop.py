@@ -284,7 +284,9 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
                     ckpt.save(step, state, feed_state)
                     saved.add(step)
                 if evals:
+                    eval_start = time.perf_counter()
                     last_eval = evaluate(trainer, state.params, make_eval_feed())
+                    t0 += time.perf_counter() - eval_start  # seconds_per_step: training only
                     writer.write(step, last_eval, prefix="eval/")
                     if lines:
                         print(f"step {step}: eval loss {last_eval['loss']:.4f}, accuracy "
