@@ -27,7 +27,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     _, bindings, rest = gin_flags.split_gin_args(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--study", required=True, help=f"one of {sorted(STUDIES)}")
+    p.add_argument("--study", required=True, help="; ".join(
+        f"{name}: {s.summary}" for name, s in sorted(STUDIES.items())))
     p.add_argument("--out", required=True)
     p.add_argument("--only", action="append", default=[], help="run this member (repeatable)")
     p.add_argument("--emit", action="store_true", help="write launch scripts, run nothing")

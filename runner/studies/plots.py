@@ -19,3 +19,14 @@ def save(fig, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def log_loss_axis(ax) -> None:
+    """A log-scale loss axis labelled in plain numbers (losses span less than a decade)."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
+    ax.ticklabel_format(axis="y", style="plain", useOffset=False)
+    ax.xaxis.set_minor_formatter(NullFormatter())

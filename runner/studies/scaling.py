@@ -70,7 +70,7 @@ def plot(curves, report: Report, path: str) -> None:
                         label=f"{arch}: b={fit.b:.3f}")
     for ax, name in zip(axes[0], ("training FLOPs", "parameters"), strict=True):
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        plots.log_loss_axis(ax)
         ax.set_xlabel(name)
         ax.set_ylabel("final eval loss")
         ax.legend(fontsize=7)
