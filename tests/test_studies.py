@@ -113,3 +113,23 @@ def test_unknown_study_lists_the_valid_ones(tmp_path):
     assert not os.listdir(tmp_path)
     with pytest.raises(ValueError, match="is not a member"):
         study.main(["--study=precision", f"--out={tmp_path / 'p'}", "--only=dtype=float8"])
+
+
+@pytest.mark.parametrize("name", ["switch_vs_dense", "scaling", "precision"])
+def test_every_member_of_each_study_builds_a_run(name):
+    """The full CPU default of every study parses into complete runs (nothing trains)."""
+    import gin
+
+    from runner import gin_flags
+    from runner.studies import STUDIES
+    from runner.sweep_config import read
+
+    cfg = read(gin_flags.resolve_gin_file(STUDIES[name].sweep))
+    members = cfg.expand()
+    assert len(members) >= 3
+    for member in members:
+        with gin_flags.run_from_gin(list(cfg.gin_files),
+                                    member.gin_bindings(cfg.bindings)) as (run, _):
+            assert run.eval_feed is not None and run.loop.eval_every > 0
+            for key, value in member.bindings:
+                assert gin.query_parameter(key) == value

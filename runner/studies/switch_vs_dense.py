@@ -1,8 +1,8 @@
-"""Switch vs dense (Fedus et al. 2021, Figure 1 right / Section 2.3): FLOP-matched Switch
+"""Switch vs dense (Fedus et al. 2021, Section 3, step and time basis): FLOP-matched Switch
 models (top-1 routing, several expert counts) and the dense model with the same d_ff, on
 span corruption. The speedup of a Switch model is the dense model's steps (or seconds) to
 its final eval loss over the Switch model's steps (seconds) to that loss; the paper
-reports Switch-Base (64 experts) reaching T5-Base's quality about 7x sooner in steps.
+reports Switch-Base (64 experts) reaching T5-Base's quality about 7x sooner.
 
 Steps and seconds to a loss are linear interpolations between eval points; a model that
 never gets there has no speedup (blank)."""
