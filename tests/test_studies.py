@@ -17,7 +17,9 @@ SMALL = ["--gin.TRAIN_STEPS=3", "--gin.EVAL_EVERY=0", "--gin.WARMUP_STEPS=1",
          "--gin.training.LoopConfig.log_every=1", "--gin.BATCH_SIZE=8",
          "--gin.partitioning.mesh.ici={'data': 8}",  # the suite's 8 CPU devices
          "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 8}",
-         "--gin.run.train.eval_batches=1"]
+         "--gin.run.train.eval_batches=1", "--gin.model_zoo.model.scan_layers=False",
+         "--gin.model_zoo.model.num_encoder_layers=1",
+         "--gin.model_zoo.model.num_decoder_layers=1"]
 
 
 def run_study(tmp_path, name, members, extra=()):
@@ -37,7 +39,7 @@ def run_study(tmp_path, name, members, extra=()):
 def cache(tmp_path_factory):
     """One compilation cache for the module: the dense member of the switch test, the
     scaling study's 64-wide member and the precision study's float32 member are one model
-    (t5_1_1_tiny), compiled once."""
+    (t5_1_1_tiny, one layer per stack), compiled once."""
     import jax
 
     jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
@@ -50,7 +52,9 @@ def test_switch_vs_dense(tmp_path, cache):
     report, table, md = run_study(
         tmp_path, "switch_vs_dense", ["moe=None", "num_experts=2"],
         ["--gin.model_zoo.model.feed_forward_proj='gated-gelu'",  # dense = t5_1_1_tiny
-         "--gin.model_zoo.model.tie_word_embeddings=False"])
+         "--gin.model_zoo.model.tie_word_embeddings=False",
+         "--gin.model_zoo.MoEConfig.encoder_sparse_step=1",  # an MoE in the one layer
+         "--gin.model_zoo.MoEConfig.decoder_sparse_step=1"])
     dense, switch = report.rows
     assert (dense["model"], switch["model"]) == ("dense", "switch-2")
     assert dense["speedup_steps"] == 1.0 and dense["speedup_seconds"] == 1.0
