@@ -153,7 +153,7 @@ def emit(sweep_path: str, out: str, members: list[Member], relaunch_flags: list[
     return paths
 
 
-def sweep(sweep_path: str, out: str, bindings: list[str] = (), only: str | None = None,
+def sweep(sweep_path: str, out: str, bindings: list[str] = (), only: str | list | None = None,
           emit_only: bool = False, collect: bool = False,
           relaunch_flags: list[str] = ()) -> list[dict]:
     """Check, then train the pending members (or write launch scripts), then the report.
@@ -166,11 +166,13 @@ def sweep(sweep_path: str, out: str, bindings: list[str] = (), only: str | None 
     cfg = read(sweep_path)
     members = cfg.expand()
     chosen = members
-    if only:
-        chosen = [m for m in members if m.name == only]
-        if not chosen:
-            raise ValueError(f"--only={only!r} is not a member; members: "
+    if only:  # a member's name, or a list of them
+        names = [only] if isinstance(only, str) else list(only)
+        unknown = [n for n in names if n not in {m.name for m in members}]
+        if unknown:
+            raise ValueError(f"--only={unknown[0]!r} is not a member; members: "
                              f"{[m.name for m in members]}")
+        chosen = [m for m in members if m.name in names]
     os.makedirs(out, exist_ok=True)
     if not collect:
         pending = [m for m in chosen if finished(out, m) is None]

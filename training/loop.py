@@ -287,6 +287,7 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
                 if saves:
                     ckpt.save(step, state, feed_state)
                     saved.add(step)
+                eval_start = time.perf_counter()
                 if evals and make_eval_feed is not None:
                     last_eval = evaluate(trainer, state.params, make_eval_feed())
                     writer.write(step, last_eval, prefix="eval/")
@@ -299,6 +300,7 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
                     if lines:
                         print(f"step {step}: inference eval {last_infer}", file=sys.stderr,
                               flush=True)
+                t0 += time.perf_counter() - eval_start  # seconds_per_step: training only
                 if step < config.train_steps and preemption.agreed(step, logs or saves or evals):
                     if step not in saved:
                         ckpt.save(step, state, feed_state, force=True)

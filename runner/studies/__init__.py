@@ -1,0 +1,19 @@
+"""The registered studies (runner/study.py): `python -m tools.study --study=NAME`."""
+
+from runner.study import Study
+from runner.studies import precision, scaling, switch_vs_dense
+
+STUDIES = {s.name: s for s in (
+    Study("switch_vs_dense", "studies/switch_vs_dense.gin", switch_vs_dense.analyse,
+          switch_vs_dense.plot, "FLOP-matched Switch vs dense T5: speedup to the dense loss"),
+    Study("scaling", "studies/scaling.gin", scaling.analyse, scaling.plot,
+          "loss against training FLOPs and parameters per architecture, power-law fits"),
+    Study("precision", "studies/precision.gin", precision.analyse, precision.plot,
+          "fp32 vs bf16 vs fp16 with dynamic loss scaling"),
+)}
+
+
+def lookup(name: str) -> Study:
+    if name not in STUDIES:
+        raise ValueError(f"unknown study {name!r}; valid studies: {sorted(STUDIES)}")
+    return STUDIES[name]
