@@ -11,6 +11,7 @@ ACTIVATIONS = ("relu", "gated-gelu")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attention_out")
 ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
 ROUTINGS = ("tokens_choose", "experts_choose")
+NORMS = ("rms", "kl")
 
 
 def _fail(field: str, value, expected: str):
@@ -199,6 +200,9 @@ class ModelConfig:
     Softmax, norms and logits are computed in float32 whatever `dtype` is.
     `frozen` names top-level params the optimizer leaves unchanged (e.g. "encoder", or
     "byte_shared" and "byte_encoder"); no gradient flows into a frozen encoder.
+    `norm`: every layer norm is T5's RMSNorm ("rms") or KL-Norm ("kl", model_zoo/kl_norm.py:
+    a Gaussian sample in training, its mean when deterministic), whose KL to N(0, I) per
+    token, summed over the norms, enters the loss weighted by `kl_norm_weight`.
     """
 
     vocab_size: int
@@ -223,6 +227,9 @@ class ModelConfig:
     byte_encoder: ByteEncoderConfig | None = None   # set: a hybrid token+byte encoder
     frozen: tuple[str, ...] = ()   # top-level params kept fixed (see the docstring)
     moe: MoEConfig | None = None
+    norm: str = "rms"
+    kl_norm_weight: float = 1e-3
+    kl_norm_init_log_variance: float = -4.0
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "d_ff", "num_heads", "d_kv",
@@ -267,6 +274,21 @@ class ModelConfig:
         if any(name not in parts for name in self.frozen):
             _fail("frozen", self.frozen, f"names among this model's top-level params {parts}")
         self._check_moe()
+        self._check_norm()
+
+    def _check_norm(self):
+        if self.norm not in NORMS:
+            _fail("norm", self.norm, f"one of {NORMS} (T5's RMSNorm, or KL-Norm)")
+        for name in ("kl_norm_weight", "kl_norm_init_log_variance"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or value != value or abs(value) == float("inf"):
+                _fail(name, value, "a finite float")
+        if self.kl_norm_weight < 0:
+            _fail("kl_norm_weight", self.kl_norm_weight, "a float >= 0 (the KL term's weight)")
+        if self.norm == "kl" and self.byte_encoder is not None:
+            _fail("norm", self.norm, "'rms' with a byte_encoder (KL-Norm in a hybrid model "
+                  "is not supported)")
 
     def _check_moe(self):
         if isinstance(self.moe, dict):  # from JSON / gin dicts

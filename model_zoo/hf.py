@@ -180,7 +180,14 @@ def _moe_from_hf(hf: dict, source: str) -> MoEConfig:
         load_balancing_loss_weight=float(hf.get("router_aux_loss_coef", 0.001)))
 
 
+def _check_rms(cfg: ModelConfig) -> None:
+    if cfg.norm != "rms":
+        raise ValueError(f"ModelConfig.norm={cfg.norm!r}: HF transformers' T5 has only RMS layer "
+                         "norms (norm='rms'); keep a KL-Norm model as a t5pod checkpoint")
+
+
 def config_to_hf(cfg: ModelConfig) -> dict:
+    _check_rms(cfg)
     if cfg.byte_encoder is not None:
         raise ValueError("HF transformers has no T5 with a byte encoder beside the token one; "
                          "keep this hybrid model as a t5pod checkpoint (its parts load from "
@@ -318,6 +325,8 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: ModelConfig,
     `scaled`: whether the HF model scales the decoder output (`scales_output`); an untied
     t5pod head then takes the scale into its kernel. None: as `cfg` says (tied: scaled).
     """
+    _check_rms(cfg)
+
     def take(name):
         if name not in tensors:
             raise KeyError(f"HF checkpoint lacks tensor {name!r} that config "
@@ -357,6 +366,7 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: ModelConfig,
 
 def params_to_hf(pure: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:
     """HF tensor names -> float32 arrays for a pure t5pod param dict."""
+    _check_rms(cfg)
     shared = np.asarray(pure["shared"], np.float32)
     out = {"shared.weight": shared, "encoder.embed_tokens.weight": shared,
            "decoder.embed_tokens.weight": shared}

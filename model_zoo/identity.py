@@ -24,6 +24,8 @@ def identity_of(model_cfg: ModelConfig) -> dict:
     b = model_cfg.byte_encoder
     if b is not None:  # absent for other models, so their identities stay as they were
         out["byte_encoder"] = dataclasses.asdict(b)
+    if model_cfg.norm != "rms":  # KL-Norm's extra params; RMS identities stay as they were
+        out["norm"] = model_cfg.norm
     m = model_cfg.moe
     out["moe"] = None if m is None else {k: getattr(m, k) for k in (
         "num_experts", "encoder_sparse_step", "decoder_sparse_step")}

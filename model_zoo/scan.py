@@ -59,8 +59,14 @@ class ScannedLayers(nnx.Module):
         return jax.lax.scan(body, carry, (state, jnp.arange(self.num_layers), xs))
 
     def forward(self, x, *args, rng=None, deterministic=True, weights=None):
-        """(outputs, aux): the stack interface shared with universal.RecurrentStack."""
-        return self(x, *args, rng=rng, deterministic=deterministic), {}
+        """(outputs, aux): the stack interface shared with universal.RecurrentStack; aux holds
+        the layers' aux entries (KL-Norm's `kl_norm`) stacked over the layers, `weights`
+        [B, S] (real tokens) reaching them as their token mask."""
+        def apply(layer, carry, _, index):
+            return layer(carry, *args, rng=fold(rng, index), deterministic=deterministic,
+                         with_aux=True, token_mask=weights)
+
+        return self.scan(apply, x, remat=True)
 
     def map_layers(self, fn: Callable):
         """`fn(layer) -> y` for every layer, stacked on the leading axis."""

@@ -52,20 +52,22 @@ class MoEStack(nnx.Module):
         return list(range(sparse_position(self.step), self.num_layers, self.step))
 
     def forward(self, x, *args, rng=None, deterministic=True, weights=None):
-        """(outputs, aux) with each MoE aux entry stacked over the blocks; `weights` [B, S]
-        (real tokens) reaches the MoE layers as their token mask."""
+        """(outputs, aux) with each MoE aux entry stacked over the blocks (KL-Norm's `kl_norm`
+        summed over each block's layers); `weights` [B, S] (real tokens) reaches the layers as
+        their token mask."""
         sparse = sparse_position(self.step)
 
         def apply(block, h, _, b):
-            aux = None
+            aux, kls = None, []
             for j, layer in enumerate(block.sublayers()):
                 r = fold(rng, b * self.step + j)
+                h, layer_aux = layer(h, *args, rng=r, deterministic=deterministic,
+                                     with_aux=True, token_mask=weights)
+                if "kl_norm" in layer_aux:  # KL-Norm: summed over the block's layers
+                    kls.append(layer_aux.pop("kl_norm"))
                 if j == sparse:
-                    h, aux = layer(h, *args, rng=r, deterministic=deterministic, with_aux=True,
-                                   token_mask=weights)
-                else:
-                    h = layer(h, *args, rng=r, deterministic=deterministic)
-            return h, aux
+                    aux = layer_aux
+            return h, ({**aux, "kl_norm": sum(kls)} if kls else aux)
 
         return self.blocks.scan(apply, x, remat=True)
 

@@ -16,7 +16,7 @@ from model_zoo.dropout import dropout, fold
 from model_zoo.layers import DecoderLayer, EncoderLayer
 from model_zoo.mixed_einsum import mixed_einsum
 from model_zoo.moe import summarize
-from model_zoo.norm import RMSNorm
+from model_zoo.norm import make_norm, token_mean
 from model_zoo.relative_position import RelativePositionBias
 from model_zoo.universal import make_stack
 
@@ -42,12 +42,22 @@ def _check_same_shape(name: str, feature, tokens_name: str, tokens) -> None:
                          f"the shape of {tokens_name}")
 
 
+def _final_norm(norm, x, aux: dict, weights, rng, deterministic: bool):
+    """The stack's final norm; with KL-Norm, aux["kl_norm"] becomes the stack's KL per real
+    token: its layers' (each a per-token mean of its norms' sum) plus the final norm's."""
+    x, kl = norm.forward(x, rng=rng, deterministic=deterministic)
+    if kl is None:
+        return x, aux
+    layers_kl = jnp.sum(aux["kl_norm"]) if "kl_norm" in aux else 0.0
+    return x, {**aux, "kl_norm": layers_kl + token_mean(kl, weights)}
+
+
 class Encoder(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         self.relative_position_bias = _relpos(cfg, True, rngs)
         self.layers = make_stack(cfg, lambda r, sparse=False: EncoderLayer(cfg, r, sparse),
                                  cfg.num_encoder_layers, rngs, "encoder")
-        self.final_norm = RMSNorm(cfg.d_model, cfg.layer_norm_epsilon, cfg.compute_dtype, rngs)
+        self.final_norm = make_norm(cfg, rngs)
         self.dropout_rate = cfg.dropout_rate
 
     def __call__(self, x, tokens, segment_ids, positions, *, rng, deterministic):
@@ -57,7 +67,7 @@ class Encoder(nnx.Module):
         x = dropout(x, self.dropout_rate, fold(rng, 0), deterministic)
         x, aux = self.layers.forward(x, bias, mask, rng=fold(rng, 1), deterministic=deterministic,
                                      weights=tokens > 0)
-        x = self.final_norm(x)
+        x, aux = _final_norm(self.final_norm, x, aux, tokens > 0, fold(rng, 3), deterministic)
         return dropout(x, self.dropout_rate, fold(rng, 2), deterministic), aux
 
 
@@ -66,7 +76,7 @@ class Decoder(nnx.Module):
         self.relative_position_bias = _relpos(cfg, False, rngs)
         self.layers = make_stack(cfg, lambda r, sparse=False: DecoderLayer(cfg, r, sparse),
                                  cfg.num_decoder_layers, rngs, "decoder")
-        self.final_norm = RMSNorm(cfg.d_model, cfg.layer_norm_epsilon, cfg.compute_dtype, rngs)
+        self.final_norm = make_norm(cfg, rngs)
         self.dropout_rate = cfg.dropout_rate
 
     def __call__(self, x, tokens, encoded, cross_mask, segment_ids, positions, *, rng,
@@ -80,7 +90,7 @@ class Decoder(nnx.Module):
                  else (tokens > 0) | (jnp.arange(tokens.shape[1]) == 0)[None, :])
         x, aux = self.layers.forward(x, bias, mask, encoded, cross_mask, rng=fold(rng, 1),
                                      deterministic=deterministic, weights=valid)
-        x = self.final_norm(x)
+        x, aux = _final_norm(self.final_norm, x, aux, valid, fold(rng, 3), deterministic)
         return dropout(x, self.dropout_rate, fold(rng, 2), deterministic), aux
 
     def step(self, x, index, cache):
@@ -273,9 +283,11 @@ class EncoderDecoder(nnx.Module):
         `return_hidden`: the decoder's outputs before `output_projection` instead of logits
         (for a loss that projects them itself, e.g. chunked_cross_entropy).
         """
-        if not deterministic and self.config.dropout_rate > 0 and dropout_rng is None:
+        if not deterministic and dropout_rng is None and (
+                self.config.dropout_rate > 0 or self.config.norm == "kl"):
             raise ValueError("deterministic=False with dropout_rate="
-                             f"{self.config.dropout_rate} needs a dropout_rng")
+                             f"{self.config.dropout_rate}, norm={self.config.norm!r} needs a "
+                             "dropout_rng")
         encoded, enc_aux = self._encode(encoder_input_tokens, encoder_segment_ids,
                                         encoder_positions, byte_encoder_input_tokens,
                                         byte_encoder_segment_ids, byte_encoder_positions,
@@ -301,14 +313,23 @@ class EncoderDecoder(nnx.Module):
             aux["ponder_loss"] = aux["loss"]
         if self.config.moe is not None:
             aux = {**aux, **self._moe_aux(enc_aux, dec_aux)}
+        if self.config.norm == "kl":
+            aux = {**aux, **self._kl_norm_aux(enc_aux, dec_aux)}
+            aux["loss"] = aux["loss"] + aux["kl_norm_loss"]
         return aux
+
+    def _kl_norm_aux(self, enc_aux: dict, dec_aux: dict) -> dict:
+        """KL-Norm's regulariser: each stack's KL per real token (summed over its norms)."""
+        kl = enc_aux["kl_norm"] + dec_aux["kl_norm"]
+        return {"encoder_kl_norm": enc_aux["kl_norm"], "decoder_kl_norm": dec_aux["kl_norm"],
+                "kl_norm_loss": self.config.kl_norm_weight * kl}
 
     def _moe_aux(self, enc_aux: dict, dec_aux: dict) -> dict:
         """Router losses (each stack's mean over its MoE layers, summed over the stacks, as
         HF sums encoder and decoder) weighted into `loss`, plus per-layer router metrics."""
         moe, out = self.config.moe, {}
         for side, aux in (("encoder", enc_aux), ("decoder", dec_aux)):
-            if aux:
+            if "router_logits" in aux:
                 out.update(summarize(side, aux, getattr(self, side).layers.moe_layer_indices))
         zero = jnp.zeros((), jnp.float32)
         balance = sum((out.get(f"{s}_load_balancing_loss", zero) for s in ("encoder", "decoder")),

@@ -249,9 +249,9 @@ def params_from_t5x(flat: dict[str, np.ndarray], cfg: ModelConfig) -> dict:
             node = node[p]
         return tuple(node.shape)
 
-    if cfg.byte_encoder is not None or cfg.universal is not None:
-        raise ValueError("t5x checkpoints hold plain T5 / Switch models; a byte_encoder or "
-                         "universal config has no t5x layout")
+    if cfg.byte_encoder is not None or cfg.universal is not None or cfg.norm != "rms":
+        raise ValueError("t5x checkpoints hold plain T5 / Switch models; a byte_encoder, "
+                         f"universal or norm={cfg.norm!r} config has no t5x layout")
     target = _Target(flat, cfg)
     pure: dict = {"shared": target.take("token_embedder/embedding", [shape("shared")],
                                         " = (vocab_size, d_model)")}

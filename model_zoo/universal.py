@@ -117,10 +117,13 @@ class RecurrentStack(nnx.Module):
         return acc.astype(x.dtype), ys, aux
 
     def forward(self, x, *args, rng=None, deterministic=True, weights=None):
+        """(outputs, aux): ACT's ponder aux, and the block's aux entries (KL-Norm's
+        `kl_norm`) stacked over steps x block layers."""
         def apply_block(h, t, _):
-            return self.block(h, *args, rng=fold(rng, t), deterministic=deterministic), None
-        x, _, aux = self.recur(x, apply_block, weights=weights)
-        return x, aux
+            return self.block.forward(h, *args, rng=fold(rng, t), deterministic=deterministic,
+                                      weights=weights)
+        x, ys, aux = self.recur(x, apply_block, weights=weights)
+        return x, {**aux, **ys}
 
     def scan(self, fn: Callable, carry, xs=None, remat: bool = False):
         """Like ScannedLayers.scan over all steps x block layers; xs lead with that depth."""

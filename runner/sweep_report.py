@@ -66,9 +66,24 @@ def _numeric(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _groups(results: list[dict], others: list[str]) -> dict[str, list[dict]]:
+    """Members grouped by their values of the other swept keys (a legend label each)."""
+    out: dict[str, list[dict]] = {}
+    for r in results:
+        label = ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(r['bindings'].get(k))}"
+                          for k in others)
+        out.setdefault(label, []).append(r)
+    return out
+
+
+def _short(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def plot(path: str, swept: list[str], results: list[dict]) -> None:
     """One panel per swept key: eval metrics (y) against its values (x), one point per
-    member; non-numeric values (dicts, names) are placed at evenly spaced ticks."""
+    member, joined (and labelled) by the values of the other swept keys; non-numeric values
+    (dicts, names) are placed at evenly spaced ticks."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -83,10 +98,17 @@ def plot(path: str, swept: list[str], results: list[dict]) -> None:
         numeric = all(_numeric(v) for v in values)
         labels = sorted({repr(v) for v in values})
         xs = values if numeric else [labels.index(repr(v)) for v in values]
+        x_of = {id(r): x for r, x in zip(results, xs, strict=True)}
+        groups = _groups(results, [k for k in swept if k != key])
         for i, metric in enumerate(metrics):
             ax = axes[i][j]
-            ys = [r["metrics"].get(metric, float("nan")) for r in results]
-            ax.scatter(xs, ys)
+            for label, members in groups.items():
+                members = sorted(members, key=lambda r: x_of[id(r)])
+                ax.plot([x_of[id(r)] for r in members],
+                        [r["metrics"].get(metric, float("nan")) for r in members],
+                        marker="o", label=label or None)
+            if len(groups) > 1:
+                ax.legend(fontsize=7)
             if numeric:
                 if all(v > 0 for v in values) and max(values) / min(values) >= 10:
                     ax.set_xscale("log")
