@@ -37,7 +37,8 @@ def evaluate(model_dir: str, targets_length: int, per_bucket: int,
     return wikispell.exact_match_by_bucket(targets, predictions)
 
 
-def table(results: dict) -> str:
+def table(results: dict, labels: dict[str, str] = LABELS) -> str:
+    """Markdown: one row per member (labels[key]), exact match per bucket and overall."""
     from tasks.wikispell import BUCKET_NAMES
 
     cols = [f"exact_match/{b}" for b in BUCKET_NAMES] + ["exact_match"]
@@ -45,7 +46,7 @@ def table(results: dict) -> str:
              "|---" * (len(cols) + 2) + "|"]
     for name, r in results.items():
         cells = " | ".join(f"{r['metrics'][c]:.1f}" for c in cols)
-        lines.append(f"| {LABELS[name]} | {r['params'] / 1e3:.0f}k | {cells} |")
+        lines.append(f"| {labels[name]} | {r['params'] / 1e3:.0f}k | {cells} |")
     return "\n".join(lines)
 
 
@@ -61,31 +62,44 @@ def param_count(model_cfg) -> int:
     return sum(math.prod(x.shape) for x in jax.tree.leaves(abstract))
 
 
-def compare(out: str, models: list[str], steps: int | None = None, per_bucket: int = 1000,
-            bindings: list[str] = ()) -> dict:
-    """Train and evaluate `models` (keys of RUNS); `bindings` are gin bindings for all."""
+def train_and_evaluate(gin_files: list[str], model_dir: str, targets_length: int | None,
+                       per_bucket: int, bindings: list[str]) -> dict:
+    """Train one member in model_dir (resumed, or only evaluated when trained); its numbers.
+
+    targets_length None: train only (a pretraining stage, which has no WikiSpell metric).
+    """
     from runner.gin_flags import run_from_gin
     from runner.train import train
 
+    with run_from_gin(gin_files, list(bindings)) as (run, records):
+        start = time.time()
+        train(run, model_dir, progress=False, records=records)
+        result = {"params": param_count(run.model), "train_seconds": round(time.time() - start, 1)}
+        if targets_length is not None:
+            start = time.time()
+            result = {"metrics": evaluate(model_dir, targets_length, per_bucket), **result,
+                      "eval_seconds": round(time.time() - start, 1)}
+    return result
+
+
+def check_models(models: list[str], per_bucket: int) -> None:
     unknown = [m for m in models if m not in RUNS]
     if unknown or not models:
         raise ValueError(f"models={models}: unknown {unknown}; choose from {sorted(RUNS)}")
     if not 1 <= per_bucket <= 1000:
         raise ValueError(f"per_bucket={per_bucket} must be in [1, 1000]")
+
+
+def compare(out: str, models: list[str], steps: int | None = None, per_bucket: int = 1000,
+            bindings: list[str] = ()) -> dict:
+    """Train and evaluate `models` (keys of RUNS); `bindings` are gin bindings for all."""
+    check_models(models, per_bucket)
     results = {}
     for name in models:
         gin_file, targets_length = RUNS[name]
-        model_dir = os.path.join(out, name)
-        with run_from_gin([gin_file], ([f"TRAIN_STEPS = {steps}"] if steps else [])
-                          + list(bindings)) as (run, records):
-            start = time.time()
-            train(run, model_dir, progress=False, records=records)
-            train_s = time.time() - start
-            start = time.time()
-            metrics = evaluate(model_dir, targets_length, per_bucket)
-        results[name] = {"metrics": metrics, "params": param_count(run.model),
-                         "train_seconds": round(train_s, 1),
-                         "eval_seconds": round(time.time() - start, 1)}
+        results[name] = train_and_evaluate(
+            [gin_file], os.path.join(out, name), targets_length, per_bucket,
+            ([f"TRAIN_STEPS = {steps}"] if steps else []) + list(bindings))
         print(json.dumps({name: results[name]}))
     md = table(results)
     os.makedirs(out, exist_ok=True)

@@ -7,7 +7,8 @@ import os
 
 import seqio
 
-from tasks import bbh, corpus, flan_collection, flan_tasks, mmlu, text_files, wikispell
+from tasks import (bbh, corpus, flan_collection, flan_tasks, mmlu, text_files, wikispell,
+                   zipf_corpus)
 from tasks.metrics import accuracy
 from tasks.span_corruption import prefix_lm, span_corruption
 from tasks.text_to_text import format_fields, keep, label_to_text
@@ -85,6 +86,21 @@ def _wikispell(name: str, inputs_vocab, targets_vocab, hybrid: bool = False) -> 
         metric_fns=[wikispell.exact_match_by_bucket])
 
 
+def _zipf_text_dataset(split: str, shuffle_files: bool = False, seed: int | None = None):
+    texts = zipf_corpus.texts(zipf_corpus.zipf_corpus(), split)
+    ds = tf.data.Dataset.from_tensor_slices({"text": tf.constant(texts)})
+    return ds.shuffle(len(texts), seed=seed) if shuffle_files else ds
+
+
+def _zipf_ids_dataset(split: str, shuffle_files: bool = False, seed: int | None = None):
+    """The documents already tokenized (subword-sampled) with the WikiSpell SentencePiece."""
+    rows = zipf_corpus.sentencepiece_ids(zipf_corpus.zipf_corpus(), split, WIKISPELL_SPM)
+    ids = tf.RaggedTensor.from_row_lengths(
+        tf.constant([t for r in rows for t in r], tf.int32), [len(r) for r in rows])
+    ds = tf.data.Dataset.from_tensor_slices({"targets": ids})
+    return ds.shuffle(len(rows), seed=seed) if shuffle_files else ds
+
+
 def _span(mean):
     return functools.partial(span_corruption, mean_noise_span_length=mean)
 
@@ -107,6 +123,15 @@ def register() -> None:
     _wikispell("wikispell_spm", wiki_spm, wiki_spm)
     _wikispell("wikispell_byte", byte, byte)
     _wikispell("wikispell_hybrid", wiki_spm, wiki_spm, hybrid=True)
+    # Their pretraining: span corruption of words at their real frequencies (tasks/zipf_corpus.py)
+    seqio.TaskRegistry.add(
+        "wikispell_pretrain_spm",
+        source=seqio.FunctionDataSource(_zipf_ids_dataset, splits=zipf_corpus.SPLITS),
+        preprocessors=[_span(3.0), seqio.preprocessors.append_eos_after_trim],
+        output_features=features(wiki_spm), metric_fns=[])
+    _pretraining("wikispell_pretrain_byte",
+                 seqio.FunctionDataSource(_zipf_text_dataset, splits=zipf_corpus.SPLITS),
+                 byte, _span(BYT5_MEAN_SPAN))
     seqio.MixtureRegistry.add("demo_span_corruption_and_prefix_lm",
                               ["demo_span_corruption", "demo_prefix_lm"], default_rate=1.0)
 
