@@ -12,6 +12,8 @@ import json
 import os
 import time
 
+from runner.model_size import param_count
+
 RUNS = {"t5": ("runs/wikispell_t5.gin", 24), "byt5": ("runs/wikispell_byt5.gin", 48),
         "hybrid": ("runs/wikispell_hybrid.gin", 24)}
 LABELS = {"t5": "T5 (char-blind, SentencePiece)", "byt5": "ByT5 (char-aware, bytes)",
@@ -48,18 +50,6 @@ def table(results: dict, labels: dict[str, str] = LABELS) -> str:
         cells = " | ".join(f"{r['metrics'][c]:.1f}" for c in cols)
         lines.append(f"| {labels[name]} | {r['params'] / 1e3:.0f}k | {cells} |")
     return "\n".join(lines)
-
-
-def param_count(model_cfg) -> int:
-    import math
-
-    import jax
-
-    from model_zoo import EncoderDecoder
-    from model_zoo.model_def import model_def
-
-    abstract = model_def(lambda r: EncoderDecoder(model_cfg, rngs=r)).abstract_params()
-    return sum(math.prod(x.shape) for x in jax.tree.leaves(abstract))
 
 
 def train_and_evaluate(gin_files: list[str], model_dir: str, targets_length: int | None,
