@@ -44,6 +44,20 @@ def check_model_dir(model_dir: str) -> None:
             os.remove(probe)
 
 
+def new_dirs(model_dir: str) -> list[str]:
+    """The directories a fresh run creates (model_dir, its checkpoints/), outermost first."""
+    return [d for d in (model_dir, os.path.join(model_dir, "checkpoints"))
+            if not os.path.exists(d)]
+
+
+def remove_if_empty(created: list[str]) -> None:
+    """A refused fresh run leaves no empty directory behind (innermost first; a directory
+    that holds anything stays)."""
+    for d in reversed(created):
+        if os.path.isdir(d) and not os.listdir(d):
+            os.rmdir(d)
+
+
 def padded(batches, batch_size: int):
     """Pad a finite feed's last, short batch with zero rows (zero loss weight)."""
     for batch in batches:
@@ -96,10 +110,16 @@ def train(run: Run, model_dir: str, progress: bool | None = None,
     with startup_sigterm():
         if sigterm_requested():
             return _nothing_trained(model_dir, None)
+        created = new_dirs(model_dir)
         check_model_dir(model_dir)
         primary = jax.process_index() == 0
-        with hold(model_dir, primary):  # before the first write: a refused run changes nothing
-            return _train(run, model_dir, progress, records or {}, primary)
+        try:
+            with hold(model_dir, primary):  # before the first write: a refused run changes nothing
+                return _train(run, model_dir, progress, records or {}, primary)
+        except BaseException:
+            if primary:
+                remove_if_empty(created)
+            raise
 
 
 def _train(run: Run, model_dir: str, progress, records: dict, primary: bool) -> dict:

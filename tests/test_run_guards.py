@@ -126,6 +126,14 @@ def test_bad_values_fail_naming_them_before_anything_is_written(tmp_path, flag, 
     assert not (tmp_path / "run").exists()
 
 
+def test_a_fresh_run_refused_after_start_leaves_no_directory(tmp_path):
+    """Refused once model_dir was made (the initial checkpoint is read after the lock)."""
+    with pytest.raises(FileNotFoundError, match=r"INITIAL_CHECKPOINT_PATH=\S*nothing_here "
+                                                r"does not exist"):
+        train(tmp_path / "run", f"--gin.INITIAL_CHECKPOINT_PATH='{tmp_path}/nothing_here'")
+    assert not (tmp_path / "run").exists()
+
+
 def test_eval_refuses_a_task_of_another_vocabulary(trained):
     with pytest.raises(ValueError, match=r"'demo_span_corruption_byte' inputs use ByteVocab.*"
                                          r"model reads and writes SentencePieceVocabulary"):
