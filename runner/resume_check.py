@@ -78,9 +78,9 @@ def _step_within(run: Run, ckpt: Checkpointer, steps: list[int]) -> int:
     return steps[-1]  # every step is damaged: the restore says so, naming them
 
 
-def has_eval_at(model_dir: str, step: int) -> bool:
-    """Whether metrics.jsonl holds eval metrics of `step` (a kill during the final eval
-    leaves a run at TRAIN_STEPS without them)."""
+def has_eval_at(model_dir: str, step: int, prefix: str = "eval/") -> bool:
+    """Whether metrics.jsonl holds eval metrics (keys starting with `prefix`) of `step` (a
+    kill during the final eval leaves a run at TRAIN_STEPS without them)."""
     path = os.path.join(model_dir, "metrics.jsonl")
     if not os.path.isfile(path):
         return False
@@ -90,6 +90,6 @@ def has_eval_at(model_dir: str, step: int) -> bool:
                 record = json.loads(line)
             except ValueError:
                 continue
-            if record.get("step") == step and any(k.startswith("eval/") for k in record):
+            if record.get("step") == step and any(k.startswith(prefix) for k in record):
                 return True
     return False

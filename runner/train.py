@@ -155,13 +155,8 @@ def _train(run: Run, model_dir: str, progress, records: dict, primary: bool) -> 
         forward_sigterm()  # one that came after the last check goes to the loop's handler
         return feed
 
-    evaluate_fn = None
-    if run.inference_eval is not None:  # reads (and checks) the eval data before any write
-        from runner.inference_eval import make_evaluate_fn
-        from tasks.feeding import lookup
-
-        vocab = lookup(run.feed.mixture_or_task_name).output_features["targets"].vocabulary
-        evaluate_fn = make_evaluate_fn(run.inference_eval, trainer, vocab)
+    # the inference eval reads (and checks) its data here, before any write
+    evaluate_fn = _inference_eval_fn(run, trainer) if run.inference_eval is not None else None
     result = run_loop(trainer, run.loop, model_dir, make_feed, make_eval, identity=identity,
                       initial_params=initial, progress=progress, evaluate_fn=evaluate_fn)
     if primary and started:
@@ -191,41 +186,64 @@ def _nothing_trained(model_dir: str, step: int | None) -> dict:
 
 def _already_trained(run: Run, model_dir: str, step: int, identity: dict,
                      primary: bool) -> dict:
-    """A model_dir already at TRAIN_STEPS: nothing to train; the final eval is run if a kill
-    cut it off (metrics.jsonl has none for that step)."""
+    """A model_dir already at TRAIN_STEPS: nothing to train; the final eval and inference
+    eval are run if a kill cut them off (metrics.jsonl has none for that step)."""
     print(f"{model_dir} already holds step {step} = TRAIN_STEPS: nothing to train",
           file=sys.stderr)
     result = {"step": step, "preempted": False, "resumed": True}
-    if run.eval_feed is not None and not _agree(has_eval_at(model_dir, step) if primary
-                                                else True):
-        result["eval_metrics"] = _final_eval(run, model_dir, step, identity, primary)
+
+    def missing(configured, prefix: str) -> bool:
+        return configured is not None and not _agree(
+            has_eval_at(model_dir, step, prefix) if primary else True)
+
+    evals, infer = missing(run.eval_feed, "eval/"), missing(run.inference_eval, "infer_eval/")
+    if evals or infer:
+        result.update(_final_eval(run, model_dir, step, identity, primary, evals, infer))
     return _summary(model_dir, result)
 
 
-def _final_eval(run: Run, model_dir: str, step: int, identity: dict, primary: bool) -> dict:
+def _final_eval(run: Run, model_dir: str, step: int, identity: dict, primary: bool,
+                evals: bool, infer: bool) -> dict:
     import partitioning
     from training.checkpoints import Checkpointer
     from training.loop import evaluate
     from training.metrics_writer import MetricsWriter
     from training.trainer import Trainer
 
-    print(f"its final eval is missing: evaluating step {step}", file=sys.stderr)
+    which = " and ".join(n for n, on in (("eval", evals), ("inference eval", infer)) if on)
+    print(f"its final {which} is missing: evaluating step {step}", file=sys.stderr)
     trainer = Trainer(run.model, run.trainer, partitioning.make_mesh(run.mesh))
+    evaluate_fn = _inference_eval_fn(run, trainer) if infer else None  # reads its data first
     ckpt = Checkpointer(os.path.join(model_dir, "checkpoints"), async_save=False,
                         identity=identity)
     try:
         params = ckpt.restore_params(trainer.abstract_state().params, step)
     finally:
         ckpt.close()
-    metrics = evaluate(trainer, params, feeds(run)[1]())
+    out = {}
     writer = MetricsWriter(model_dir, primary=primary, resume_step=step)
     try:
-        writer.write(step, metrics, prefix="eval/")
+        if evals:
+            out["eval_metrics"] = metrics = evaluate(trainer, params, feeds(run)[1]())
+            writer.write(step, metrics, prefix="eval/")
+            print(f"step {step}: eval loss {metrics['loss']:.4f}, accuracy "
+                  f"{metrics['accuracy']:.4f}", file=sys.stderr)
+        if infer:
+            out["infer_eval_metrics"] = metrics = evaluate_fn(step, params)
+            writer.write(step, metrics, prefix="infer_eval/")
+            print(f"step {step}: inference eval {metrics}", file=sys.stderr)
     finally:
         writer.close()
-    print(f"step {step}: eval loss {metrics['loss']:.4f}, accuracy {metrics['accuracy']:.4f}",
-          file=sys.stderr)
-    return metrics
+    return out
+
+
+def _inference_eval_fn(run: Run, trainer):
+    """The loop's periodic inference eval (seqio.Evaluator over the training params)."""
+    from runner.inference_eval import make_evaluate_fn
+    from tasks.feeding import lookup
+
+    vocab = lookup(run.feed.mixture_or_task_name).output_features["targets"].vocabulary
+    return make_evaluate_fn(run.inference_eval, trainer, vocab)
 
 
 def _agree(flag: bool) -> bool:

@@ -68,13 +68,13 @@ def test_evaluator_runs_predict_and_score_metrics_through_t5pod(registered, tmp_
     assert metrics["mean_log_likelihood"] == pytest.approx(expected, rel=1e-4)
 
 
-def test_train_loop_writes_inference_eval_metrics(tmp_path):
+def test_train_loop_writes_inference_eval_metrics(tmp_path, capsys):
     from tests.test_run_guards import FLAGS
     from tools import train as train_tool
 
     root = write_mmlu(tmp_path / "mmlu")
     model_dir = tmp_path / "run"
-    summary = train_tool.main([
+    flags = [
         f"--model_dir={model_dir}", *FLAGS, "--gin.TRAIN_STEPS=2", "--gin.EVAL_EVERY=1",
         "--gin.run.train.eval_feed=None",
         "--gin.run.train.inference_eval=@run.inference_eval()",
@@ -82,8 +82,10 @@ def test_train_loop_writes_inference_eval_metrics(tmp_path):
         "--gin.run.inference_eval.split=test", "--gin.run.inference_eval.batch_size=8",
         "--gin.run.inference_eval.decode=@model_zoo.DecodeConfig()",
         "--gin.model_zoo.DecodeConfig.max_decode_length=2",
-        f"--gin.tasks.mmlu.data_dir='{root}'"])
-    records = [json.loads(x) for x in (model_dir / "metrics.jsonl").read_text().splitlines()]
+        f"--gin.tasks.mmlu.data_dir='{root}'"]
+    summary = train_tool.main(flags)
+    metrics = model_dir / "metrics.jsonl"
+    records = [json.loads(x) for x in metrics.read_text().splitlines()]
     evals = [r for r in records if any(k.startswith("infer_eval/") for k in r)]
     assert [r["step"] for r in evals] == [1, 2]
     keys = {"infer_eval/mmlu_zero_shot_letter/accuracy", "infer_eval/mmlu_zero_shot_rank/accuracy",
@@ -92,3 +94,14 @@ def test_train_loop_writes_inference_eval_metrics(tmp_path):
     assert all(0.0 <= evals[-1][k] <= 100.0 for k in keys)
     assert summary["infer_eval/mmlu_zero_shot_rank/accuracy"] == evals[-1][
         "infer_eval/mmlu_zero_shot_rank/accuracy"]
+
+    # A kill during the final inference eval: the rerun at TRAIN_STEPS runs it, and only it.
+    final = evals[-1]
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in records if r is not final))
+    capsys.readouterr()
+    again = train_tool.main(flags)
+    assert "final inference eval is missing" in capsys.readouterr().err
+    rerun = [json.loads(x) for x in metrics.read_text().splitlines()][-1]
+    assert rerun == final and again["step"] == 2
+    train_tool.main(flags)  # complete: nothing is evaluated again
+    assert "missing" not in capsys.readouterr().err
