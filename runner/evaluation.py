@@ -29,9 +29,16 @@ def describe(vocab) -> str:
             + f" ({vocab.vocab_size} ids)")
 
 
-def check_vocabulary(task, predictor: Predictor) -> None:
+def check_vocabulary(task, predictor: Predictor, requested: str | None = None) -> None:
     """A task whose inputs or targets use another vocabulary than the model's would be
-    decoded into garbage and scored as such: refuse it before anything is decoded."""
+    decoded into garbage and scored as such, and one without the bytes a hybrid model reads
+    (or with bytes a plain model cannot read) fails mid-way: refuse both before anything is
+    decoded. `requested`: the task or mixture the user named (the error names its variant)."""
+    from tasks.hybrid_features import mismatch
+
+    hybrid_model = predictor.config.byte_encoder is not None
+    if ("byte_inputs" in task.output_features) != hybrid_model:
+        raise ValueError(mismatch(requested or task.name, hybrid_model))
     for feature in ("inputs", "targets"):
         vocab = task.output_features[feature].vocabulary
         if vocab != predictor.vocab:
@@ -51,7 +58,7 @@ def evaluate_task(predictor: Predictor, task_name: str, split: str, lengths: dic
     provider = lookup(task_name)
     tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
     for task in tasks:
-        check_vocabulary(task, predictor)
+        check_vocabulary(task, predictor, task_name)
     require_prepared(provider)
     results = {}
     for task in tasks:

@@ -52,20 +52,26 @@ class InferenceEvalConfig:
         if lengths is not None and (set(lengths) - {"inputs", "targets", "byte_inputs"} or any(
                 not isinstance(v, int) or v < 1 for v in lengths.values())):
             raise ValueError(f"run.inference_eval.task_feature_lengths={lengths} must be None "
-                             "or positive int lengths of 'inputs' and 'targets'")
+                             "or positive int lengths of 'inputs' and 'targets' (and 'byte_inputs' "
+                             "for a hybrid task)")
 
 
 class InferenceEvaluator:
-    def __init__(self, config: InferenceEvalConfig, vocabulary=None):
-        """`vocabulary`: the model's; a task with another one is refused."""
+    def __init__(self, config: InferenceEvalConfig, vocabulary=None,
+                 hybrid_model: bool | None = None):
+        """`vocabulary`: the model's; a task with another one is refused. `hybrid_model`:
+        whether the model reads bytes too (ModelConfig.byte_encoder); a task that disagrees
+        (no `byte_inputs` for a hybrid model, or some for a plain one) is refused."""
         import seqio
 
         from tasks.feeding import lookup, require_prepared
-        from tasks.hybrid_features import converter
+        from tasks.hybrid_features import converter, is_hybrid, mismatch
 
         self.config = config
         provider = lookup(config.mixture_or_task_name)
         tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
+        if hybrid_model is not None and is_hybrid(provider) != hybrid_model:
+            raise ValueError(mismatch(config.mixture_or_task_name, hybrid_model))
         for task in tasks:
             if config.split not in task.splits:
                 raise ValueError(f"task {task.name!r} has no split {config.split!r}; its "
@@ -133,7 +139,7 @@ def make_evaluate_fn(config: InferenceEvalConfig, trainer, vocabulary=None):
     data is read here, once; each call decodes and scores with the params it is given."""
     from runner.inference import Inference
 
-    evaluator = InferenceEvaluator(config, vocabulary)
+    evaluator = InferenceEvaluator(config, vocabulary, trainer.model.byte_encoder is not None)
     predictor = Inference(trainer.model_def, None, trainer.model, trainer.mesh, trainer.rules,
                           config.decode, vocab=vocabulary)
 

@@ -14,7 +14,7 @@ from model_zoo.config import ModelConfig
 from partitioning.mesh import MeshConfig
 from runner.inference_eval import InferenceEvalConfig
 from tasks.feeding import FeedConfig, lookup
-from tasks.hybrid_features import is_hybrid
+from tasks.hybrid_features import is_hybrid, mismatch
 from training.int_fields import require_int
 from training.loop import LoopConfig
 from training.trainer import TrainConfig
@@ -69,6 +69,10 @@ class Run:
             raise TypeError(f"Run.inference_eval={config!r} must be None or a "
                             "run.inference_eval (InferenceEvalConfig)")
         provider = lookup(config.mixture_or_task_name)
+        hybrid_model = self.model.byte_encoder is not None
+        if is_hybrid(provider) != hybrid_model:
+            raise ValueError("run.inference_eval.mixture_or_task_name: "
+                             + mismatch(config.mixture_or_task_name, hybrid_model))
         ours = lookup(self.feed.mixture_or_task_name).output_features["targets"].vocabulary
         theirs = provider.output_features["targets"].vocabulary
         if theirs != ours:
@@ -77,9 +81,6 @@ class Run:
                              f"({theirs.vocab_size} ids) but the run trains on "
                              f"{type(ours).__name__} ({ours.vocab_size} ids); pick the variant "
                              "of the training vocabulary (e.g. a '_byte' task)")
-        if is_hybrid(provider) != (self.model.byte_encoder is not None):
-            raise ValueError(f"run.inference_eval task {config.mixture_or_task_name!r} and the "
-                             "model disagree on byte_inputs (hybrid)")
 
     def _check_feed(self, feed: FeedConfig) -> None:
         name = feed.mixture_or_task_name

@@ -3,7 +3,8 @@
 The data directory is the BBH repository's layout: bbh/{task}.json ({"examples": [{"input",
 "target"}, ...]}) and cot-prompts/{task}.txt (a header, a line "-----", then three worked
 examples ending "So the answer is X."). Tasks (split "test": BBH has one; `_byte` ones use
-ByT5's bytes), exact match after taking the text after the last "So the answer is":
+ByT5's bytes, `_hybrid` ones SentencePiece ids plus the input's bytes), exact match after
+taking the text after the last "So the answer is":
   bbh_{task}       zero-shot, the input as given
   bbh_{task}_cot   3-shot chain of thought: the prompt file, "Q: {input}", then
                    "A: Let's think step by step."
@@ -22,6 +23,7 @@ import os
 import gin
 import seqio
 
+from tasks import hybrid_features
 from tasks.instructions import COT_PROMPT, answer_of
 from tasks.metrics import exact_match
 from tasks.rank_classification import features
@@ -119,8 +121,18 @@ def _dataset(split: str, shuffle_files: bool = False, seed: int | None = None, *
     return ds.shuffle(len(rows), seed=seed) if shuffle_files else ds
 
 
-def register(vocabularies: dict[str, seqio.Vocabulary]) -> None:
-    for suffix, vocab in vocabularies.items():
+def register(vocabularies: dict[str, seqio.Vocabulary],
+             hybrid: dict[str, seqio.Vocabulary] | None = None) -> None:
+    """Register BBH's tasks for each vocabulary (name suffix -> vocabulary), and for each of
+    `hybrid` the same with `byte_inputs` (the input's bytes too, for a hybrid model)."""
+    variants = [(s, v, False) for s, v in vocabularies.items()]
+    variants += [(s, v, True) for s, v in (hybrid or {}).items()]
+    for suffix, vocab, with_bytes in variants:
+        output_features = features(vocab)
+        to_bytes = []
+        if with_bytes:
+            output_features, to_bytes = hybrid_features.with_bytes(output_features), [
+                hybrid_features.copy_inputs_to_bytes]
         for cot in (False, True):
             names = []
             for task in TASKS:
@@ -128,9 +140,9 @@ def register(vocabularies: dict[str, seqio.Vocabulary]) -> None:
                 seqio.TaskRegistry.add(
                     name, source=seqio.FunctionDataSource(
                         functools.partial(_dataset, task=task, cot=cot), splits=("test",)),
-                    preprocessors=[seqio.preprocessors.tokenize,
-                                   seqio.preprocessors.append_eos_after_trim],
-                    output_features=features(vocab), postprocess_fn=answer_of,
+                    preprocessors=to_bytes + [seqio.preprocessors.tokenize,
+                                              seqio.preprocessors.append_eos_after_trim],
+                    output_features=output_features, postprocess_fn=answer_of,
                     metric_fns=[exact_match])
                 names.append(name)
             seqio.MixtureRegistry.add("bbh" + ("_cot" if cot else "") + suffix, names,

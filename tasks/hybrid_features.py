@@ -3,6 +3,9 @@
 Like seqio's EncDecFeatureConverter, plus `byte_inputs` (the bytes of the same input text)
 -> `byte_encoder_input_tokens`. When packing, seqio packs all three features together, so
 example i has segment id i in the token inputs, the byte inputs and the targets alike.
+
+A task's hybrid variant is named with HYBRID_SUFFIX (wikispell_hybrid, mmlu_zero_shot_hybrid,
+bbh_cot_hybrid): the token ids of its inputs plus `byte_inputs`, the same text as bytes.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 import seqio
 
 from tasks.tf_setup import tf
+from tasks.vocabularies import byte_vocabulary
 
+HYBRID_SUFFIX = "_hybrid"
 _SPEC = seqio.FeatureConverter.FeatureSpec
 
 
@@ -39,6 +44,39 @@ class HybridEncDecFeatureConverter(seqio.EncDecFeatureConverter):
             lengths["byte_encoder_segment_ids"] = byte_length
             lengths["byte_encoder_positions"] = byte_length
         return lengths
+
+
+@seqio.map_over_dataset
+def copy_inputs_to_bytes(example):
+    """seqio preprocessor (before `tokenize`): `byte_inputs` = the text of `inputs`."""
+    return {**example, "byte_inputs": example["inputs"]}
+
+
+def with_bytes(features: dict[str, seqio.Feature]) -> dict[str, seqio.Feature]:
+    """A task's output features plus `byte_inputs` (ByT5 bytes, EOS appended)."""
+    return {**features, "byte_inputs": seqio.Feature(byte_vocabulary(), add_eos=True)}
+
+
+def variant(name: str, hybrid: bool) -> str:
+    """Which registered variant(s) of task or mixture `name` suit a hybrid model (`hybrid`)
+    or a plain one, for an error message."""
+    base = name.removesuffix(HYBRID_SUFFIX).removesuffix("_byte")
+    names = set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
+    found = [n for n in ([base + HYBRID_SUFFIX] if hybrid else [base, base + "_byte"])
+             if n in names]
+    if found:
+        return " or ".join(repr(n) for n in found)
+    return (f"a task with byte_inputs (a {HYBRID_SUFFIX!r} variant)" if hybrid
+            else "a task without byte_inputs")
+
+
+def mismatch(name: str, hybrid_model: bool) -> str:
+    """The error for task `name` whose byte_inputs the model disagrees with."""
+    if hybrid_model:
+        return (f"task {name!r} has no byte_inputs, which this hybrid model (ModelConfig."
+                f"byte_encoder set) reads; evaluate {variant(name, True)} instead")
+    return (f"task {name!r} provides byte_inputs, but the model has no byte encoder; "
+            f"evaluate {variant(name, False)} instead")
 
 
 def is_hybrid(provider) -> bool:

@@ -18,7 +18,8 @@ letter. The prompt (zero-shot, or 5-shot from the subject's dev file):
     ...
     Answer:
 
-Tasks (split "validation" reads val/, "test" reads test/; `_byte` ones use ByT5's bytes):
+Tasks (split "validation" reads val/, "test" reads test/; `_byte` ones use ByT5's bytes,
+`_hybrid` ones SentencePiece ids plus the prompt's bytes, for a hybrid model):
   mmlu_{zero,five}_shot_letter  the generated answer's letter, exact match (predict metric)
   mmlu_{zero,five}_shot_rank    rank classification over the four letters, or the option
                                 texts with `tasks.mmlu.rank_choices = 'options'` (score)
@@ -39,6 +40,7 @@ import re
 import gin
 import seqio
 
+from tasks import hybrid_features
 from tasks import rank_classification as rank
 from tasks.metrics import accuracy
 from tasks.tf_setup import tf
@@ -188,9 +190,18 @@ def letter_of(text, example=None, is_target: bool = False) -> str:
     return match.group(1) if match else text.strip()
 
 
-def register(vocabularies: dict[str, seqio.Vocabulary]) -> None:
-    """Register MMLU's tasks for each vocabulary (name suffix -> vocabulary)."""
-    for suffix, vocab in vocabularies.items():
+def register(vocabularies: dict[str, seqio.Vocabulary],
+             hybrid: dict[str, seqio.Vocabulary] | None = None) -> None:
+    """Register MMLU's tasks for each vocabulary (name suffix -> vocabulary), and for each of
+    `hybrid` the same with `byte_inputs` (the prompt's bytes too, for a hybrid model)."""
+    variants = [(s, v, False) for s, v in vocabularies.items()]
+    variants += [(s, v, True) for s, v in (hybrid or {}).items()]
+    for suffix, vocab, with_bytes in variants:
+        features = rank.features(vocab)
+        to_bytes = []
+        if with_bytes:
+            features, to_bytes = hybrid_features.with_bytes(features), [
+                hybrid_features.copy_inputs_to_bytes]
         for shots_name, num_shots in SHOTS.items():
             name = f"mmlu_{shots_name}"
             seqio.TaskRegistry.add(
@@ -198,18 +209,18 @@ def register(vocabularies: dict[str, seqio.Vocabulary]) -> None:
                 source=seqio.FunctionDataSource(
                     functools.partial(_dataset, num_shots=num_shots, with_options=False),
                     splits=tuple(SPLIT_DIRS)),
-                preprocessors=[seqio.preprocessors.tokenize,
-                               seqio.preprocessors.append_eos_after_trim],
-                output_features=rank.features(vocab), postprocess_fn=letter_of,
+                preprocessors=to_bytes + [seqio.preprocessors.tokenize,
+                                          seqio.preprocessors.append_eos_after_trim],
+                output_features=features, postprocess_fn=letter_of,
                 metric_fns=[accuracy])
             seqio.TaskRegistry.add(
                 f"{name}_rank{suffix}",
                 source=seqio.FunctionDataSource(
                     functools.partial(_dataset, num_shots=num_shots, with_options=True),
                     splits=tuple(SPLIT_DIRS)),
-                preprocessors=[rank.expand_options, seqio.preprocessors.tokenize,
-                               seqio.preprocessors.append_eos_after_trim],
-                output_features=rank.features(vocab), postprocess_fn=rank.postprocess,
+                preprocessors=[rank.expand_options] + to_bytes + [
+                    seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
+                output_features=features, postprocess_fn=rank.postprocess,
                 metric_fns=rank.METRICS)
             seqio.MixtureRegistry.add(f"{name}{suffix}",
                                       [f"{name}_letter{suffix}", f"{name}_rank{suffix}"],

@@ -9,6 +9,7 @@ import seqio
 
 from tasks import (bbh, corpus, flan_collection, flan_tasks, mmlu, text_files, wikispell,
                    zipf_corpus)
+from tasks.hybrid_features import HYBRID_SUFFIX, copy_inputs_to_bytes, with_bytes
 from tasks.metrics import accuracy
 from tasks.span_corruption import prefix_lm, span_corruption
 from tasks.text_to_text import format_fields, keep, label_to_text
@@ -67,20 +68,15 @@ def _wikispell_dataset(split: str, shuffle_files: bool = False, seed: int | None
     return ds.shuffle(len(rows), seed=seed) if shuffle_files else ds
 
 
-@seqio.map_over_dataset
-def _copy_inputs_to_bytes(example):
-    return {**example, "byte_inputs": example["inputs"]}
-
-
 def _wikispell(name: str, inputs_vocab, targets_vocab, hybrid: bool = False) -> None:
     """WikiSpell on `inputs_vocab` ids (and, for a hybrid model, the same word's bytes)."""
     output_features = {"inputs": seqio.Feature(inputs_vocab, add_eos=True),
                        "targets": seqio.Feature(targets_vocab, add_eos=True)}
     if hybrid:
-        output_features["byte_inputs"] = seqio.Feature(byte_vocabulary(), add_eos=True)
+        output_features = with_bytes(output_features)
     seqio.TaskRegistry.add(
         name, source=seqio.FunctionDataSource(_wikispell_dataset, splits=wikispell.SPLITS),
-        preprocessors=([_copy_inputs_to_bytes] if hybrid else []) + [
+        preprocessors=([copy_inputs_to_bytes] if hybrid else []) + [
             seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
         output_features=output_features, postprocess_fn=wikispell.with_bucket,
         metric_fns=[wikispell.exact_match_by_bucket])
@@ -154,6 +150,7 @@ def register() -> None:
     flan_tasks.register(spm)
     # The Flan 2022 collection from its exported files (tasks/flan_collection.py).
     flan_collection.register(spm)
-    # Benchmarks from local files in their published formats (gin: tasks.mmlu / tasks.bbh).
-    mmlu.register({"": spm, "_byte": byte})
-    bbh.register({"": spm, "_byte": byte})
+    # Benchmarks from local files in their published formats (gin: tasks.mmlu / tasks.bbh),
+    # and their hybrid variants (SentencePiece ids + the same inputs' bytes).
+    mmlu.register({"": spm, "_byte": byte}, hybrid={HYBRID_SUFFIX: spm})
+    bbh.register({"": spm, "_byte": byte}, hybrid={HYBRID_SUFFIX: spm})

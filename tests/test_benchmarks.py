@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from model_zoo import preset
+from model_zoo.config import ByteEncoderConfig
 from model_zoo.decoding import DecodeConfig
 from runner import gin_flags
 from runner.inference_eval import InferenceEvalConfig, InferenceEvaluator
@@ -17,6 +19,7 @@ from runner.predictor import Predictor
 from runner.seqio_callbacks import predict_fn, score_fn
 from tasks import bbh, mmlu
 from tasks import rank_classification as rank
+from tasks.registry import default_sentencepiece
 from tests.hf_reference import make_hf_t5
 
 # subject -> (dev rows, test rows): question, A, B, C, D, answer; commas, quotes, a newline
@@ -230,3 +233,109 @@ def test_unset_data_dirs_say_which_macro(tmp_path):
             InferenceEvaluator(InferenceEvalConfig("bbh_snarks", "test"))
         with pytest.raises(ValueError, match="has no split 'validation'"):
             InferenceEvaluator(InferenceEvalConfig("bbh_snarks", "validation"))
+
+
+HYBRID = preset("t5_1_1_tiny", vocab_size=2112, d_model=32, d_ff=64, num_heads=4, d_kv=8,
+                dropout_rate=0.0, byte_encoder=ByteEncoderConfig(
+                    d_model=24, d_ff=48, num_heads=2, d_kv=12, num_layers=1))
+
+
+@pytest.fixture(scope="module")
+def hybrid_model():
+    """A random tiny hybrid model, as the train loop's inference eval sees it."""
+    import jax
+
+    import partitioning
+    from model_zoo import EncoderDecoder
+    from model_zoo.model_def import init_params, model_def
+    from runner.inference import Inference
+
+    def make(rngs):
+        return EncoderDecoder(HYBRID, rngs=rngs)
+
+    mdef, params = model_def(make), jax.jit(lambda: init_params(make, 0))()
+    mesh = partitioning.make_mesh(partitioning.MeshConfig(ici={"data": 1}),
+                                  devices=jax.devices()[:1])
+    return mdef, params, Inference(mdef, params, HYBRID, mesh,
+                                   partitioning.rule_set("data_parallel"), DecodeConfig(2),
+                                   vocab=default_sentencepiece())
+
+
+def test_hybrid_mmlu_scores_each_option_on_the_prompts_tokens_and_bytes(hybrid_model, tmp_path):
+    import jax
+    import seqio
+
+    from model_zoo.scoring import sequence_log_likelihood
+
+    mdef, params, inference = hybrid_model
+    root = write_mmlu(tmp_path / "mmlu")
+    with gin_flags.bound(["runs/eval_mmlu.gin"],
+                         [f"MMLU_DIR = '{root}'", "tasks.mmlu.rank_choices = 'options'"]):
+        metrics, outputs, rows = run_task("mmlu_zero_shot_rank_hybrid", inference)
+    scores = outputs[seqio.metrics.ModelOutputType.SCORE]
+    spm = default_sentencepiece()
+    tokens, byte_ids, targets = [], [], []  # ids built here from the vocabularies, not by seqio
+    for subject in sorted(SUBJECTS):
+        for row in SUBJECTS[subject][1]:
+            text = expected_prompt(subject, row)
+            for option in row[1:5]:
+                tokens.append(spm.encode(text) + [1])
+                byte_ids.append([b + 3 for b in text.encode()] + [1])
+                targets.append(spm.encode(option) + [1])
+
+    def pad(rows):
+        width = max(map(len, rows))
+        return np.array([r + [0] * (width - len(r)) for r in rows], np.int32)
+
+    score = jax.jit(lambda p, *ids: sequence_log_likelihood(mdef.bind(p), *ids))
+    tokens, byte_ids, targets = pad(tokens), pad(byte_ids), pad(targets)
+    expected = np.asarray(score(params, tokens, targets, byte_ids))
+    # the bytes count: another text's give other scores
+    other = np.asarray(score(params, tokens, targets, np.roll(byte_ids, 4, axis=0)))
+    assert np.abs(other - expected).max() > 1e-4
+    assert len(rows) == len(expected) == 16
+    assert rows[0]["byte_inputs_pretokenized"].decode() == rows[0][
+        "inputs_pretokenized"].decode()
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
+    assert set(metrics) == {"accuracy", "accuracy_length_normalized"}
+
+
+def test_plain_benchmarks_are_refused_for_a_hybrid_model_naming_the_hybrid_variant(
+        hybrid_model):
+    import dataclasses
+
+    import seqio
+
+    from partitioning import MeshConfig
+    from runner.evaluation import check_vocabulary
+    from runner.run import Run
+    from tasks.feeding import FeedConfig
+    from tasks.hybrid_features import with_bytes
+    from tasks.registry import DEMO_SOURCE, features
+    from training.loop import LoopConfig
+    from training.trainer import TrainConfig
+
+    _, _, inference = hybrid_model
+    for name in ("mmlu_zero_shot", "mmlu_zero_shot_byte"):
+        task = seqio.get_mixture_or_task(name).tasks[1]
+        with pytest.raises(ValueError, match=r"'mmlu_zero_shot(_byte)?' has no byte_inputs, "
+                           r"which this hybrid model .* evaluate 'mmlu_zero_shot_hybrid' instead"):
+            check_vocabulary(task, inference, name)  # tools.eval
+    with pytest.raises(ValueError, match=r"evaluate 'bbh_cot_hybrid' instead"):
+        InferenceEvaluator(InferenceEvalConfig("bbh_cot", "test"), hybrid_model=True)
+    if "test_demo_hybrid" not in seqio.TaskRegistry.names():  # a hybrid run's training task
+        seqio.TaskRegistry.add("test_demo_hybrid", source=DEMO_SOURCE, preprocessors=[],
+                               output_features=with_bytes(features(default_sentencepiece())))
+    lengths = {"inputs": 32, "byte_inputs": 64, "targets": 8}
+    hybrid = Run(model=HYBRID, mesh=MeshConfig(), trainer=TrainConfig(batch_size=8),
+                 loop=LoopConfig(train_steps=2), feed=FeedConfig("test_demo_hybrid", lengths, 8),
+                 inference_eval=InferenceEvalConfig("mmlu_zero_shot_hybrid", "test"))
+    with pytest.raises(ValueError, match=r"'mmlu_five_shot' has no byte_inputs.* evaluate "
+                       r"'mmlu_five_shot_hybrid' instead"):
+        dataclasses.replace(hybrid, inference_eval=InferenceEvalConfig("mmlu_five_shot"))
+    plain = HYBRID.replace(byte_encoder=None)
+    with pytest.raises(ValueError, match=r"'bbh_hybrid' provides byte_inputs, but the model has "
+                       r"no byte encoder; evaluate 'bbh' or 'bbh_byte' instead"):
+        dataclasses.replace(hybrid, model=plain, feed=FeedConfig(
+            "demo_span_corruption", {"inputs": 32, "targets": 8}, 8),
+            inference_eval=InferenceEvalConfig("bbh_hybrid", "test"))

@@ -108,7 +108,7 @@ def _evaluate_with_seqio(args, task, decode_cfg, model) -> dict:
     for t in evaluator.evaluator.eval_tasks:
         from runner.evaluation import check_vocabulary
 
-        check_vocabulary(t, predictor)
+        check_vocabulary(t, predictor, task)
     results = evaluator.evaluate(predictor, args.step)
     if args.metrics_dir:
         from training.metrics_writer import MetricsWriter
