@@ -14,7 +14,7 @@ corruption of words at their real frequencies and fine-tuned from that checkpoin
 The CPU-sized run (docs/research.md):
 
     python -m tools.wikispell_compare --out=runs/wikispell_pretrained --pretrain_steps=600 \
-        --steps=600 --per_bucket=200
+        --steps=t5=1000,byt5=300 --per_bucket=200 --gin=EVAL_EVERY=0
 """
 
 from __future__ import annotations
