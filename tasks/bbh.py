@@ -125,14 +125,8 @@ def register(vocabularies: dict[str, seqio.Vocabulary],
              hybrid: dict[str, seqio.Vocabulary] | None = None) -> None:
     """Register BBH's tasks for each vocabulary (name suffix -> vocabulary), and for each of
     `hybrid` the same with `byte_inputs` (the input's bytes too, for a hybrid model)."""
-    variants = [(s, v, False) for s, v in vocabularies.items()]
-    variants += [(s, v, True) for s, v in (hybrid or {}).items()]
-    for suffix, vocab, with_bytes in variants:
-        output_features = features(vocab)
-        to_bytes = []
-        if with_bytes:
-            output_features, to_bytes = hybrid_features.with_bytes(output_features), [
-                hybrid_features.copy_inputs_to_bytes]
+    for suffix, output_features, to_bytes in hybrid_features.variants(vocabularies, hybrid,
+                                                                      features):
         for cot in (False, True):
             names = []
             for task in TASKS:

@@ -57,6 +57,16 @@ def with_bytes(features: dict[str, seqio.Feature]) -> dict[str, seqio.Feature]:
     return {**features, "byte_inputs": seqio.Feature(byte_vocabulary(), add_eos=True)}
 
 
+def variants(vocabularies: dict, hybrid: dict | None, features_of):
+    """(name suffix, output features, preprocessors to run before `tokenize`) for each
+    vocabulary (suffix -> vocabulary) and, with `byte_inputs` added, each of `hybrid`.
+    `features_of(vocabulary)` gives a task's plain output features."""
+    out = [(s, features_of(v), []) for s, v in vocabularies.items()]
+    out += [(s, with_bytes(features_of(v)), [copy_inputs_to_bytes])
+            for s, v in (hybrid or {}).items()]
+    return out
+
+
 def variant(name: str, hybrid: bool) -> str:
     """Which registered variant(s) of task or mixture `name` suit a hybrid model (`hybrid`)
     or a plain one, for an error message."""

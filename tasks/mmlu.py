@@ -194,14 +194,8 @@ def register(vocabularies: dict[str, seqio.Vocabulary],
              hybrid: dict[str, seqio.Vocabulary] | None = None) -> None:
     """Register MMLU's tasks for each vocabulary (name suffix -> vocabulary), and for each of
     `hybrid` the same with `byte_inputs` (the prompt's bytes too, for a hybrid model)."""
-    variants = [(s, v, False) for s, v in vocabularies.items()]
-    variants += [(s, v, True) for s, v in (hybrid or {}).items()]
-    for suffix, vocab, with_bytes in variants:
-        features = rank.features(vocab)
-        to_bytes = []
-        if with_bytes:
-            features, to_bytes = hybrid_features.with_bytes(features), [
-                hybrid_features.copy_inputs_to_bytes]
+    for suffix, features, to_bytes in hybrid_features.variants(vocabularies, hybrid,
+                                                               rank.features):
         for shots_name, num_shots in SHOTS.items():
             name = f"mmlu_{shots_name}"
             seqio.TaskRegistry.add(
