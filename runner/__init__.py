@@ -1,2 +1,2 @@
-"""t5pod runs: a run as a validated value, the one entry point that trains it, and what the
-CLIs in tools/ compose (gin at the edge, model_dirs, prediction, sweeps, comparisons)."""
+"""t5pod runs: a run as a validated value, the one entry point that trains it, its resume
+checks, and gin at the edge (the flags the CLIs in tools/ parse into config values)."""

@@ -21,7 +21,7 @@ from training.optimizers import OptimizerConfig
 from training.trainer import TrainConfig
 from training.schedules import ScheduleConfig
 from training.step import LossConfig
-from runner.inference_eval import InferenceEvalConfig
+from inference.seqio_evaluator import InferenceEvalConfig
 
 
 @gin.configurable(module="model_zoo")

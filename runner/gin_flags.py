@@ -15,6 +15,7 @@ import os
 import re
 
 import gin
+from gin import config_parser
 
 from runner import configurables
 
@@ -133,10 +134,30 @@ REQUIRED_MACROS = ["MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "BATCH_SIZE",
                    "INITIAL_CHECKPOINT_PATH"]
 
 
+class _Macro(str):
+    """A `%NAME` inside a bound value, as gin's parser hands it to its delegate."""
+
+
+class _Reading(config_parser.ParserDelegate):
+    """Parser delegate that keeps macro references and drops configurable ones."""
+
+    def configurable_reference(self, scoped_configurable_name, evaluate):
+        return None
+
+    def macro(self, macro_name):
+        return _Macro(macro_name)
+
+
+def _bindings() -> list[config_parser.BindingStatement]:
+    """Every binding gin holds now, read back from its public text form (`gin.config_str`):
+    a macro definition has `arg_name == ""` and its name as the selector."""
+    return list(config_parser.ConfigParser(gin.config_str(), _Reading()))
+
+
 def _macros_read_by(value) -> set[str]:
     """Names of the macros (`%NAME`) a bound value refers to, nested containers included."""
-    if isinstance(value, gin.config.ConfigurableReference):
-        return {"/".join(value.scopes)} if value.selector == "gin.macro" else set()
+    if isinstance(value, _Macro):
+        return {str(value)}
     if isinstance(value, dict):
         return set().union(*map(_macros_read_by, value.values()), set())
     if isinstance(value, (list, tuple)):
@@ -147,10 +168,10 @@ def _macros_read_by(value) -> set[str]:
 def check_macros_read() -> None:
     """Every macro set must be read by some binding: gin itself accepts `TRAIN_STEP = 5`
     beside `TRAIN_STEPS` and ignores it, so a misspelled macro would pass silently."""
-    bound = gin.config._CONFIG  # gin's (scope, selector) -> {parameter: value}
-    defined = {scope for scope, selector in bound if selector == "gin.macro"}
-    read = set(REQUIRED_MACROS).union(*(_macros_read_by(v) for params in bound.values()
-                                         for v in params.values()))
+    bound = _bindings()
+    defined = {b.selector if not b.scope else f"{b.scope}/{b.selector}"
+               for b in bound if not b.arg_name}
+    read = set(REQUIRED_MACROS).union(*(_macros_read_by(b.value) for b in bound))
     unread = sorted(defined - read)
     if unread:
         name = unread[0]
@@ -170,8 +191,9 @@ def _with_macro(e: Exception) -> Exception:
         return e
     owner, name = field.groups()
     named = sorted(set().union(*(
-        _macros_read_by(params[name]) for (_, selector), params in gin.config._CONFIG.items()
-        if name in params and (selector == owner or selector.endswith("." + owner))), set()))
+        _macros_read_by(b.value) for b in _bindings()
+        if b.arg_name == name and (b.selector == owner or b.selector.endswith("." + owner))),
+        set()))
     if not named:
         return e
     first, *rest = message.splitlines()
@@ -236,3 +258,27 @@ def model_from_gin(files: list[str], bindings: list[str]):
 def decode_config_from_gin(files: list[str], bindings: list[str]):
     """The DecodeConfig the gin files and bindings give."""
     return _built(files, bindings, configurables.decode_config)
+
+
+def model_from_gin_for(path: str, gin_files: list[str], gin_bindings: list[str]):
+    """The ModelConfig gin binds (`model_zoo.model`) for a t5x checkpoint, which stores none;
+    None for other sources or when the gin files bind no model (a t5x checkpoint is then
+    read as its shapes and config.gin say)."""
+    from training.checkpoints import kinds
+
+    if not (gin_files or gin_bindings):
+        return None
+    try:
+        if kinds.detect(path) != "t5x":
+            return None
+    except FileNotFoundError:
+        return None  # not a t5x checkpoint: `load` names what the path is
+    try:
+        parse(gin_files, gin_bindings)
+        try:
+            gin.query_parameter("model_zoo.model.preset_name")
+        except ValueError:
+            return None
+        return configurables.model()
+    finally:
+        gin.clear_config()

@@ -1,6 +1,6 @@
 """Params a run starts from: INITIAL_CHECKPOINT_PATH, or a hybrid model's pretrained parts.
 
-Every source loads through runner/checkpoint_sources.py (HF directory of either era, t5x
+Every source loads through training/checkpoints/loader.py (HF directory of either era, t5x
 checkpoint, t5pod model_dir) and is checked against the run's model before anything is
 trained; the optimizer starts fresh. A plain model takes every param. For a hybrid
 token+byte model, `INITIAL_CHECKPOINT_PATH` holds the whole hybrid (a t5pod model_dir of
@@ -12,7 +12,7 @@ byte projection) is freshly initialised.
 
 from __future__ import annotations
 
-from runner import checkpoint_sources as loader
+from training.checkpoints import loader
 
 INITIAL = "INITIAL_CHECKPOINT_PATH"
 BYTE = "byte_encoder_checkpoint_path"

@@ -13,8 +13,8 @@ import os
 
 from runner.run import Run
 from tasks.feeding import HostFeed
-from training.checkpoint_verify import DamagedCheckpoint, read_json
-from training.checkpoints import Checkpointer
+from training.checkpoints.verify import DamagedCheckpoint, read_json
+from training.checkpoints.manager import Checkpointer
 
 
 class _Position(HostFeed):

@@ -12,7 +12,7 @@ import dataclasses
 
 from model_zoo.config import ModelConfig
 from partitioning.mesh import MeshConfig
-from runner.inference_eval import InferenceEvalConfig
+from inference.seqio_evaluator import InferenceEvalConfig
 from tasks.feeding import FeedConfig, lookup
 from tasks.hybrid_features import is_hybrid, mismatch
 from training.int_fields import require_int

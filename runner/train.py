@@ -105,7 +105,7 @@ def train(run: Run, model_dir: str, progress: bool | None = None,
 
     import jax
 
-    from training.run_lock import hold
+    from training.checkpoints.lock import hold
 
     with startup_sigterm():
         if sigterm_requested():
@@ -126,7 +126,7 @@ def _train(run: Run, model_dir: str, progress, records: dict, primary: bool) -> 
     import partitioning
     from model_zoo.identity import identity_of
     from runner.initial_params import initial_params
-    from runner.trained_model import write_model_json
+    from training.checkpoints.model_json import write_model_json
     from training.loop import run as run_loop
     from training.trainer import Trainer
 
@@ -205,7 +205,7 @@ def _already_trained(run: Run, model_dir: str, step: int, identity: dict,
 def _final_eval(run: Run, model_dir: str, step: int, identity: dict, primary: bool,
                 evals: bool, infer: bool) -> dict:
     import partitioning
-    from training.checkpoints import Checkpointer
+    from training.checkpoints.manager import Checkpointer
     from training.loop import evaluate
     from training.metrics_writer import MetricsWriter
     from training.trainer import Trainer
@@ -239,7 +239,7 @@ def _final_eval(run: Run, model_dir: str, step: int, identity: dict, primary: bo
 
 def _inference_eval_fn(run: Run, trainer):
     """The loop's periodic inference eval (seqio.Evaluator over the training params)."""
-    from runner.inference_eval import make_evaluate_fn
+    from inference.seqio_evaluator import make_evaluate_fn
     from tasks.feeding import lookup
 
     vocab = lookup(run.feed.mixture_or_task_name).output_features["targets"].vocabulary

@@ -14,7 +14,7 @@ step PREEMPT_AT runs (it reads batch PREEMPT_AT + PREFETCH then), so both hosts 
 to save that step. Then the checkpoint a 1-process run wrote in REFERENCE_DIR is restored on
 this 2-process mesh and compared with this run's state. `collectives`: an endless loop of
 cross-process sums, for the failure test to kill. `infer`: tools.infer, then greedy and beam
-predictions and scores of a t5pod model_dir by `runner.predictor.Predictor` on a mesh of data
+predictions and scores of a t5pod model_dir by `inference.predictor.Predictor` on a mesh of data
 across the 2 hosts x fsdp x tensor inside each (test_sharded_inference compares them with
 1 process).
 """
@@ -111,7 +111,7 @@ def train(process_id: int, port: str, model_dir: str, reference_dir: str, out: s
     jax.config.update("jax_default_matmul_precision", "highest")
     import partitioning
     from tasks.feeding import FeedConfig, HostFeed
-    from training.checkpoints import Checkpointer
+    from training.checkpoints.manager import Checkpointer
     from training.loop import LoopConfig, run
 
     import training.loop
@@ -167,7 +167,7 @@ def infer(process_id: int, port: str, model_dir: str, batch: str, out: str) -> N
 
     import partitioning
     from model_zoo.decoding import DecodeConfig
-    from runner.predictor import Predictor
+    from inference.predictor import Predictor
     from tools import infer as infer_tool
 
     mesh = ["--mesh=fsdp=2,tensor=2", "--dcn=data=2", "--rules=fsdp_tensor"]

@@ -11,7 +11,7 @@ import pytest
 
 import training.loop
 from tests.train_helpers import copy_batch, make_trainer
-from training.checkpoints import Checkpointer
+from training.checkpoints.manager import Checkpointer
 from training.loop import LoopConfig, preemption_mode, run
 
 

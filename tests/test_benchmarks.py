@@ -14,9 +14,9 @@ from model_zoo import preset
 from model_zoo.config import ByteEncoderConfig
 from model_zoo.decoding import DecodeConfig
 from runner import gin_flags
-from runner.inference_eval import InferenceEvalConfig, InferenceEvaluator
-from runner.predictor import Predictor
-from runner.seqio_callbacks import predict_fn, score_fn
+from inference.seqio_evaluator import InferenceEvalConfig, InferenceEvaluator
+from inference.predictor import Predictor
+from inference.seqio_callbacks import predict_fn, score_fn
 from tasks import bbh, mmlu
 from tasks import rank_classification as rank
 from tasks.registry import default_sentencepiece
@@ -248,7 +248,7 @@ def hybrid_model():
     import partitioning
     from model_zoo import EncoderDecoder
     from model_zoo.model_def import init_params, model_def
-    from runner.inference import Inference
+    from inference.core import Inference
 
     def make(rngs):
         return EncoderDecoder(HYBRID, rngs=rngs)
@@ -307,7 +307,7 @@ def test_plain_benchmarks_are_refused_for_a_hybrid_model_naming_the_hybrid_varia
     import seqio
 
     from partitioning import MeshConfig
-    from runner.evaluation import check_vocabulary
+    from inference.task_evaluator import check_vocabulary
     from runner.run import Run
     from tasks.feeding import FeedConfig
     from tasks.hybrid_features import with_bytes

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from tests.train_helpers import copy_batch, make_trainer
-from training import run_lock
-from training.checkpoints import Checkpointer, CheckpointSaveError, NonFiniteState
+from training.checkpoints import lock as run_lock
+from training.checkpoints.manager import Checkpointer, CheckpointSaveError, NonFiniteState
 from training.loop import LoopConfig, run
 
 
@@ -139,7 +139,7 @@ def test_second_writer_is_refused_and_a_stale_lock_is_taken_over(trainer, tmp_pa
 
 
 def test_failed_save_stops_the_run_at_the_next_step(trainer, tmp_path, monkeypatch, capfd):
-    import training.checkpoints as checkpoints
+    import training.checkpoints.manager as checkpoints
 
     failed = threading.Event()
     real = checkpoints.write_manifest

@@ -1,4 +1,4 @@
-"""The one loader (runner/checkpoint_sources.py): a t5x checkpoint starts a run, one identity
+"""The one loader (training/checkpoints/loader.py): a t5x checkpoint starts a run, one identity
 check for every source, damaged steps refused, and tools.convert with t5x and its targets."""
 
 import json
@@ -15,14 +15,15 @@ import partitioning
 from model_zoo import hf, preset
 from model_zoo.config import ByteEncoderConfig
 from model_zoo.model_def import split_params
-from runner import trained_model
-from runner.model_json import read_model_json
+from training.checkpoints import loader
+from runner import gin_flags
+from training.checkpoints.model_json import read_model_json
 from runner.initial_params import initial_params
 from tests.hf_reference import CONFIGS, hf_logits, hf_loss, make_hf_t5
 from tests.test_t5x import t5x_params, write_legacy
 from tests.train_helpers import copy_batch, make_trainer
 from tools import convert
-from training.checkpoint_verify import DamagedCheckpoint
+from training.checkpoints.verify import DamagedCheckpoint
 
 GIN_MODEL = """model_zoo.model.preset_name = 't5_1_1_tiny'
 model_zoo.model.vocab_size = 96
@@ -160,19 +161,19 @@ def test_t5x_to_model_dir_and_inference_loading(sources, tmp_path):
         assert json.load(f)["d_kv"] == 12
     mesh = partitioning.make_mesh(partitioning.MeshConfig(ici={"data": 2}),
                                   devices=jax.devices()[:2])
-    model = trained_model.model_from_gin_for(sources.t5x, [sources.gin], [])
+    model = gin_flags.model_from_gin_for(sources.t5x, [sources.gin], [])
     assert model == sources.cfg
-    assert trained_model.model_from_gin_for(sources.hf, [sources.gin], []) is None
-    want = jax.device_get(trained_model.load(sources.hf, mesh)[1])
+    assert gin_flags.model_from_gin_for(sources.hf, [sources.gin], []) is None
+    want = jax.device_get(loader.load(sources.hf, mesh)[1])
     for path, kwargs in ((sources.t5x, {"model": model}), (str(tmp_path / "m"), {}),
                          (str(tmp_path / "m" / "checkpoints" / "0"), {})):
-        got = jax.device_get(trained_model.load(path, mesh, **kwargs)[1])
+        got = jax.device_get(loader.load(path, mesh, **kwargs)[1])
         jax.tree.map(np.testing.assert_array_equal, got, want)
     # a read-only mount (os.access says no writes) still loads, and nothing is written there
     before = sorted(str(p) for p in (tmp_path / "m").rglob("*"))
     real_access = os.access
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(os, "access", lambda p, mode, **kw: mode != os.W_OK and real_access(p, mode))
-        got = jax.device_get(trained_model.load(str(tmp_path / "m"), mesh)[1])
+        got = jax.device_get(loader.load(str(tmp_path / "m"), mesh)[1])
     jax.tree.map(np.testing.assert_array_equal, got, want)
     assert sorted(str(p) for p in (tmp_path / "m").rglob("*")) == before

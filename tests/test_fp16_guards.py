@@ -11,7 +11,7 @@ import torch
 
 from model_zoo.fp16_clamp import clamp_float16
 from tests.train_helpers import copy_batch, make_trainer
-from training.checkpoints import Checkpointer
+from training.checkpoints.manager import Checkpointer
 from training.loop import LoopConfig, SkippedStepsError, check_skipped_steps, run
 from training.loss_scale import LegacyLossScaleState, LossScaleConfig
 

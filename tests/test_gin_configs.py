@@ -75,7 +75,7 @@ SWEEPS = sorted(glob.glob(os.path.join(GIN, "sweeps", "*.gin")))
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: os.path.relpath(p, GIN))
 def test_sweep_gin_expands_to_complete_runs(path):
-    from runner import sweep_config
+    from experiments import sweep_config
 
     cfg = sweep_config.read(path)
     members = cfg.expand()

@@ -5,13 +5,18 @@ import ast
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ("model_zoo", "partitioning", "training", "tasks", "runner", "tools")
-# package -> packages it must never import (DESIGN: tools -> runner -> {training, tasks}, ...)
-NEVER = {"model_zoo": {"partitioning", "training", "tasks", "runner", "tools"},
-         "partitioning": {"model_zoo", "training", "tasks", "runner", "tools"},
-         "training": {"tasks", "runner", "tools"},
-         "tasks": {"training", "runner", "tools"},
-         "runner": {"tools"}}
+PACKAGES = ("model_zoo", "partitioning", "training", "tasks", "inference", "runner",
+            "experiments", "tools")
+# DESIGN's arrows: tools -> experiments -> runner -> inference -> training -> {model_zoo,
+# partitioning}; inference, runner, experiments -> tasks. A package may import only those
+# below it; NEVER is the complement.
+ABOVE = {"model_zoo": set(), "partitioning": set(), "tasks": set(),
+         "training": {"model_zoo", "partitioning"},
+         "inference": {"training", "model_zoo", "partitioning", "tasks"},
+         "runner": {"inference", "training", "model_zoo", "partitioning", "tasks"},
+         "experiments": {"runner", "inference", "training", "model_zoo", "partitioning", "tasks"},
+         "tools": set(PACKAGES) - {"tools"}}
+NEVER = {p: set(PACKAGES) - ABOVE[p] - {p} for p in PACKAGES}
 
 
 def _modules() -> dict[str, ast.Module]:
@@ -87,3 +92,11 @@ def test_no_import_circle():
     for p in PACKAGES:
         for d in between[p]:
             assert p not in between[d], f"packages {p} and {d} import each other"
+
+
+def test_no_module_reads_gin_internals():
+    """gin's private state (`gin.config._CONFIG` and friends) changes without notice."""
+    bad = [m for m, t in MODULES.items() for n in ast.walk(t)
+           if isinstance(n, ast.Attribute) and n.attr.startswith("_")
+           and ast.unparse(n.value) in ("gin.config", "gin")]
+    assert not bad, f"modules reading gin internals: {sorted(set(bad))}"

@@ -10,8 +10,8 @@ import seqio
 import torch
 
 from model_zoo.decoding import DecodeConfig
-from runner.inference_eval import InferenceEvalConfig, InferenceEvaluator
-from runner.predictor import Predictor
+from inference.seqio_evaluator import InferenceEvalConfig, InferenceEvaluator
+from inference.predictor import Predictor
 from tasks.metrics import accuracy
 from tasks.tf_setup import tf
 from tasks.vocabularies import byte_vocabulary

@@ -19,7 +19,7 @@ import pytest
 
 from partitioning.distributed import DistributedConfig, initialize, resolve_mode
 from tests import multihost_worker as worker
-from training.checkpoints import Checkpointer
+from training.checkpoints.manager import Checkpointer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -17,7 +17,7 @@ def test_core_packages_import_without_tensorflow():
     code = BLOCK_TF + """
 import model_zoo, model_zoo.hf, model_zoo.losses, model_zoo.model_def
 import partitioning
-import training, training.loop, training.checkpoints, training.trainer
+import training, training.loop, training.checkpoints.manager, training.trainer
 import model_zoo.decoding, model_zoo.universal
 import tools.bench
 assert 'tensorflow' not in sys.modules and 'seqio' not in sys.modules

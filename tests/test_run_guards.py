@@ -149,7 +149,7 @@ def test_eval_and_infer_refuse_a_damaged_step_naming_the_file(copy):
 
 
 def test_predictor_says_when_it_truncates(capsys):
-    from runner.predictor import Predictor
+    from inference.predictor import Predictor
 
     vocab = types.SimpleNamespace(encode=lambda text: [5] * len(text.split()))
     fake = types.SimpleNamespace(vocab=vocab, max_input_length=4, dp=1)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.train_helpers import copy_batch, make_trainer
-from training.checkpoints import Checkpointer
+from training.checkpoints.manager import Checkpointer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--gin_file=runs/demo_pretrain.gin", "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, "

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from model_zoo.decoding import DecodeConfig
-from runner.predictor import Predictor
+from inference.predictor import Predictor
 from tests.batches import padded_batch
 from tests.hf_reference import make_hf_t5
 from tests.test_multihost import free_port, spawn, wait_all

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from runner.power_law import fit_power_law
-from runner.studies.switch_vs_dense import first_reach
+from experiments.power_law import fit_power_law
+from experiments.studies.switch_vs_dense import first_reach
 from tools import study
 
 # One eval (at the end): each eval rebuilds the eval feed.
@@ -125,8 +125,8 @@ def test_every_member_of_each_study_builds_a_run(name):
     import gin
 
     from runner import gin_flags
-    from runner.studies import STUDIES
-    from runner.sweep_config import read
+    from experiments.studies import STUDIES
+    from experiments.sweep_config import read
 
     cfg = read(gin_flags.resolve_gin_file(STUDIES[name].sweep))
     members = cfg.expand()

@@ -10,7 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tools import sweep
-from runner.sweep_config import member_name
+from experiments.sweep_config import member_name
 
 # The smallest model and data that still exercise every part of a member.
 TINY = {"TRAIN_STEPS": 3, "CHECKPOINT_EVERY": 3, "EVAL_EVERY": 0, "BATCH_SIZE": 8,

@@ -9,7 +9,7 @@ import pytest
 import partitioning
 from model_zoo import hf
 from tests.hf_reference import make_hf_t5
-from runner import trained_model as restore
+from training.checkpoints import loader as restore
 from runner.initial_params import whole_model
 from tools import convert, infer
 from tools import eval as eval_tool

@@ -59,7 +59,7 @@ def _clear(target: str, to: str) -> None:
 def convert(source: str, target: str, to: str = "to_model_dir", *, model=None,
             step: int | None = None, task: str | None = None, overwrite: bool = False,
             what: str = "source") -> None:
-    """Write the checkpoint at `source` (any kind runner.checkpoint_sources reads) as a
+    """Write the checkpoint at `source` (any kind training.checkpoints.loader reads) as a
     t5pod model_dir (`to="to_model_dir"`) or an HF directory (`to="to_hf_dir"`).
 
     `model`: the ModelConfig a t5x checkpoint is read as (checked against the others);
@@ -71,10 +71,10 @@ def convert(source: str, target: str, to: str = "to_model_dir", *, model=None,
     import partitioning
     from model_zoo import hf
     from model_zoo.identity import identity_of
-    from runner import checkpoint_sources as loader
-    from runner.model_json import write_model_json
-    from training.checkpoints import Checkpointer
-    from training.run_lock import hold
+    from training.checkpoints import loader
+    from training.checkpoints.model_json import write_model_json
+    from training.checkpoints.manager import Checkpointer
+    from training.checkpoints.lock import hold
 
     if to not in TARGETS:
         raise ValueError(f"to={to!r}: expected one of {TARGETS}")

@@ -34,9 +34,9 @@ from tools.distributed_flags import add_distributed_flags, start_distributed
 def main(argv=None):
     from partitioning.distributed import is_primary
     from runner import configurables, gin_flags
-    from runner.evaluation import default_lengths
-    from runner.model_json import read_model_json
-    from runner.trained_model import model_from_gin_for
+    from inference.task_evaluator import default_lengths
+    from training.checkpoints.model_json import read_model_json
+    from runner.gin_flags import model_from_gin_for
 
     gin_files, gin_bindings, argv = gin_flags.split_gin_args(
         sys.argv[1:] if argv is None else list(argv))
@@ -87,7 +87,7 @@ def _has_metrics(name: str) -> bool:
 
 
 def _predictor(args, decode_cfg, model, max_input_length):
-    from runner.predictor import Predictor
+    from inference.predictor import Predictor
 
     return Predictor(args.model_dir, args.mesh, args.rules, decode_config=decode_cfg,
                      vocab=args.vocab, byte=args.byte, max_input_length=max_input_length,
@@ -95,7 +95,7 @@ def _predictor(args, decode_cfg, model, max_input_length):
 
 
 def _evaluate_with_seqio(args, task, decode_cfg, model) -> dict:
-    from runner.inference_eval import PREFIX, InferenceEvalConfig, InferenceEvaluator, flat
+    from inference.seqio_evaluator import PREFIX, InferenceEvalConfig, InferenceEvaluator, flat
 
     lengths = None
     if args.inputs_length or args.targets_length:
@@ -106,7 +106,7 @@ def _evaluate_with_seqio(args, task, decode_cfg, model) -> dict:
     evaluator = InferenceEvaluator(config)  # reads the data first: a bad file fails here
     predictor = _predictor(args, config.decode, model, args.inputs_length or 512)
     for t in evaluator.evaluator.eval_tasks:
-        from runner.evaluation import check_vocabulary
+        from inference.task_evaluator import check_vocabulary
 
         check_vocabulary(t, predictor, task)
     results = evaluator.evaluate(predictor, args.step)
@@ -126,7 +126,7 @@ def _evaluate_with_seqio(args, task, decode_cfg, model) -> dict:
 
 
 def _evaluate_exact_match(args, task, decode_cfg, model, trained) -> dict:
-    from runner.evaluation import evaluate_task
+    from inference.task_evaluator import evaluate_task
 
     lengths = {"inputs": args.inputs_length or trained["inputs"],
                "targets": args.targets_length or trained["targets"]}

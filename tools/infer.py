@@ -33,7 +33,7 @@ def decode_config_from(args, gin_files, gin_bindings) -> DecodeConfig:
 
 def main(argv=None):
     from runner import gin_flags
-    from runner.predictor import Predictor
+    from inference.predictor import Predictor
 
     gin_files, gin_bindings, argv = gin_flags.split_gin_args(
         sys.argv[1:] if argv is None else list(argv))
@@ -65,7 +65,7 @@ def main(argv=None):
     if args.max_input_length < 2:
         p.error(f"--max_input_length={args.max_input_length} must be >= 2 (a token and EOS)")
     from partitioning.distributed import is_primary
-    from runner.trained_model import model_from_gin_for
+    from runner.gin_flags import model_from_gin_for
 
     start_distributed(p, args)
     predictor = Predictor(args.model_dir, args.mesh, args.rules, cfg, args.vocab, args.byte,

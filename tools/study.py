@@ -6,8 +6,8 @@
         [--emit]                   # write OUT/launch/MEMBER.sh (cluster) instead of running
         [--collect]                # only write the report from finished members
 
-Studies (runner/studies/): switch_vs_dense, scaling, precision; each is a sweep file
-gin/studies/NAME.gin trained by runner.sweep (checked first, resumable: run it again
+Studies (experiments/studies/): switch_vs_dense, scaling, precision; each is a sweep file
+gin/studies/NAME.gin trained by experiments.sweep (checked first, resumable: run it again
 after a stop) and an analysis of every member's metrics.jsonl. Results: OUT/study.md,
 OUT/study.csv, OUT/study.png (and the sweep's OUT/results.*). See docs/research.md.
 """
@@ -21,8 +21,8 @@ import sys
 def main(argv=None):
     from runner import gin_flags
     from runner.startup_sigterm import startup_sigterm
-    from runner.studies import STUDIES, lookup
-    from runner.study import run_study
+    from experiments.studies import STUDIES, lookup
+    from experiments.study import run_study
 
     argv = sys.argv[1:] if argv is None else list(argv)
     _, bindings, rest = gin_flags.split_gin_args(argv)

@@ -15,7 +15,7 @@ resumes from its checkpoints); a member with OUT/MEMBER/sweep_result.json is fin
 skipped. After training, a member whose run defines HELDOUT_MIXTURE is
 evaluated zero-shot on it: greedy decoding of `heldout_examples` validation examples per
 task, exact match of the answer. Results: OUT/results.csv, OUT/results.md, OUT/results.png.
-See gin/sweeps/ and runner/sweep_config.py for the sweep file format; runner/sweep.py does
+See gin/sweeps/ and experiments/sweep_config.py for the sweep file format; experiments/sweep.py does
 the work.
 """
 
@@ -28,7 +28,7 @@ import sys
 def main(argv=None) -> list[dict]:
     from runner import gin_flags
     from runner.startup_sigterm import startup_sigterm
-    from runner.sweep import sweep
+    from experiments.sweep import sweep
 
     argv = sys.argv[1:] if argv is None else list(argv)
     _, bindings, rest = gin_flags.split_gin_args(argv)

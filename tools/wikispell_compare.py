@@ -10,7 +10,7 @@ and OUT/table.md keep the numbers.
 
 With --pretrain_steps=N (0: none, as above) each model is also pretrained N steps by span
 corruption of words at their real frequencies and fine-tuned from that checkpoint
-(runner/wikispell_pretrained.py); OUT/table.csv and OUT/wikispell_pretrained.png are added.
+(experiments/wikispell_pretrained.py); OUT/table.csv and OUT/wikispell_pretrained.png are added.
 The CPU-sized run (docs/research.md):
 
     python -m tools.wikispell_compare --out=runs/wikispell_pretrained --pretrain_steps=600 \
@@ -39,7 +39,7 @@ def parse_steps(p, text: str | None, per_model: bool):
 
 def main(argv=None) -> dict:
     from runner.gin_flags import split_gin_args
-    from runner.wikispell_compare import compare
+    from experiments.wikispell_compare import compare
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="runs/wikispell")
@@ -67,7 +67,7 @@ def main(argv=None) -> dict:
     if args.pretrain_gin and not args.pretrain_steps:
         p.error("--pretrain_gin needs --pretrain_steps > 0")
     if args.pretrain_steps:
-        from runner.wikispell_pretrained import compare_pretrained
+        from experiments.wikispell_pretrained import compare_pretrained
 
         return compare_pretrained(args.out, models, steps, args.pretrain_steps,
                                   args.per_bucket, gin(args.gin), gin(args.pretrain_gin))

@@ -37,11 +37,11 @@ from typing import Callable, Iterable
 import jax
 import numpy as np
 
-from training.checkpoints import Checkpointer
+from training.checkpoints.manager import Checkpointer
 from training.int_fields import require_int
 from training.metrics_writer import MetricsWriter
 from training.prefetch import DevicePrefetch
-from training.run_lock import hold as hold_lock
+from training.checkpoints.lock import hold as hold_lock
 from training.trainer import Trainer
 
 
@@ -210,7 +210,7 @@ def run(trainer: Trainer, config: LoopConfig, model_dir: str,
     from here on saves the state, or exits cleanly if nothing was trained yet.
 
     `evaluate_fn(step, params) -> {name: float}`: an inference eval (decoding, scoring; built
-    outside training, e.g. runner/inference_eval.py) run on every host at the eval steps,
+    outside training, e.g. inference/seqio_evaluator.py) run on every host at the eval steps,
     beside the teacher-forced eval; its metrics are written with the prefix "infer_eval/".
     `progress`: None shows a bar on a terminal and a line per log step otherwise; True a bar;
     False nothing. The result holds the last train and eval metrics.

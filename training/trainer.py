@@ -17,7 +17,7 @@ import partitioning
 from model_zoo import EncoderDecoder, ModelConfig
 from model_zoo.axes import activation_rules
 from model_zoo.model_def import init_params, model_def
-from training.checkpoints import abstract_with_shardings
+from training.checkpoints.manager import abstract_with_shardings
 from training.int_fields import require_int
 from training.loss_scale import LossScaleConfig
 from training.optimizers import OptimizerConfig, make_optimizer

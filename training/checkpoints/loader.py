@@ -13,7 +13,7 @@
 model is refused with every differing field, checkpoint value vs run value, before any
 weight is read. `restore` gives the params sharded on a mesh; `place` puts (parts of)
 them onto a trainer's shardings. runner/initial_params.py (a run's start, a hybrid's two
-parts), runner/trained_model.py (inference) and tools.convert all load through here.
+parts), `load` (inference) and tools.convert all load through here.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ import jax
 import numpy as np
 
 import partitioning
-from model_zoo import EncoderDecoder, ModelConfig, hf, sources, t5x
+from model_zoo import EncoderDecoder, ModelConfig, hf, t5x
+from training.checkpoints import kinds
 from model_zoo.identity import differences, identity_of
 from model_zoo.model_def import ModelDef, model_def
-from runner.model_json import MODEL_JSON, read_model_json
-from training.checkpoint_verify import DamagedCheckpoint
-from training.checkpoints import Checkpointer, abstract_with_shardings
+from training.checkpoints.model_json import MODEL_JSON, read_model_json
+from training.checkpoints.verify import DamagedCheckpoint
+from training.checkpoints.manager import Checkpointer, abstract_with_shardings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +79,7 @@ def open_checkpoint(path: str, what: str = "checkpoint", model: ModelConfig | No
     model_dir, path_step = _t5pod_dir(path)
     if model_dir is None:
         try:
-            kind = sources.detect(path)
+            kind = kinds.detect(path)
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{what}={e}") from None
     else:
@@ -184,3 +185,20 @@ def place(params: dict, shardings: dict, names=None) -> dict:
     """The top-level `names` of `params` (default all) on `shardings` (a trainer's)."""
     names = list(params) if names is None else [k for k in names if k in params]
     return {k: jax.device_put(params[k], shardings[k]) for k in names}
+
+
+def load(path: str, mesh, rules="data_parallel", step: int | None = None,
+         model: ModelConfig | None = None, what: str = "model_dir", **overrides):
+    """(ModelDef, sharded params, ModelConfig, task name or None) for inference, from a t5pod
+    model_dir (`step`: one of its steps), an HF directory or a t5x checkpoint
+    (training/checkpoints/py). `model`: the ModelConfig a t5x checkpoint is read as
+    (default: its shapes and config.gin); for the others it must be the model they hold.
+    `overrides` replace fields that leave the params unchanged (dtype, ...)."""
+    ckpt = open_checkpoint(path, what, model=model, step=step, **overrides)
+    if model is not None:
+        check_model(ckpt, model, "the model given", "given")
+        cfg = model.replace(**overrides) if overrides else model
+    else:
+        cfg = ckpt.config
+    mdef, params = restore(ckpt, mesh, rules, config=cfg)
+    return mdef, params, cfg, ckpt.task

@@ -13,8 +13,8 @@ import math
 
 import numpy as np
 
-from runner.studies import plots
-from runner.study import Report
+from experiments.studies import plots
+from experiments.study import Report
 
 COLUMNS = ["member", "model", "experts", "params", "train_GFLOPs_per_step",
            "final_eval_loss", "steps_to_dense_loss", "seconds_to_dense_loss",

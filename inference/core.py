@@ -1,9 +1,9 @@
-"""Decode and score on a mesh: the jitted steps behind runner.predictor.Predictor and the train
-loop's periodic inference eval (runner/inference_eval.py).
+"""Decode and score on a mesh: the jitted steps behind inference.predictor.Predictor and the train
+loop's periodic inference eval (inference/seqio_evaluator.py).
 
 Params are sharded on the mesh by the rules as in training; every process passes the same
 global rows, each places only its devices' slices, and every process gets the whole result
-(runner/host_rows.py).
+(inference/host_rows.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import partitioning
 from model_zoo.axes import activation_rules
 from model_zoo.decoding import DecodeConfig, decode
 from model_zoo.scoring import sequence_log_likelihood
-from runner.host_rows import global_rows, padded, replicated
+from inference.host_rows import global_rows, padded, replicated
 
 
 class Inference:

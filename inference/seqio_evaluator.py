@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 
 from model_zoo.decoding import DecodeConfig
-from runner.seqio_callbacks import predict_fn, score_fn
+from inference.seqio_callbacks import predict_fn, score_fn
 from training.int_fields import require_int
 
 PREFIX = "infer_eval/"
@@ -90,7 +90,7 @@ class InferenceEvaluator:
                          self.evaluator.cached_task_datasets.items()}
 
     def evaluate(self, predictor, step: int | None = None) -> dict[str, dict]:
-        """{task: {metric: value}} of `predictor` (see runner/seqio_callbacks.py)."""
+        """{task: {metric: value}} of `predictor` (see inference/seqio_callbacks.py)."""
         size = self.config.batch_size
         metrics, _ = self.evaluator.evaluate(
             compute_metrics=True, step=step, predict_fn=predict_fn(predictor, size),
@@ -137,7 +137,7 @@ def _check_vocabulary(task, vocabulary) -> None:
 def make_evaluate_fn(config: InferenceEvalConfig, trainer, vocabulary=None):
     """`evaluate_fn(step, params) -> {"task/metric": value}` for training.loop.run: the eval
     data is read here, once; each call decodes and scores with the params it is given."""
-    from runner.inference import Inference
+    from inference.core import Inference
 
     evaluator = InferenceEvaluator(config, vocabulary, trainer.model.byte_encoder is not None)
     predictor = Inference(trainer.model_def, None, trainer.model, trainer.mesh, trainer.rules,

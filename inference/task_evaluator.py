@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runner.predictor import Predictor
+from inference.predictor import Predictor
 
 FALLBACK_LENGTHS = {"inputs": 512, "targets": 64}   # a model_dir that records none (HF dir)
 
@@ -14,7 +14,7 @@ def default_lengths(model_dir: str) -> dict:
     """The model's own task_feature_lengths (model.json), else 512/64."""
     import os
 
-    from runner.model_json import MODEL_JSON, trained_lengths
+    from training.checkpoints.model_json import MODEL_JSON, trained_lengths
 
     if os.path.isfile(os.path.join(model_dir, MODEL_JSON)):
         lengths = trained_lengths(model_dir)

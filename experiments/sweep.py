@@ -18,8 +18,9 @@ import shlex
 import sys
 import time
 
-from runner import gin_flags, sweep_report
-from runner.sweep_config import Member, SweepConfig, read
+from runner import gin_flags
+from experiments import sweep_report
+from experiments.sweep_config import Member, SweepConfig, read
 
 RESULT = "sweep_result.json"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,8 +71,8 @@ def check(cfg: SweepConfig, members: list[Member], extra: list[str], out: str) -
 
 def heldout_eval(model_dir: str, heldout: str, examples: int, lengths: dict) -> dict:
     from model_zoo.decoding import DecodeConfig
-    from runner.evaluation import evaluate_task
-    from runner.predictor import Predictor
+    from inference.task_evaluator import evaluate_task
+    from inference.predictor import Predictor
 
     predictor = Predictor(model_dir, decode_config=DecodeConfig(lengths["targets"]),
                           max_input_length=lengths["inputs"])

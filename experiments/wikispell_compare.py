@@ -12,7 +12,7 @@ import json
 import os
 import time
 
-from runner.model_size import param_count
+from experiments.model_size import param_count
 
 RUNS = {"t5": ("runs/wikispell_t5.gin", 24), "byt5": ("runs/wikispell_byt5.gin", 48),
         "hybrid": ("runs/wikispell_hybrid.gin", 24)}
@@ -24,7 +24,7 @@ def evaluate(model_dir: str, targets_length: int, per_bucket: int,
              batch_size: int = 250) -> dict:
     """Exact match (%) per bucket and overall on the first `per_bucket` test words of each."""
     from model_zoo.decoding import DecodeConfig
-    from runner.predictor import Predictor
+    from inference.predictor import Predictor
     from tasks import wikispell
 
     predictor = Predictor(model_dir, decode_config=DecodeConfig(targets_length))

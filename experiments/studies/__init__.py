@@ -1,7 +1,9 @@
-"""The registered studies (runner/study.py): `python -m tools.study --study=NAME`."""
+"""The registered studies (experiments/study.py): `python -m tools.study --study=NAME`."""
 
-from runner.study import Study
-from runner.studies import precision, scaling, switch_vs_dense
+from experiments.study import Study
+from experiments.studies import precision
+from experiments.studies import scaling
+from experiments.studies import switch_vs_dense
 
 STUDIES = {s.name: s for s in (
     Study("switch_vs_dense", "studies/switch_vs_dense.gin", switch_vs_dense.analyse,

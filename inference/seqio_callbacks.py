@@ -2,8 +2,8 @@
 
 `predictor` is anything with `predict_tokens(encoder_input_tokens, byte_...=None)` ->
 [B, max_decode_length] ids and `score_tokens(encoder_input_tokens, decoder_target_tokens,
-byte_...=None)` -> [B] summed log-likelihoods: runner.predictor.Predictor (a model on disk)
-or runner.inference.Inference (the train loop's params). Decoding is
+byte_...=None)` -> [B] summed log-likelihoods: inference.predictor.Predictor (a model on disk)
+or inference.core.Inference (the train loop's params). Decoding is
 whatever its DecodeConfig says (greedy, beam, sampling); scores come from the same model.
 
 The Evaluator hands over its cached, enumerated model dataset: (index, features) with

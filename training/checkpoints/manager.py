@@ -22,7 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from training.checkpoint_verify import (MANIFEST, DamagedCheckpoint, has_manifest, read_json,
+from training.checkpoints.verify import (MANIFEST, DamagedCheckpoint, has_manifest, read_json,
                                        verify_step, write_manifest)
 from training.finite import all_finite, nonfinite_leaves
 from training.loss_scale import LegacyLossScaleState

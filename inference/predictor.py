@@ -1,7 +1,7 @@
 """Decode texts with a trained model: a t5pod model_dir (its task gives the vocabulary), an
 HF T5 directory or a t5x checkpoint (with a SentencePiece model or bytes).
 
-On one process or many, through runner.inference.Inference (sharded as in training, the
+On one process or many, through inference.core.Inference (sharded as in training, the
 same global rows on every process, the whole result on every process)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import partitioning
 from model_zoo.decoding import DecodeConfig
 from partitioning.mesh_spec import devices_for, mesh_config
-from runner import trained_model
-from runner.inference import Inference
+from training.checkpoints import loader
+from inference.core import Inference
 
 
 def vocabulary_for(task: str | None, vocab: str | None, byte: bool):
@@ -33,12 +33,12 @@ class Predictor(Inference):
     def __init__(self, model_dir: str, mesh_spec: str = "data=1", rules: str = "data_parallel",
                  decode_config: DecodeConfig | None = None, vocab=None, byte=False,
                  max_input_length: int = 512, seed: int = 0, model=None, dcn: str = ""):
-        """`model`: the ModelConfig a t5x checkpoint is read as (trained_model.load). The
+        """`model`: the ModelConfig a t5x checkpoint is read as (loader.load). The
         vocabulary is read when first used (`.vocab`)."""
         mesh = mesh_config(mesh_spec, dcn)
         mesh = partitioning.make_mesh(mesh, devices=devices_for(mesh))
         rules = partitioning.rule_set(rules)
-        mdef, params, config, task = trained_model.load(model_dir, mesh, rules, model=model)
+        mdef, params, config, task = loader.load(model_dir, mesh, rules, model=model)
         if not (task or vocab or byte):
             vocabulary_for(None, None, False)  # the error: no vocabulary
         super().__init__(mdef, params, config, mesh, rules, decode_config,

@@ -1,9 +1,9 @@
 """A study: a sweep (gin/studies/NAME.gin) plus an analysis of its members' logged curves.
 
-`run_study(name, out)` trains the sweep's pending members (runner.sweep: checked first,
+`run_study(name, out)` trains the sweep's pending members (experiments.sweep: checked first,
 one after another, resumable, OUT/results.*), then reads every member's metrics.jsonl into
 a Curve and has the study turn the curves into a Report: OUT/study.md, OUT/study.csv and
-OUT/study.png. The studies are registered in runner/studies/__init__.py (`lookup`).
+OUT/study.png. The studies are registered in experiments/studies/__init__.py (`lookup`).
 
 Wall time is the loop's `seconds_per_step` summed over the logged intervals (evaluation is
 not in it); the first interval of a run holds XLA compilation, so its per-step time is
@@ -21,9 +21,9 @@ from typing import Callable
 
 import numpy as np
 
-from runner import sweep as sweep_lib
+from experiments import sweep as sweep_lib
 from runner.gin_flags import resolve_gin_file
-from runner.sweep_config import read
+from experiments.sweep_config import read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +98,7 @@ def read_curves(model_dir: str) -> tuple[dict, dict]:
 def curves(sweep_path: str, out: str, bindings: list[str],
            only: list[str] | None = None) -> list[Curve] | None:
     """Every member's Curve (those named in `only`), or None while one has not finished."""
-    from runner.model_size import param_count, train_flops_per_step
+    from experiments.model_size import param_count, train_flops_per_step
 
     cfg = read(sweep_path)
     members = [m for m in cfg.expand() if not only or m.name in only]
@@ -143,7 +143,7 @@ def write_report(study: Study, found: list[Curve], out: str) -> Report:
 def run_study(study: Study, out: str, bindings: list[str] = (), only: list[str] = (),
               emit_only: bool = False, collect: bool = False,
               relaunch_flags: list[str] = ()) -> Report | None:
-    """Train the study's pending members (see runner.sweep.sweep; `only`: these members
+    """Train the study's pending members (see experiments.sweep.sweep; `only`: these members
     alone), then write its report; None while members are missing (run again to resume)."""
     path = resolve_gin_file(study.sweep)
     only = list(only) or None

@@ -1,7 +1,7 @@
 """Scaling by architecture (Tay et al. 2022, "Scaling Laws vs Model Architectures"): a grid
 of sizes per architecture, each trained for the same steps; final eval loss against
 training FLOPs C (FLOPs per step x steps, model_zoo/flops.py) and parameters N, with a
-power law loss = a * x^-b fitted per architecture in log space (runner/power_law.py).
+power law loss = a * x^-b fitted per architecture in log space (experiments/power_law.py).
 
 The architecture is read from each member's ModelConfig: Universal (`universal` set),
 Switch (top-1 MoE), ST-MoE (top-k MoE, k > 1) or dense."""
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from runner.power_law import fit_power_law
-from runner.studies import plots
-from runner.study import Report
+from experiments.power_law import fit_power_law
+from experiments.studies import plots
+from experiments.study import Report
 
 COLUMNS = ["member", "architecture", "d_model", "params", "train_FLOPs", "final_eval_loss"]
 FIT_COLUMNS = ["architecture", "points", "b (FLOPs)", "a (FLOPs)", "r2 (FLOPs)",

@@ -1,0 +1,1 @@
+"""t5pod experiments: sweeps, studies and their analyses, the WikiSpell comparisons."""
