@@ -21,6 +21,7 @@ from flax import nnx
 from model_zoo.axes import param
 from model_zoo.config import ModelConfig, UniversalConfig
 from model_zoo.dropout import fold
+from model_zoo.norm import token_mean
 from model_zoo.scan import ScannedLayers
 from model_zoo.sparse_stack import MoEStack
 
@@ -45,13 +46,6 @@ def timestep_signal(steps: int, d_model: int) -> jax.Array:
     angles = jnp.arange(steps, dtype=jnp.float32)[:, None] * rates[None, :]
     signal = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=1)
     return jnp.pad(signal, ((0, 0), (0, d_model - 2 * half)))
-
-
-def _masked_mean(x: jax.Array, weights: jax.Array | None) -> jax.Array:
-    if weights is None:
-        return jnp.mean(x)
-    weights = weights.astype(jnp.float32)
-    return jnp.sum(x * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
 class RecurrentStack(nnx.Module):
@@ -112,8 +106,8 @@ class RecurrentStack(nnx.Module):
                 zeros)
         (_, acc, _, _, remainder, updates), (ys, weights_t) = jax.lax.scan(
             act_body, init, (index, xs))
-        aux = {"ponder_cost": _masked_mean(updates + remainder, weights),
-               "ponder_steps": _masked_mean(updates, weights), "halting_weights": weights_t}
+        aux = {"ponder_cost": token_mean(updates + remainder, weights),
+               "ponder_steps": token_mean(updates, weights), "halting_weights": weights_t}
         return acc.astype(x.dtype), ys, aux
 
     def forward(self, x, *args, rng=None, deterministic=True, weights=None):

@@ -47,10 +47,11 @@ class OptimizerConfig:
                              f"{self.min_dim_size_to_factor} must be >= 1")
 
 
-def make_optimizer(cfg: OptimizerConfig, logical_axes) -> optax.GradientTransformation:
+def make_optimizer(cfg: OptimizerConfig, logical_axes, lr=None) -> optax.GradientTransformation:
     """`logical_axes`: a tree like the params with a `LogicalAxes` leaf per param
-    (`ModelDef.logical_axes()`); Adafactor picks rows, columns and batch dims from it."""
-    lr = make_schedule(cfg.schedule)
+    (`ModelDef.logical_axes()`); Adafactor picks rows, columns and batch dims from it. `lr`:
+    the schedule (step -> rate) the caller also logs; default: built from `cfg.schedule`."""
+    lr = make_schedule(cfg.schedule) if lr is None else lr
     if cfg.name == "adafactor":
         opt = adafactor(lr, logical_axes, decay_rate=cfg.decay_rate,
                         clipping_threshold=cfg.clipping_threshold,

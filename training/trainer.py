@@ -6,6 +6,7 @@ microbatch divisibility, rules against the mesh, params left replicated, fp16 on
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 
@@ -148,8 +149,8 @@ class Trainer:
         self.replicated_fraction = partitioning.check_sufficient_sharding(
             logical, abstract_params, self.rules, mesh, config.max_replicated_fraction)
 
-        self.optimizer = make_optimizer(config.optimizer, logical)
         self.schedule = make_schedule(config.optimizer.schedule)
+        self.optimizer = make_optimizer(config.optimizer, logical, self.schedule)
 
         def init():
             params = init_params(make_model, config.seed)
@@ -173,7 +174,10 @@ class Trainer:
     def _context(self):
         ctx = jax.set_mesh(self.mesh)
         rules = activation_rules(partitioning.activation_resolver(self.rules, self.mesh))
-        return _Both(ctx, rules)
+        stack = contextlib.ExitStack()
+        stack.enter_context(ctx)
+        stack.enter_context(rules)
+        return stack
 
     def abstract_state(self) -> TrainState:
         """The train state as ShapeDtypeStructs carrying their shardings (nothing allocated)."""
@@ -213,19 +217,3 @@ class Trainer:
     def compile_train_step(self, batch_shapes: dict):
         """Ahead-of-time compile for {feature: (shape, dtype)}; returns the Compiled object."""
         return self.lower_train_step(batch_shapes).compile()
-
-
-class _Both:
-    """Enter several context managers as one."""
-
-    def __init__(self, *managers):
-        self.managers = managers
-
-    def __enter__(self):
-        for m in self.managers:
-            m.__enter__()
-
-    def __exit__(self, *exc):
-        for m in reversed(self.managers):
-            m.__exit__(*exc)
-        return False
