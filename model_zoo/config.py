@@ -6,8 +6,12 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from model_zoo.ffn import check_activations
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-ACTIVATIONS = ("relu", "gated-gelu")
+GATED_GELU = ("gelu", "linear")  # T5 1.1
+# The older field `feed_forward_proj` (HF's spelling): its values as `mlp_activations`.
+FEED_FORWARD_PROJ = {"relu": ("relu",), "gated-gelu": GATED_GELU, "gated-silu": ("silu", "linear")}
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attention_out")
 ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
 ROUTINGS = ("tokens_choose", "experts_choose")
@@ -16,6 +20,14 @@ NORMS = ("rms", "kl")
 
 def _fail(field: str, value, expected: str):
     raise ValueError(f"ModelConfig.{field}={value!r} is invalid: expected {expected}")
+
+
+def activations_of_feed_forward_proj(value: str) -> tuple[str, ...]:
+    """`mlp_activations` for a value of the older `feed_forward_proj` field."""
+    if value not in FEED_FORWARD_PROJ:
+        raise ValueError(f"feed_forward_proj={value!r} is not a known older spelling; expected "
+                         f"one of {tuple(FEED_FORWARD_PROJ)} (or give mlp_activations)")
+    return FEED_FORWARD_PROJ[value]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +180,7 @@ class ByteEncoderConfig:
     d_kv: int = 64
     num_layers: int = 12
     vocab_size: int = 384
-    feed_forward_proj: str = "gated-gelu"
+    mlp_activations: tuple[str, ...] = GATED_GELU
     relative_attention_num_buckets: int = 32
     relative_attention_max_distance: int = 128
 
@@ -178,13 +190,15 @@ class ByteEncoderConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"ByteEncoderConfig.{name}={value!r} is invalid: expected a "
                                  "positive integer")
+        object.__setattr__(self, "mlp_activations", check_activations(
+            self.mlp_activations, "ByteEncoderConfig.mlp_activations"))
 
     def encoder_config(self, parent: "ModelConfig") -> "ModelConfig":
         """The ModelConfig its Encoder is built from: these dimensions, the parent's numerics."""
         return ModelConfig(
             vocab_size=self.vocab_size, d_model=self.d_model, d_ff=self.d_ff,
             num_heads=self.num_heads, d_kv=self.d_kv, num_encoder_layers=self.num_layers,
-            num_decoder_layers=1, feed_forward_proj=self.feed_forward_proj,
+            num_decoder_layers=1, mlp_activations=self.mlp_activations,
             relative_attention_num_buckets=self.relative_attention_num_buckets,
             relative_attention_max_distance=self.relative_attention_max_distance,
             dropout_rate=parent.dropout_rate, layer_norm_epsilon=parent.layer_norm_epsilon,
@@ -203,6 +217,8 @@ class ModelConfig:
     `norm`: every layer norm is T5's RMSNorm ("rms") or KL-Norm ("kl", model_zoo/kl_norm.py:
     a Gaussian sample in training, its mean when deterministic), whose KL to N(0, I) per
     token, summed over the norms, enters the loss weighted by `kl_norm_weight`.
+    `mlp_activations`: one activation per MLP input projection, multiplied (model_zoo/ffn.py):
+    ("relu",) T5 1.0, ("gelu", "linear") T5 1.1's gated-GELU, ("silu", "linear") gated-SiLU.
     """
 
     vocab_size: int
@@ -212,7 +228,7 @@ class ModelConfig:
     d_kv: int
     num_encoder_layers: int
     num_decoder_layers: int
-    feed_forward_proj: str = "relu"
+    mlp_activations: tuple[str, ...] = ("relu",)
     relative_attention_num_buckets: int = 32
     relative_attention_max_distance: int = 128
     tie_word_embeddings: bool = True
@@ -238,8 +254,7 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 _fail(name, value, "a positive integer")
-        if self.feed_forward_proj not in ACTIVATIONS:
-            _fail("feed_forward_proj", self.feed_forward_proj, f"one of {ACTIVATIONS}")
+        object.__setattr__(self, "mlp_activations", check_activations(self.mlp_activations))
         if self.relative_attention_num_buckets < 2:
             _fail("relative_attention_num_buckets", self.relative_attention_num_buckets, ">= 2")
         if self.relative_attention_max_distance <= self.relative_attention_num_buckets // 4:
@@ -326,13 +341,16 @@ class ModelConfig:
     def compute_dtype(self):
         return DTYPES[self.dtype]
 
-    @property
-    def gated(self) -> bool:
-        return self.feed_forward_proj.startswith("gated")
-
     def replace(self, **changes) -> "ModelConfig":
         """A copy with `changes` applied and validated again."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if "feed_forward_proj" in unknown:
+            old = changes["feed_forward_proj"]
+            new = FEED_FORWARD_PROJ.get(old)
+            raise ValueError(f"ModelConfig.feed_forward_proj={old!r}: the field is now "
+                             "mlp_activations, one activation per input projection"
+                             + (f"; use mlp_activations={new!r}" if new else
+                                f" (e.g. {FEED_FORWARD_PROJ})"))
         if unknown:
             raise ValueError(f"ModelConfig has no field(s) {sorted(unknown)}; "
                              f"valid fields: {[f.name for f in dataclasses.fields(self)]}")

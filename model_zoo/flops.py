@@ -14,7 +14,8 @@ from model_zoo.config import ModelConfig
 
 
 def _mlp(cfg: ModelConfig, length: int) -> float:
-    return 2 * length * cfg.d_model * cfg.d_ff * (3 if cfg.gated else 2)
+    """One matmul per input projection (`mlp_activations`) plus `wo`."""
+    return 2 * length * cfg.d_model * cfg.d_ff * (len(cfg.mlp_activations) + 1)
 
 
 def _encoder_layer(cfg: ModelConfig, length: int) -> float:

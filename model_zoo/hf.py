@@ -8,6 +8,10 @@ instead writes the capacity of a 512-token group at the eval factor (HF needs a 
 keeps the full MoEConfig under `t5pod_moe`, which `load` prefers. HF Switch has top-1
 tokens-choose routing, non-gated experts and MoE layers in both stacks only.
 
+The MLP: HF's `feed_forward_proj` "X" is activation X on `wi`, "gated-X" is X on `wi_0`
+times a linear `wi_1` (read as transformers' T5Config reads it, "gated-gelu" meaning the
+tanh GELU "gelu_new"); `_HF_ACTIVATIONS` names the HF activations t5pod has.
+
 `load(dir)` builds an `EncoderDecoder` from an HF `T5ForConditionalGeneration` directory
 (single or sharded safetensors); `save(model, dir)` writes one that
 `transformers.T5ForConditionalGeneration.from_pretrained` loads. Real T5 checkpoints hold
@@ -38,6 +42,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from model_zoo.config import ModelConfig, MoEConfig
+from model_zoo.ffn import projection_names
 from model_zoo.model_def import model_def
 from model_zoo.sparse_stack import sparse_position
 from model_zoo.t5 import EncoderDecoder
@@ -45,7 +50,9 @@ from model_zoo.t5 import EncoderDecoder
 SWITCH = "SwitchTransformersForConditionalGeneration"
 ARCHITECTURES = ("T5ForConditionalGeneration", SWITCH)
 MODEL_TYPES = ("t5", "switch_transformers")
-_ACTIVATIONS = {"relu": "relu", "gated-gelu": "gated-gelu"}
+# HF's ACT2FN names: t5pod's (model_zoo/ffn.py). HF's "gelu" is the exact erf GELU, which
+# t5pod lacks; t5pod's "gelu" is the tanh approximation, HF's "gelu_new".
+_HF_ACTIVATIONS = {"relu": "relu", "silu": "silu", "gelu_new": "gelu"}
 
 # (t5pod path in the stacked layer, HF path in block i, kind); kinds say how to reshape.
 _ENCODER_LAYER = [
@@ -71,9 +78,9 @@ _DECODER_LAYER = [
 ]
 
 
-def _mlp_entries(hf_layer: int, gated: bool, switch: bool = False, sparse: bool = False):
+def _mlp_entries(hf_layer: int, cfg: ModelConfig, switch: bool = False, sparse: bool = False):
     prefix = f"layer.{hf_layer}.{'mlp' if switch else 'DenseReluDense'}"
-    wis = ["wi_0", "wi_1"] if gated else ["wi"]
+    wis = list(projection_names(cfg.mlp_activations))
     if sparse:  # kind "experts": one tensor per expert, `{e}` filled in, stacked on `expert`
         return ([("mlp.router", f"{prefix}.router.classifier.weight", "dense")]
                 + [(f"mlp.{w}", f"{prefix}.experts.expert_{{e}}.{w}.weight", "experts")
@@ -122,15 +129,11 @@ def config_from_hf(hf: dict, source: str = "config.json", *, own_head: bool | No
     (None), a scaled output means a tied head and an unscaled one an own head.
     """
     _check_architecture(hf, source)
-    proj = hf.get("feed_forward_proj", "relu")
-    if proj not in _ACTIVATIONS:
-        raise ValueError(f"{source}: feed_forward_proj={proj!r} is not supported; expected one "
-                         f"of {tuple(_ACTIVATIONS)}")
     fields = dict(
         vocab_size=hf["vocab_size"], d_model=hf["d_model"], d_ff=hf["d_ff"],
         num_heads=hf["num_heads"], d_kv=hf["d_kv"], num_encoder_layers=hf["num_layers"],
         num_decoder_layers=hf.get("num_decoder_layers") or hf["num_layers"],
-        feed_forward_proj=_ACTIVATIONS[proj],
+        mlp_activations=activations_from_hf(hf.get("feed_forward_proj", "relu"), source),
         relative_attention_num_buckets=hf.get("relative_attention_num_buckets", 32),
         relative_attention_max_distance=hf.get("relative_attention_max_distance", 128),
         tie_word_embeddings=scales_output(hf) and not (
@@ -139,18 +142,42 @@ def config_from_hf(hf: dict, source: str = "config.json", *, own_head: bool | No
         layer_norm_epsilon=float(hf.get("layer_norm_epsilon", 1e-6)),
     )
     if hf.get("model_type") == "switch_transformers":
-        fields.update(feed_forward_proj=_switch_activation(hf, source),
+        fields.update(mlp_activations=_switch_activation(hf, source),
                       moe=_moe_from_hf(hf, source))
     fields.update(overrides)
     return ModelConfig(**fields)
 
 
-def _switch_activation(hf: dict, source: str) -> str:
+def activations_from_hf(proj: str, source: str = "config.json") -> tuple[str, ...]:
+    """`mlp_activations` for HF's T5 `feed_forward_proj` ("relu", "gated-gelu", ...)."""
+    parts = proj.split("-") if isinstance(proj, str) else [None]
+    gated = len(parts) == 2 and parts[0] == "gated"
+    act = "gelu_new" if proj == "gated-gelu" else parts[-1]
+    if len(parts) > (2 if gated else 1) or act not in _HF_ACTIVATIONS:
+        raise ValueError(f"{source}: feed_forward_proj={proj!r} is not supported; t5pod reads "
+                         f"'X' or 'gated-X' with X in {tuple(_HF_ACTIVATIONS)} ('gated-gelu': "
+                         "gelu_new)")
+    return (_HF_ACTIVATIONS[act], "linear") if gated else (_HF_ACTIVATIONS[act],)
+
+
+def activations_to_hf(activations: tuple[str, ...]) -> str:
+    """HF's T5 `feed_forward_proj` for `mlp_activations`; refuses what HF cannot express."""
+    theirs = {ours: name for name, ours in _HF_ACTIVATIONS.items()}
+    first = theirs.get(activations[0])
+    if first is not None and len(activations) == 1:
+        return first
+    if first is not None and len(activations) == 2 and activations[1] == "linear":
+        return "gated-gelu" if first == "gelu_new" else f"gated-{first}"
+    raise ValueError(f"hf.save: mlp_activations={activations!r} has no HF T5 feed_forward_proj; "
+                     f"HF has (X,) and (X, 'linear') with X in {tuple(theirs)}")
+
+
+def _switch_activation(hf: dict, source: str) -> tuple[str, ...]:
     act = hf.get("dense_act_fn", "relu")
-    if act != "relu":
+    if act not in _HF_ACTIVATIONS:
         raise ValueError(f"{source}: dense_act_fn={act!r} is not supported; t5pod reads "
-                         "SwitchTransformers with 'relu' experts")
-    return "relu"
+                         f"SwitchTransformers experts with one of {tuple(_HF_ACTIVATIONS)}")
+    return (_HF_ACTIVATIONS[act],)
 
 
 def _hf_sparse_step(layers: int, sparse_layers: int) -> int:
@@ -198,7 +225,8 @@ def config_to_hf(cfg: ModelConfig) -> dict:
         "architectures": list(ARCHITECTURES), "model_type": "t5",
         "vocab_size": cfg.vocab_size, "d_model": cfg.d_model, "d_ff": cfg.d_ff,
         "num_heads": cfg.num_heads, "d_kv": cfg.d_kv, "num_layers": cfg.num_encoder_layers,
-        "num_decoder_layers": cfg.num_decoder_layers, "feed_forward_proj": cfg.feed_forward_proj,
+        "num_decoder_layers": cfg.num_decoder_layers,
+        "feed_forward_proj": activations_to_hf(cfg.mlp_activations),
         "relative_attention_num_buckets": cfg.relative_attention_num_buckets,
         "relative_attention_max_distance": cfg.relative_attention_max_distance,
         # both eras: hub-era readers take the scaling (and tying) from tie_word_embeddings,
@@ -212,8 +240,10 @@ def config_to_hf(cfg: ModelConfig) -> dict:
 
 def _switch_config_to_hf(cfg: ModelConfig) -> dict:
     moe = cfg.moe
-    problems = {"feed_forward_proj": (cfg.feed_forward_proj, "relu"),
-                "moe.num_selected_experts": (moe.num_selected_experts, 1),
+    if len(cfg.mlp_activations) != 1:
+        raise ValueError(f"hf.save: mlp_activations={cfg.mlp_activations!r} has no "
+                         "SwitchTransformers equivalent (HF's experts have one projection, wi)")
+    problems = {"moe.num_selected_experts": (moe.num_selected_experts, 1),
                 "moe.encoder_routing": (moe.encoder_routing, "tokens_choose"),
                 "moe.batch_prioritized_routing": (moe.batch_prioritized_routing, False)}
     for name, (value, want) in problems.items():
@@ -237,7 +267,8 @@ def _switch_config_to_hf(cfg: ModelConfig) -> dict:
             "router_bias": False, "router_dtype": "float32",
             "router_jitter_noise": moe.router_jitter_noise,
             "router_z_loss_coef": moe.router_z_loss_weight,
-            "router_aux_loss_coef": moe.load_balancing_loss_weight, "dense_act_fn": "relu",
+            "router_aux_loss_coef": moe.load_balancing_loss_weight,
+            "dense_act_fn": activations_to_hf(cfg.mlp_activations),
             "t5pod_moe": dataclasses.asdict(moe)}
 
 
@@ -299,9 +330,9 @@ def _layer_slots(cfg: ModelConfig, side: str):
     step = cfg.moe.sparse_step(side) if switch else 0
     if not step:
         return [(f"{side}.layers.layer", list(range(n)),
-                 attention + _mlp_entries(ff, cfg.gated, switch))]
+                 attention + _mlp_entries(ff, cfg, switch))]
     return [(f"{side}.layers.blocks.layer.layer_{j}", list(range(j, n, step)),
-             attention + _mlp_entries(ff, cfg.gated, True, j == sparse_position(step)))
+             attention + _mlp_entries(ff, cfg, True, j == sparse_position(step)))
             for j in range(step)]
 
 
@@ -330,7 +361,7 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: ModelConfig,
     def take(name):
         if name not in tensors:
             raise KeyError(f"HF checkpoint lacks tensor {name!r} that config "
-                           f"(feed_forward_proj={cfg.feed_forward_proj}, "
+                           f"(mlp_activations={cfg.mlp_activations}, "
                            f"tie_word_embeddings={cfg.tie_word_embeddings}) requires")
         return tensors[name]
 

@@ -3,27 +3,31 @@
 Checkpoints record it, and every loader (t5pod model_dir, HF directory, a hybrid's parts)
 compares it with the run's model before restoring anything. Numerics that leave the params
 unchanged (dtype, dropout, remat, attention kernel, frozen parts) are not part of it.
+It is JSON-shaped (lists, not tuples), so a stored identity compares equal to a fresh one;
+`from_stored` reads older stored identities (`feed_forward_proj`) as today's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from model_zoo.config import ModelConfig
+from model_zoo.config import ModelConfig, activations_of_feed_forward_proj
 
 FIELDS = ("vocab_size", "d_model", "d_ff", "num_heads", "d_kv", "num_encoder_layers",
-          "num_decoder_layers", "feed_forward_proj", "relative_attention_num_buckets",
+          "num_decoder_layers", "mlp_activations", "relative_attention_num_buckets",
           "tie_word_embeddings")
 
 
 def identity_of(model_cfg: ModelConfig) -> dict:
     """The fields a checkpoint's params depend on, as a JSON-able dict."""
     out = {k: getattr(model_cfg, k) for k in FIELDS}
+    out["mlp_activations"] = list(model_cfg.mlp_activations)
     u = model_cfg.universal
     out["universal"] = None if u is None else {"act": u.act}  # ACT adds halting params
     b = model_cfg.byte_encoder
     if b is not None:  # absent for other models, so their identities stay as they were
-        out["byte_encoder"] = dataclasses.asdict(b)
+        out["byte_encoder"] = {**dataclasses.asdict(b),
+                               "mlp_activations": list(b.mlp_activations)}
     if model_cfg.norm != "rms":  # KL-Norm's extra params; RMS identities stay as they were
         out["norm"] = model_cfg.norm
     m = model_cfg.moe
@@ -35,3 +39,20 @@ def identity_of(model_cfg: ModelConfig) -> dict:
 def differences(have: dict, want: dict) -> dict:
     """{field: (have, want)} where two identities differ (fields of `want`)."""
     return {k: (have.get(k), want[k]) for k in want if have.get(k) != want[k]}
+
+
+def _renamed(fields: dict) -> dict:
+    if "feed_forward_proj" not in fields:
+        return fields
+    fields = dict(fields)
+    proj = fields.pop("feed_forward_proj")
+    fields["mlp_activations"] = list(activations_of_feed_forward_proj(proj))
+    return fields
+
+
+def from_stored(stored: dict) -> dict:
+    """A stored identity in today's fields (`feed_forward_proj` -> `mlp_activations`)."""
+    out = _renamed(stored)
+    if isinstance(out.get("byte_encoder"), dict):
+        out = {**out, "byte_encoder": _renamed(out["byte_encoder"])}
+    return out

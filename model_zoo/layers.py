@@ -53,7 +53,8 @@ def _attention(cfg: ModelConfig, rngs: nnx.Rngs) -> MultiHeadAttention:
 def _mlp(cfg: ModelConfig, rngs: nnx.Rngs, sparse: bool = False, side: str = "encoder"):
     if sparse:
         return MoEFeedForward(cfg, cfg.moe.routing(side), rngs)
-    return MLP(cfg.d_model, cfg.d_ff, cfg.gated, cfg.compute_dtype, cfg.dropout_rate, rngs)
+    return MLP(cfg.d_model, cfg.d_ff, cfg.mlp_activations, cfg.compute_dtype, cfg.dropout_rate,
+               rngs)
 
 
 class EncoderLayer(nnx.Module):

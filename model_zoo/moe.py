@@ -32,7 +32,8 @@ from flax import nnx
 from model_zoo import routing
 from model_zoo.axes import constrain, param, shard_count
 from model_zoo.config import ModelConfig
-from model_zoo.dropout import dropout, fold
+from model_zoo.dropout import fold
+from model_zoo.ffn import feed_forward, projection_names
 
 EXPERT_AXES = ("expert", "batch", "length", "embed")
 HIDDEN_AXES = ("expert", "batch", "length", "mlp")
@@ -45,14 +46,13 @@ class MoEFeedForward(nnx.Module):
         normal = jax.nn.initializers.normal
         s = moe.init_scale  # Switch section 2.4: reduced init scale, std = sqrt(s / fan_in)
         self.router = param(rngs, normal((s / d) ** 0.5), (d, e), ("embed", "expert"))
-        names = ("wi_0", "wi_1") if cfg.gated else ("wi",)
-        for name in names:
+        for name in projection_names(cfg.mlp_activations):
             setattr(self, name, param(rngs, normal((s / d) ** 0.5), (e, d, f),
                                       ("expert", "embed", "mlp")))
         self.wo = param(rngs, normal((s / f) ** 0.5), (e, f, d), ("expert", "mlp", "embed"))
         self.config = moe
         self.routing_kind = routing_kind
-        self.gated = cfg.gated
+        self.activations = cfg.mlp_activations
         self.dtype = cfg.compute_dtype
         self.dropout_rate = (cfg.dropout_rate if moe.expert_dropout_rate is None
                              else moe.expert_dropout_rate)
@@ -86,14 +86,10 @@ class MoEFeedForward(nnx.Module):
     def experts(self, xe: jax.Array, *, rng=None, deterministic: bool = True) -> jax.Array:
         """Every expert's feed-forward on its slots: [E, G, C, d] -> [E, G, C, d]."""
         w = lambda p: p[...].astype(self.dtype)  # noqa: E731
-        if self.gated:
-            h = (jax.nn.gelu(jnp.einsum("egcd,edf->egcf", xe, w(self.wi_0)), approximate=True)
-                 * jnp.einsum("egcd,edf->egcf", xe, w(self.wi_1)))
-        else:
-            h = jax.nn.relu(jnp.einsum("egcd,edf->egcf", xe, w(self.wi)))
-        h = constrain(h, HIDDEN_AXES)
-        h = dropout(h, self.dropout_rate, rng, deterministic)
-        return constrain(jnp.einsum("egcf,efd->egcd", h, w(self.wo)), EXPERT_AXES)
+        wi = [w(getattr(self, n)) for n in projection_names(self.activations)]
+        ye = feed_forward(xe, wi, w(self.wo), self.activations, HIDDEN_AXES, self.dropout_rate,
+                          rng, deterministic, experts=True)
+        return constrain(ye, EXPERT_AXES)
 
     def forward(self, x: jax.Array, token_mask: jax.Array | None = None, *, rng=None,
                 deterministic: bool = True):

@@ -1,13 +1,14 @@
 """Published T5 dimensions (Raffel et al. 2020; T5 1.1 release notes; ByT5, Xue et al. 2022).
 
 T5 1.0: relu MLP, tied input/output embeddings, vocab 32128.
-T5 1.1: gated-GELU MLP, untied output layer, no dropout in pretraining.
+T5 1.1: gated-GELU MLP, untied output layer, no dropout in pretraining (t5_1_1_silu_tiny:
+the same with gated-SiLU, Shazeer 2020).
 ByT5: T5 1.1 over UTF-8 bytes (vocab padded to 384), encoder 3x deeper than the decoder.
 """
 
 from __future__ import annotations
 
-from model_zoo.config import ByteEncoderConfig, ModelConfig, MoEConfig, UniversalConfig
+from model_zoo.config import GATED_GELU, ByteEncoderConfig, ModelConfig, MoEConfig, UniversalConfig
 
 _V = 32128
 
@@ -15,13 +16,13 @@ _V = 32128
 def _t5_1_0(d_model, d_ff, num_heads, d_kv, layers):
     return ModelConfig(vocab_size=_V, d_model=d_model, d_ff=d_ff, num_heads=num_heads, d_kv=d_kv,
                        num_encoder_layers=layers, num_decoder_layers=layers,
-                       feed_forward_proj="relu", tie_word_embeddings=True, dropout_rate=0.1)
+                       mlp_activations=("relu",), tie_word_embeddings=True, dropout_rate=0.1)
 
 
 def _t5_1_1(d_model, d_ff, num_heads, d_kv, layers):
     return ModelConfig(vocab_size=_V, d_model=d_model, d_ff=d_ff, num_heads=num_heads, d_kv=d_kv,
                        num_encoder_layers=layers, num_decoder_layers=layers,
-                       feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0)
+                       mlp_activations=GATED_GELU, tie_word_embeddings=False, dropout_rate=0.0)
 
 
 def _byt5(d_model, d_ff, num_heads, encoder_layers, decoder_layers):
@@ -30,7 +31,7 @@ def _byt5(d_model, d_ff, num_heads, encoder_layers, decoder_layers):
 
 
 _BYTES = 384
-_TINY = dict(d_model=64, d_ff=128, num_heads=4, d_kv=16, feed_forward_proj="gated-gelu",
+_TINY = dict(d_model=64, d_ff=128, num_heads=4, d_kv=16, mlp_activations=GATED_GELU,
              tie_word_embeddings=False, dropout_rate=0.0)
 
 
@@ -78,7 +79,7 @@ PRESETS: dict[str, ModelConfig] = {
         universal=UniversalConfig(steps=12)),
     "universal_tiny": ModelConfig(vocab_size=_V, d_model=64, d_ff=128, num_heads=4, d_kv=16,
                                   num_encoder_layers=1, num_decoder_layers=1,
-                                  feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+                                  mlp_activations=GATED_GELU, tie_word_embeddings=False,
                                   dropout_rate=0.0, universal=UniversalConfig(steps=4)),
     "byt5_small": _byt5(1472, 3584, 6, 12, 4),
     "byt5_base": _byt5(1536, 3968, 12, 18, 6),
@@ -92,6 +93,8 @@ PRESETS: dict[str, ModelConfig] = {
     # Not published: tiny configs for tests and the CPU quickstart.
     "t5_1_1_tiny": ModelConfig(vocab_size=_V, num_encoder_layers=2, num_decoder_layers=2,
                                **_TINY),
+    "t5_1_1_silu_tiny": ModelConfig(vocab_size=_V, num_encoder_layers=2, num_decoder_layers=2,
+                                    **{**_TINY, "mlp_activations": ("silu", "linear")}),
     "byt5_tiny": ModelConfig(vocab_size=_BYTES, num_encoder_layers=3, num_decoder_layers=1,
                              **_TINY),
     "hybrid_tiny": ModelConfig(vocab_size=_V, num_encoder_layers=2, num_decoder_layers=2,

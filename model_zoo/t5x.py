@@ -12,7 +12,9 @@ the orbax one is an orbax PyTree under `checkpoint_N/state`. Names (t5x/examples
 flaxformer): `token_embedder/embedding`, `{encoder,decoder}/layers_{i}/...`,
 `{side}/relpos_bias/rel_embedding` [heads, buckets], `decoder/logits_dense/kernel` when the
 head is untied (T5 1.1; T5 1.0 uses the embedding, scaled by d_model^-0.5, as t5pod's tied
-head does), `mlp/wi` (relu) or `mlp/wi_0`,`wi_1` (gated), MoE layers `mlp/router/
+head does), `mlp/wi` (one activation) or `mlp/wi_0`, `wi_1`, ... (one per activation of
+`mlp_activations`; without config.gin, `wi` reads as relu and `wi_0`,`wi_1` as T5 1.1's
+gated-GELU), MoE layers `mlp/router/
 router_weights/w/kernel` and `mlp/expert/{wi,wo}/kernel` with a leading expert axis.
 Attention kernels are [d_model, heads*d_kv] (or [d_model, heads, d_kv]); heads come from
 the config and are checked against the relpos bias. Scanned checkpoints (scalable_t5,
@@ -34,7 +36,8 @@ import re
 import jax
 import numpy as np
 
-from model_zoo.config import ModelConfig, MoEConfig
+from model_zoo.config import GATED_GELU, ModelConfig, MoEConfig
+from model_zoo.ffn import check_activations, projection_names
 from model_zoo.model_def import model_def
 from model_zoo.hf import model_from_params
 from model_zoo.sparse_stack import sparse_position
@@ -153,7 +156,7 @@ def _layer_entries(side: str, cfg: ModelConfig, sparse: bool):
         entries.append((f"{norm}.scale", f"{t5x_norm}/scale", "vector"))
         entries += [(f"{attn}.{n}", f"{t5x_attn}/{n}/kernel", k) for n, k in _ATTENTION]
     entries.append(("pre_mlp_norm.scale", "pre_mlp_layer_norm/scale", "vector"))
-    wis = ["wi_0", "wi_1"] if cfg.gated else ["wi"]
+    wis = list(projection_names(cfg.mlp_activations))
     if sparse:
         entries.append(("mlp.router", "mlp/router/router_weights/w/kernel", "dense"))
         entries += [(f"mlp.{w}", f"mlp/expert/{w}/kernel", "dense") for w in wis + ["wo"]]
@@ -315,8 +318,8 @@ def config_from_shapes(flat: dict[str, np.ndarray], **overrides) -> ModelConfig:
     per_layer = query.shape[1] if re.match(r"(encoder|decoder)/\1/", name) else 1
     inner = int(np.prod(query.shape)) // (d * per_layer)
     fields.update(num_heads=heads, d_kv=inner // heads, relative_attention_num_buckets=buckets)
-    gated = any(k.endswith("mlp/wi_0/kernel") for k in flat)
-    fields["feed_forward_proj"] = "gated-gelu" if gated else "relu"
+    fields["mlp_activations"] = _activations_from_shapes(flat, overrides.pop(
+        "mlp_activations", None))
     wi = next(v for k, v in flat.items() if re.search(r"mlp/(expert/)?wi(_0)?/kernel$", k))
     fields["d_ff"] = wi.shape[-1]
     if any("/mlp/expert/" in k for k in flat):
@@ -345,7 +348,25 @@ _GIN_FIELDS = {"vocab_size": "vocab_size", "emb_dim": "d_model", "num_heads": "n
                "num_encoder_layers": "num_encoder_layers",
                "num_decoder_layers": "num_decoder_layers", "head_dim": "d_kv",
                "mlp_dim": "d_ff", "dropout_rate": "dropout_rate"}
-_GIN_ACTIVATIONS = {("relu",): "relu", ("gelu", "linear"): "gated-gelu"}
+# What the projection count means when config.gin does not say (t5x's T5 1.0 and 1.1)
+_DEFAULT_ACTIVATIONS = {1: ("relu",), 2: GATED_GELU}
+
+
+def _activations_from_shapes(flat: dict, given: tuple | None) -> tuple[str, ...]:
+    """`given` (from config.gin or the caller) checked against the number of `wi` kernels;
+    without it, t5x's defaults for that number."""
+    indices = {m.group(2) for k in flat
+               if (m := re.search(r"mlp/(expert/)?wi(_\d+)?/kernel$", k))}
+    count = len(indices)
+    if given is not None:
+        if len(given) != count:
+            raise ValueError(f"mlp_activations={tuple(given)!r} names {len(given)} activation(s) "
+                             f"but the t5x checkpoint has {count} MLP input projection(s)")
+        return tuple(given)
+    if count not in _DEFAULT_ACTIVATIONS:
+        raise ValueError(f"the t5x checkpoint has {count} MLP input projections and no "
+                         "config.gin names their activations; give mlp_activations")
+    return _DEFAULT_ACTIVATIONS[count]
 
 
 def read_gin(path: str) -> dict:
@@ -383,10 +404,8 @@ def read_gin(path: str) -> dict:
         if key in _GIN_FIELDS:
             fields[_GIN_FIELDS[key]] = value
         elif key == "mlp_activations":
-            if tuple(value) not in _GIN_ACTIVATIONS:
-                raise ValueError(f"{path}: network.T5Config.mlp_activations={value!r} is not "
-                                 f"supported; expected one of {list(_GIN_ACTIVATIONS)}")
-            fields["feed_forward_proj"] = _GIN_ACTIVATIONS[tuple(value)]
+            fields["mlp_activations"] = check_activations(
+                value, f"{path}: network.T5Config.mlp_activations")
         elif key == "logits_via_embedding":
             fields["tie_word_embeddings"] = bool(value)
     return fields
@@ -403,10 +422,17 @@ def _gin_file(path: str) -> str | None:
 def read_config(path: str, flat: dict | None = None, **overrides) -> ModelConfig:
     """The config of a t5x checkpoint: its shapes, checked against config.gin when found."""
     flat = read_target(path) if flat is None else flat
-    cfg = config_from_shapes(flat, **overrides)
     gin = _gin_file(path)
+    fields = read_gin(gin) if gin is not None else {}
+    named = {"mlp_activations": fields.pop("mlp_activations")} if (
+        "mlp_activations" in fields and "mlp_activations" not in overrides) else {}
+    try:
+        cfg = config_from_shapes(flat, **named, **overrides)  # shapes check the gin's count
+    except ValueError as e:
+        if not named:
+            raise
+        raise ValueError(f"{gin}: {e}") from None
     if gin is not None:
-        fields = read_gin(gin)
         clash = {k: (v, getattr(cfg, k)) for k, v in fields.items()
                  if k not in overrides and k != "dropout_rate" and getattr(cfg, k) != v}
         if clash:

@@ -20,7 +20,7 @@ TOKEN_PARTS = ("shared", "encoder", "decoder", "lm_head")
 # ModelConfig field of the ByT5 checkpoint: ByteEncoderConfig field of the hybrid
 BYTE_FIELDS = {"vocab_size": "vocab_size", "d_model": "d_model", "d_ff": "d_ff",
                "num_heads": "num_heads", "d_kv": "d_kv", "num_encoder_layers": "num_layers",
-               "feed_forward_proj": "feed_forward_proj",
+               "mlp_activations": "mlp_activations",
                "relative_attention_num_buckets": "relative_attention_num_buckets"}
 
 

@@ -22,6 +22,11 @@ CONFIGS = {
                          num_decoder_layers=3, feed_forward_proj="gated-gelu",
                          tie_word_embeddings=False, relative_attention_num_buckets=16,
                          relative_attention_max_distance=24),
+    # gated-SiLU (HF "gated-silu": SiLU on wi_0 times a linear wi_1), untied
+    "gated_silu": dict(vocab_size=96, d_model=32, d_ff=40, num_heads=2, d_kv=16, num_layers=2,
+                       num_decoder_layers=2, feed_forward_proj="gated-silu",
+                       tie_word_embeddings=False, relative_attention_num_buckets=8,
+                       relative_attention_max_distance=20),
     # ByT5 style: byte vocabulary padded to 384, encoder 3x deeper than the decoder
     "byt5": dict(vocab_size=384, d_model=32, d_ff=48, num_heads=2, d_kv=16, num_layers=3,
                  num_decoder_layers=1, feed_forward_proj="gated-gelu", tie_word_embeddings=False,

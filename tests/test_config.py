@@ -18,7 +18,7 @@ from model_zoo.model_def import model_def
 @pytest.mark.parametrize("field,value,expected", [
     ("d_model", 0, "positive integer"),
     ("num_heads", 2.5, "positive integer"),
-    ("feed_forward_proj", "swish", "relu"),
+    ("mlp_activations", ("swish",), "relu"),
     ("dropout_rate", 1.0, "[0, 1)"),
     ("dtype", "float64", "bfloat16"),
     ("param_dtype", "bfloat16", "float32"),

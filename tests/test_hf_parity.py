@@ -25,8 +25,9 @@ def test_config_is_read(pair):
     name, _, model, _ = pair
     want = CONFIGS[name]
     cfg = model.config
-    assert (cfg.feed_forward_proj, cfg.tie_word_embeddings) == (
-        want["feed_forward_proj"], want["tie_word_embeddings"])
+    activations = {"relu": ("relu",), "gated-gelu": ("gelu", "linear")}  # HF's T5 meaning
+    assert (cfg.mlp_activations, cfg.tie_word_embeddings) == (
+        activations[want["feed_forward_proj"]], want["tie_word_embeddings"])
     assert (cfg.num_encoder_layers, cfg.num_decoder_layers) == (
         want["num_layers"], want["num_decoder_layers"])
 

@@ -51,7 +51,7 @@ def cache(tmp_path_factory):
 def test_switch_vs_dense(tmp_path, cache):
     report, table, md = run_study(
         tmp_path, "switch_vs_dense", ["moe=None", "num_experts=2"],
-        ["--gin.model_zoo.model.feed_forward_proj='gated-gelu'",  # dense = t5_1_1_tiny
+        ["--gin.model_zoo.model.mlp_activations=('gelu', 'linear')",  # dense = t5_1_1_tiny
          "--gin.model_zoo.model.tie_word_embeddings=False",
          "--gin.model_zoo.MoEConfig.encoder_sparse_step=1",  # an MoE in the one layer
          "--gin.model_zoo.MoEConfig.decoder_sparse_step=1"])

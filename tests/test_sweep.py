@@ -19,7 +19,7 @@ TINY = {"TRAIN_STEPS": 3, "CHECKPOINT_EVERY": 3, "EVAL_EVERY": 0, "BATCH_SIZE": 
         "model_zoo.model.num_heads": 2, "model_zoo.model.d_kv": 16,
         "model_zoo.model.num_encoder_layers": 1, "model_zoo.model.num_decoder_layers": 1,
         "model_zoo.model.dropout_rate": 0.0, "model_zoo.model.scan_layers": False,
-        "model_zoo.model.feed_forward_proj": "relu",
+        "model_zoo.model.mlp_activations": ("relu",),
         "partitioning.mesh.ici": {"data": 8}, "RULES": "data_parallel",
         "run.train.eval_batches": 1, "training.LoopConfig.log_every": 1,
         "tasks.instruction_format.num_shots": 1,

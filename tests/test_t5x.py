@@ -239,14 +239,14 @@ def test_config_from_shapes_and_config_gin(case):
            f"  vocab_size = {cfg.vocab_size}  # rounded\n  emb_dim = {cfg.d_model}\n"
            f"  num_heads = {cfg.num_heads}\n  head_dim = {cfg.d_kv}\n"
            f"  mlp_dim = {cfg.d_ff}\n  dropout_rate = %DROPOUT\n"
-           f"  mlp_activations = {('gelu', 'linear') if cfg.gated else ('relu',)!r}\n"
+           f"  mlp_activations = {cfg.mlp_activations!r}\n"
            f"network.T5Config.logits_via_embedding = {cfg.tie_word_embeddings}\n"
            f"network.T5Config.num_encoder_layers = {cfg.num_encoder_layers}\n")
     with open(os.path.join(model_dir, "config.gin"), "w") as f:
         f.write(gin)
     try:
-        assert t5x.read_gin(os.path.join(model_dir, "config.gin"))["feed_forward_proj"] == (
-            cfg.feed_forward_proj)
+        assert t5x.read_gin(os.path.join(model_dir, "config.gin"))["mlp_activations"] == (
+            cfg.mlp_activations)
         got = t5x.read_config(model_dir, relative_attention_max_distance=(
             cfg.relative_attention_max_distance))
         assert got == cfg

@@ -99,14 +99,14 @@ def open_checkpoint(path: str, what: str = "checkpoint", model: ModelConfig | No
         cfg = t5x.read_config(path, flat, **overrides)
     else:
         cfg = model.replace(**overrides) if overrides else model
-    return Checkpoint(what, path, kind, cfg, _t5x_identity(flat), t5x_params=flat)
+    return Checkpoint(what, path, kind, cfg, _t5x_identity(path, flat), t5x_params=flat)
 
 
-def _t5x_identity(flat: dict) -> dict | None:
-    """The identity t5x param shapes imply, or None where they imply no ModelConfig (then
-    model_zoo.t5x's per-param shape checks decide)."""
+def _t5x_identity(path: str, flat: dict) -> dict | None:
+    """The identity t5x param shapes (and config.gin's activations) imply, or None where they
+    imply no ModelConfig (then model_zoo.t5x's per-param shape checks decide)."""
     try:
-        return identity_of(t5x.config_from_shapes(flat))
+        return identity_of(t5x.read_config(path, flat))
     except Exception:  # noqa: BLE001 - an unusual layout: the reader's own checks report it
         return None
 

@@ -22,6 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from model_zoo.identity import from_stored
 from training.checkpoints.verify import (MANIFEST, DamagedCheckpoint, has_manifest, read_json,
                                        verify_step, write_manifest)
 from training.finite import all_finite, nonfinite_leaves
@@ -115,7 +116,7 @@ class Checkpointer:
         path = os.path.join(self.step_dir(step), "identity", "metadata")
         if not os.path.exists(path):
             return
-        stored = read_json(path)
+        stored = from_stored(read_json(path))
         diff = {k: (stored.get(k), self.identity.get(k)) for k in set(stored) | set(self.identity)
                 if stored.get(k) != self.identity.get(k)}  # a key one side lacks reads as None
         if diff:

@@ -1,7 +1,8 @@
 """A t5pod model_dir's model.json: the ModelConfig, the task name and its feature lengths.
 
 A run writes it beside checkpoints/ before its first step; loaders read the model from it
-(older spellings of freezing included), tools.eval the lengths the model was trained with.
+(older spellings of freezing and of the MLP's `feed_forward_proj` included), tools.eval the
+lengths the model was trained with.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 
 from model_zoo import ModelConfig
+from model_zoo.config import activations_of_feed_forward_proj
 
 MODEL_JSON = "model.json"
 
@@ -32,13 +34,24 @@ def _read(model_dir: str) -> dict:
         return json.load(f)
 
 
-def _model_config(fields: dict) -> ModelConfig:
-    """ModelConfig from model.json, older freezing spellings included."""
+def _activations(fields: dict) -> dict:
+    """`fields` with an older `feed_forward_proj` read as `mlp_activations`."""
+    if "feed_forward_proj" not in fields:
+        return fields
     fields = dict(fields)
+    fields["mlp_activations"] = activations_of_feed_forward_proj(fields.pop("feed_forward_proj"))
+    return fields
+
+
+def _model_config(fields: dict) -> ModelConfig:
+    """ModelConfig from model.json, older spellings (freezing, feed_forward_proj) included."""
+    fields = _activations(dict(fields))
     frozen = tuple(fields.pop("frozen", ()))
     if fields.pop("freeze_encoder", False):
         frozen += ("encoder",)
     byte = fields.get("byte_encoder")
+    if isinstance(byte, dict):
+        byte = fields["byte_encoder"] = _activations(byte)
     if isinstance(byte, dict) and "frozen" in byte:
         byte = dict(byte)
         if byte.pop("frozen"):
