@@ -9,9 +9,9 @@ k selected experts and the router. Switch-base-8 against its FLOP-matched dense 
         --batch 64 --inputs 512 --targets 128 [--mesh expert=8 --rules expert]
 
 No TensorFlow: batches are random ids with the real shapes. MFU is against the chip's
-dense bf16 peak (null where unknown, e.g. CPU). tokens/s counts inputs + targets. On GPUs
-set XLA's flags first, as the launchers do: eval "$(python -m tools.xla_flags gpu)"; each row
-records them (`xla_profile`, `xla_flags`).
+dense peak for --dtype (training/throughput.py; null where unknown, e.g. CPU). tokens/s
+counts inputs + targets. On GPUs set XLA's flags first, as the launchers do:
+eval "$(python -m tools.xla_flags gpu)"; each row records them (`xla_profile`, `xla_flags`).
 `--data TASK` instead times that task's input pipeline (examples/s, tokens/s; this mode
 imports TensorFlow). `--loop TASK` times the whole train loop fed by that task (prefetch,
 logging, preemption agreement) against the bare step in the same run, as `loop_vs_step`
@@ -33,20 +33,9 @@ import numpy as np
 import partitioning
 from model_zoo import preset
 from model_zoo.flops import train_flops_per_step
+from training.throughput import peak_tflops
 from tools import xla_profiles
 from tools.bench_step import add_step_flags, setup, synthetic_batch
-
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v4": 275.0,
-                    "TPU v5": 459.0, "L4": 121.0}
-
-
-def peak_tflops(device) -> float | None:
-    kind = device.device_kind
-    for name, peak in PEAK_BF16_TFLOPS.items():
-        if name.lower() in kind.lower():
-            return peak
-    return None
-
 
 def bench(args, preset_name: str) -> dict:
     cfg, trainer, batch = setup(args, preset_name)
@@ -68,7 +57,7 @@ def bench(args, preset_name: str) -> dict:
     n_dev = mesh.devices.size
     flops = train_flops_per_step(cfg, args.batch, args.inputs, args.targets)
     tflops_dev = flops / step_s / n_dev / 1e12
-    peak = peak_tflops(mesh.devices.flat[0])
+    peak = peak_tflops(mesh.devices.flat[0].device_kind, args.dtype)
     mem = None
     stats = getattr(mesh.devices.flat[0], "memory_stats", lambda: None)()
     if stats:

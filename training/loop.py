@@ -31,7 +31,6 @@ import dataclasses
 import signal
 import sys
 import threading
-import time
 from typing import Callable, Iterable
 
 import jax
@@ -41,6 +40,7 @@ from training.checkpoints.manager import Checkpointer
 from training.int_fields import require_int
 from training.metrics_writer import MetricsWriter
 from training.prefetch import DevicePrefetch
+from training.throughput import Throughput
 from training.checkpoints.lock import hold as hold_lock
 from training.trainer import Trainer
 
@@ -58,7 +58,9 @@ class LoopConfig:
     `prefetch`: global batches placed on the devices ahead of the step (0: off).
     `preemption_sync`: how hosts agree to stop on SIGTERM, one of PREEMPTION_SYNCS (see the
     module docstring); `preemption_check_every`: for "collective", gather the flag at least
-    every that many steps."""
+    every that many steps.
+    `peak_tflops_per_device`: the chip's peak for MFU (None: training/throughput.py's table,
+    and no MFU on a chip it lacks, e.g. a CPU)."""
 
     train_steps: int
     checkpoint_every: int = 1000
@@ -70,6 +72,7 @@ class LoopConfig:
     prefetch: int = 2
     preemption_sync: str = "auto"
     preemption_check_every: int = 100
+    peak_tflops_per_device: float | None = None
 
     def __post_init__(self):
         if self.preemption_sync not in PREEMPTION_SYNCS:
@@ -87,6 +90,11 @@ class LoopConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"LoopConfig.{name}={getattr(self, name)} must be >= 0 "
                                  "(0: off)")
+        peak = self.peak_tflops_per_device
+        if peak is not None and (isinstance(peak, bool) or not isinstance(peak, (int, float))
+                                 or not peak > 0):
+            raise ValueError(f"LoopConfig.peak_tflops_per_device={peak!r} is invalid: expected "
+                             "a number > 0 (the device's peak TFLOP/s) or None")
 
 
 class SkippedStepsError(RuntimeError):
@@ -252,7 +260,7 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
     bar = _progress(progress, step, config.train_steps) if primary else None
     lines = primary and progress is None and bar is None
     last, last_eval, last_infer = {}, {}, {}
-    t0, logged_at = time.perf_counter(), step
+    meter = Throughput.for_trainer(trainer, config.peak_tflops_per_device, primary)
     saved = set(ckpt.all_steps())
     with preemption:
         try:
@@ -260,6 +268,7 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
             while step < config.train_steps:
                 batch, feed_state = next(batches)  # the position right after this batch
                 state, metrics = trainer.train_step(state, batch)
+                meter.step(batch, metrics)
                 step += 1
                 batches.fill(config.train_steps - step)  # read ahead while the step runs
                 ckpt.poll()  # a failed background save stops the run here, at once
@@ -270,24 +279,25 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
                     or step == config.train_steps)
                 if logs:
                     last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                    last["seconds_per_step"] = (time.perf_counter() - t0) / (step - logged_at)
-                    t0, logged_at = time.perf_counter(), step
+                    last.update(meter.log())
                     writer.write(step, last)
                     if bar is not None:
-                        bar.set_postfix(loss=f"{last['loss']:.3f}")
+                        bar.set_postfix({"loss": f"{last['loss']:.3f}", **_speed(last)})
                     elif lines:
                         print(f"step {step}/{config.train_steps}: loss {last['loss']:.4f}, "
                               f"accuracy {last.get('accuracy', float('nan')):.4f}, "
-                              f"{last['seconds_per_step']:.3f} s/step", file=sys.stderr,
-                              flush=True)
+                              f"{last['seconds_per_step']:.3f} s/step, "
+                              + ", ".join(f"{k} {v}" for k, v in _speed(last).items()),
+                              file=sys.stderr, flush=True)
                     check_skipped_steps(trainer, config.max_consecutive_skipped_steps, step,
                                         last)
                 if bar is not None:
                     bar.update(1)
+                if saves or evals:
+                    meter.pause(metrics)  # the clock times train steps only
                 if saves:
                     ckpt.save(step, state, feed_state)
                     saved.add(step)
-                eval_start = time.perf_counter()
                 if evals and make_eval_feed is not None:
                     last_eval = evaluate(trainer, state.params, make_eval_feed())
                     writer.write(step, last_eval, prefix="eval/")
@@ -300,7 +310,7 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
                     if lines:
                         print(f"step {step}: inference eval {last_infer}", file=sys.stderr,
                               flush=True)
-                t0 += time.perf_counter() - eval_start  # seconds_per_step: training only
+                meter.resume()
                 if step < config.train_steps and preemption.agreed(step, logs or saves or evals):
                     if step not in saved:
                         ckpt.save(step, state, feed_state, force=True)
@@ -314,6 +324,15 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
     return {"step": step, "preempted": preemption.requested, "resumed": latest is not None,
             "metrics": last, "eval_metrics": last_eval, "infer_eval_metrics": last_infer,
             "state": state}
+
+
+def _speed(last: dict) -> dict:
+    """The throughput figures for the progress bar or line."""
+    out = {"tok/s": f"{last['tokens_per_second']:,.0f}",
+           "TFLOP/s/dev": f"{last['tflops_per_device']:.3g}"}
+    if "mfu" in last:
+        out["MFU"] = f"{100 * last['mfu']:.1f}%"
+    return out
 
 
 def _progress(enabled: bool | None, start: int, total: int):

@@ -21,6 +21,7 @@ from model_zoo.losses import LossSums, cross_entropy_loss
 from training.loss_normalization import check_factor, factor_and_weights, target_weights
 from training.loss_scale import LossScaleConfig, all_finite, update_loss_scale
 from training.train_state import TrainState
+from training.throughput import nonpadding_tokens
 
 MODEL_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "encoder_segment_ids",
                   "decoder_segment_ids", "encoder_positions", "decoder_positions",
@@ -159,6 +160,7 @@ def make_train_step(mdef: ModelDef, optimizer: optax.GradientTransformation,
         metrics = {
             "loss": sums.loss / total_weight, "z_loss": sums.z_loss / total_weight,
             "accuracy": sums.correct / total_weight, "tokens": sums.weight,
+            "nonpadding_tokens": nonpadding_tokens(batch),
             "normalized_loss": sums.objective / factor,
             "grad_norm": jnp.where(finite, _global_norm(grads), jnp.inf),
             "loss_scale": scale, "skipped": new_state.loss_scale.skipped,
