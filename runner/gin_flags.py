@@ -85,13 +85,17 @@ def _suggest(message: str) -> str:
         return (f"unknown configurable {missing.group(1)!r}"
                 + (f"; did you mean {close}?" if close else f"; t5pod's: {sorted(known)}")
                 + f"\n(gin: {message})")
-    param = re.search(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'",
-                      message)
+    param = re.search(r"Configurable '([^']+)' (?:doesn't have a parameter named|has "
+                      r"denylisted kwarg) '([^']+)'", message)
     if param:
         name = param.group(1)
         moved = MOVED.get((name.split(".")[-1], param.group(2)))
         if moved:
             return f"{name}.{param.group(2)} is gone: {moved}\n(gin: {message})"
+        if (name.split(".")[-1], param.group(2)) == ("FeedConfig", "task_settings"):
+            settings = sorted(k for k in known if k.startswith("tasks.") and k != name)
+            return (f"{name}.task_settings is not bound itself: bind each setting, e.g. "
+                    f"tasks.mmlu.data_dir = '/data'; settings: {settings}\n(gin: {message})")
         matches = [k for k in known if name in (k, k.split(".")[-1])]
         names = known[matches[0]] if matches else []
         close = difflib.get_close_matches(param.group(2), names, n=3, cutoff=0.5)
