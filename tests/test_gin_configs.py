@@ -204,6 +204,7 @@ def test_every_task_setting_is_known_and_a_misspelled_one_is_refused():
     with pytest.raises(ValueError, match=r"unknown configurable 'tasks.wikispel'; did you mean "
                                          r"\['tasks.wikispell'"):
         gin_flags.run_from_gin(["runs/demo_pretrain.gin"], ["tasks.wikispel.train_size = 5"])
-    with pytest.raises(ValueError, match=r"task_settings is not bound itself: bind each setting.*'tasks.bbh'"):
+    with pytest.raises(ValueError, match=r"task_settings is not bound itself: bind each "
+                                         r"setting.*'tasks.bbh'"):
         gin_flags.run_from_gin(["runs/demo_pretrain.gin"],
                                ["train/tasks.FeedConfig.task_settings = {}"])
