@@ -59,16 +59,19 @@ def check(cfg: SweepConfig, members: list[Member], extra: list[str], out: str) -
     parsed = {}
     for member in members:
         run, records = parsed[member.name] = member_run(cfg, member, extra)
-        request_cpu_devices(run.mesh)
-        Trainer(run.model, run.trainer, partitioning.make_mesh(run.mesh))
-        checkpointed_step(run, os.path.join(out, member.name), identity_of(run.model))
-        data = [(run.feed.mixture_or_task_name, "train")]
-        if run.heldout_mixture and cfg.heldout_examples:
-            data.append((run.heldout_mixture, "validation"))
-        for name, split in data:
-            with settings_scope.active(run.feed.task_settings):
-                ds = lookup(name).get_dataset(run.lengths, split=split, shuffle=False)
-            next(ds.take(1).as_numpy_iterator())
+        try:
+            request_cpu_devices(run.mesh)
+            Trainer(run.model, run.trainer, partitioning.make_mesh(run.mesh))
+            checkpointed_step(run, os.path.join(out, member.name), identity_of(run.model))
+            data = [(run.feed.mixture_or_task_name, "train")]
+            if run.heldout_mixture and cfg.heldout_examples:
+                data.append((run.heldout_mixture, "validation"))
+            for name, split in data:
+                with settings_scope.active(run.feed.task_settings):
+                    ds = lookup(name).get_dataset(run.lengths, split=split, shuffle=False)
+                next(ds.take(1).as_numpy_iterator())
+        except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
+            raise _named(member, e) from e
     return parsed
 
 
