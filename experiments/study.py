@@ -106,8 +106,8 @@ def curves(sweep_path: str, out: str, bindings: list[str],
         return None
     found = []
     for member in members:
-        with sweep_lib.member_run(cfg, member, list(bindings)) as (run, _):
-            model, flops = run.model, train_flops_per_step(run)
+        run, _ = sweep_lib.member_run(cfg, member, list(bindings))
+        model, flops = run.model, train_flops_per_step(run)
         train, evals = read_curves(os.path.join(out, member.name))
         found.append(Curve(member.name, dict(member.bindings), model, param_count(model), flops,
                            train, evals))

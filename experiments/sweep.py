@@ -1,9 +1,9 @@
 """A sweep's members, checked all together first, then each trained through runner.train.
 
-Every member becomes a Run (gin files + its bindings, parsed at the edge by
-runner.gin_flags.run_from_gin) and its training and held-out data give a first example
-before anything trains; each member is parsed again when it trains (tasks read their own
-gin configurables while the input pipeline runs). Members train one after another in
+Every member becomes a Run (gin files + its bindings, parsed once at the edge by
+runner.gin_flags.run_from_gin into a plain value, task settings included) and its training
+and held-out data give a first example before anything trains; no gin state is kept while
+members train. Members train one after another in
 OUT/MEMBER (resumable); a member with OUT/MEMBER/sweep_result.json is finished and skipped.
 A member whose run names a held-out mixture is evaluated zero-shot on it afterwards
 (greedy decoding, exact match).
@@ -32,32 +32,34 @@ def _named(member: Member, e: Exception) -> Exception:
         f"sweep member {member.name!r}: {message}")
 
 
-@contextlib.contextmanager
-def member_run(cfg: SweepConfig, member: Member, extra: list[str]):
-    """`with member_run(...) as (run, records):` one member's Run; errors name the member."""
+def member_run(cfg: SweepConfig, member: Member, extra: list[str]) -> tuple:
+    """One member's (run, records), parsed from gin; errors name the member."""
     try:
-        with gin_flags.run_from_gin(list(cfg.gin_files),
-                                    member.gin_bindings(cfg.bindings) + extra) as parsed:
-            yield parsed
+        return gin_flags.run_from_gin(list(cfg.gin_files),
+                                      member.gin_bindings(cfg.bindings) + extra)
     except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
         raise _named(member, e) from e
 
 
-def check(cfg: SweepConfig, members: list[Member], extra: list[str], out: str) -> None:
+def check(cfg: SweepConfig, members: list[Member], extra: list[str], out: str) -> dict:
     """Everything that can be checked without training, for every member: its Run, its mesh
     and trainer (shardings, batch vs data-parallel degree), what its model_dir's checkpoints
-    allow (runner/resume_check.py) and a first example of its data."""
+    allow (runner/resume_check.py) and a first example of its data. Returns {member name:
+    (run, records)}, the values the members train from."""
     import partitioning
     from model_zoo.identity import identity_of
     from partitioning.cpu_devices import request_cpu_devices
     from runner.resume_check import checkpointed_step
+    from tasks import settings_scope
     from tasks.feeding import lookup
     from training.trainer import Trainer
 
     keys = set(cfg.bindings) | {k for m in members for k, _ in m.bindings}
     gin_flags.check_macros_defined(list(cfg.gin_files), sorted(k for k in keys if "." not in k))
+    parsed = {}
     for member in members:
-        with member_run(cfg, member, extra) as (run, _):
+        run, records = parsed[member.name] = member_run(cfg, member, extra)
+        try:
             request_cpu_devices(run.mesh)
             Trainer(run.model, run.trainer, partitioning.make_mesh(run.mesh))
             checkpointed_step(run, os.path.join(out, member.name), identity_of(run.model))
@@ -65,18 +67,25 @@ def check(cfg: SweepConfig, members: list[Member], extra: list[str], out: str) -
             if run.heldout_mixture and cfg.heldout_examples:
                 data.append((run.heldout_mixture, "validation"))
             for name, split in data:
-                ds = lookup(name).get_dataset(run.lengths, split=split, shuffle=False)
+                with settings_scope.active(run.feed.task_settings):
+                    ds = lookup(name).get_dataset(run.lengths, split=split, shuffle=False)
                 next(ds.take(1).as_numpy_iterator())
+        except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
+            raise _named(member, e) from e
+    return parsed
 
 
-def heldout_eval(model_dir: str, heldout: str, examples: int, lengths: dict) -> dict:
+def heldout_eval(model_dir: str, heldout: str, examples: int, lengths: dict,
+                 task_settings=None) -> dict:
     from model_zoo.decoding import DecodeConfig
     from inference.task_evaluator import evaluate_task
     from inference.predictor import Predictor
+    from tasks import settings_scope
 
     predictor = Predictor(model_dir, decode_config=DecodeConfig(lengths["targets"]),
                           max_input_length=lengths["inputs"])
-    results = evaluate_task(predictor, heldout, "validation", lengths, examples)
+    with settings_scope.active(task_settings):
+        results = evaluate_task(predictor, heldout, "validation", lengths, examples)
     # fractions, like the teacher-forced eval/accuracy beside them
     out = {f"heldout/{task}": r["accuracy"] / 100.0 for task, r in results.items()}
     out["heldout/accuracy"] = sum(out.values()) / len(out)
@@ -95,7 +104,7 @@ def run_member(cfg: SweepConfig, member: Member, run, records: dict, out: str) -
     metrics = sweep_report.final_metrics(model_dir)
     if run.heldout_mixture and cfg.heldout_examples:
         metrics.update(heldout_eval(model_dir, run.heldout_mixture, cfg.heldout_examples,
-                                    run.lengths))
+                                    run.lengths, run.feed.task_settings))
     metrics["train_seconds"] = round(seconds, 1)
     result = {"member": member.name, "bindings": dict(member.bindings), "metrics": metrics}
     with open(os.path.join(model_dir, RESULT), "w") as f:
@@ -162,7 +171,7 @@ def sweep(sweep_path: str, out: str, bindings: list[str] = (), only: str | list 
     `bindings` are gin bindings for every member; `relaunch_flags` the same as command-line
     flags, for the launch scripts.
     """
-    import tasks  # noqa: F401  (registers tasks and their gin configurables)
+    import tasks  # noqa: F401  (registers the tasks)
 
     cfg = read(sweep_path)
     members = cfg.expand()
@@ -177,7 +186,7 @@ def sweep(sweep_path: str, out: str, bindings: list[str] = (), only: str | list 
     os.makedirs(out, exist_ok=True)
     if not collect:
         pending = [m for m in chosen if finished(out, m) is None]
-        check(cfg, pending, list(bindings), out)
+        parsed = check(cfg, pending, list(bindings), out)   # each member parsed once
         if emit_only:
             for path in emit(sweep_path, out, members, list(relaunch_flags)):
                 print(path)
@@ -186,8 +195,8 @@ def sweep(sweep_path: str, out: str, bindings: list[str] = (), only: str | list 
             for member in pending:
                 print(f"sweep: training member {member.name}", file=sys.stderr)
                 start = time.process_time()
-                with member_run(cfg, member, list(bindings)) as (run, records):
-                    result = run_member(cfg, member, run, records, out)
+                run, records = parsed[member.name]
+                result = run_member(cfg, member, run, records, out)
                 if result is None:
                     print(f"sweep: SIGTERM: stopped in member {member.name}; run the sweep "
                           "again to resume it", file=sys.stderr)

@@ -21,8 +21,9 @@ LABELS = {"t5": "T5 (char-blind, SentencePiece)", "byt5": "ByT5 (char-aware, byt
 
 
 def evaluate(model_dir: str, targets_length: int, per_bucket: int,
-             batch_size: int = 250) -> dict:
-    """Exact match (%) per bucket and overall on the first `per_bucket` test words of each."""
+             batch_size: int = 250, config=None) -> dict:
+    """Exact match (%) per bucket and overall on the first `per_bucket` test words of each
+    (of WikiSpell as `config`, a WikiSpellConfig, draws it; None: the defaults)."""
     from model_zoo.decoding import DecodeConfig
     from inference.predictor import Predictor
     from tasks import wikispell
@@ -30,7 +31,7 @@ def evaluate(model_dir: str, targets_length: int, per_bucket: int,
     predictor = Predictor(model_dir, decode_config=DecodeConfig(targets_length))
     targets, predictions = [], []
     for bucket in wikispell.BUCKET_NAMES:
-        rows = wikispell.examples("test", bucket=bucket)[:per_bucket]
+        rows = wikispell.examples("test", config, bucket=bucket)[:per_bucket]
         words = [r["inputs"] for r in rows]
         for start in range(0, len(words), batch_size):
             predictions += [(bucket, p.strip()) for p in
@@ -61,14 +62,15 @@ def train_and_evaluate(gin_files: list[str], model_dir: str, targets_length: int
     from runner.gin_flags import run_from_gin
     from runner.train import train
 
-    with run_from_gin(gin_files, list(bindings)) as (run, records):
+    run, records = run_from_gin(gin_files, list(bindings))
+    start = time.time()
+    train(run, model_dir, progress=False, records=records)
+    result = {"params": param_count(run.model), "train_seconds": round(time.time() - start, 1)}
+    if targets_length is not None:
         start = time.time()
-        train(run, model_dir, progress=False, records=records)
-        result = {"params": param_count(run.model), "train_seconds": round(time.time() - start, 1)}
-        if targets_length is not None:
-            start = time.time()
-            result = {"metrics": evaluate(model_dir, targets_length, per_bucket), **result,
-                      "eval_seconds": round(time.time() - start, 1)}
+        metrics = evaluate(model_dir, targets_length, per_bucket,
+                           config=run.feed.task_settings.wikispell)
+        result = {"metrics": metrics, **result, "eval_seconds": round(time.time() - start, 1)}
     return result
 
 

@@ -66,6 +66,9 @@ def train(model=gin.REQUIRED, mesh=gin.REQUIRED, trainer=None, loop=gin.REQUIRED
     if (trainer is None) == (train is None):
         raise ValueError("bind exactly one of run.train.trainer (a training.TrainConfig) and "
                          "its older name run.train.train")
+    settings = task_settings()
+    feed, eval_feed = (f if f is None else dataclasses.replace(f, task_settings=settings)
+                       for f in (feed, eval_feed))
     return Run(model, mesh, trainer or train, loop, feed, eval_feed, eval_batches,
                initial_checkpoint_path, byte_encoder_checkpoint_path, heldout_mixture,
                inference_eval)
@@ -91,32 +94,36 @@ def known_configurables() -> dict[str, list[str]]:
                 LoopConfig):
         known[f"training.{cls.__name__}"] = params(cls)
     try:
+        from tasks import settings
         from tasks.feeding import FeedConfig
 
-        known["tasks.FeedConfig"] = params(FeedConfig)
-        known["tasks.text_corpus"] = ["train", "validation", "field"]
-        from tasks.instruction_sources import JsonlTask
-        from tasks.instructions import InstructionFormat
-
-        known["tasks.instruction_format"] = params(InstructionFormat)
-        known["tasks.instruction_jsonl"] = params(JsonlTask)
-        known["tasks.instruction_mixing"] = ["weights", "cap"]
-        from tasks.flan_collection import Flan2022
-
-        known["tasks.flan2022"] = params(Flan2022)
+        known["tasks.FeedConfig"] = [p for p in params(FeedConfig) if p != "task_settings"]
+        known.update(settings.parameters())
     except ImportError:  # no TensorFlow on this machine
         pass
     return known
 
 
 def register_tasks_configurables() -> None:
-    """FeedConfig lives in tasks/ (TensorFlow); registered only by tools that read data."""
-    global _feed_registered
+    """FeedConfig and the task settings (`tasks.mmlu`, `tasks.flan2022`, ... : every builder
+    of tasks.settings.BUILDERS) live in tasks/ (TensorFlow); registered only by tools that
+    read data. A feed's task_settings come from those, never bound on FeedConfig itself."""
+    from tasks import settings
     from tasks.feeding import FeedConfig
 
-    if not _feed_registered:
-        gin.external_configurable(FeedConfig, module="tasks")
-        _feed_registered = True
+    if not _registered:
+        gin.external_configurable(FeedConfig, module="tasks", denylist=["task_settings"])
+        for name, builder in settings.BUILDERS.items():
+            _registered[name] = gin.external_configurable(builder, name=name, module="tasks")
 
 
-_feed_registered = False
+_registered: dict = {}   # setting name -> its gin configurable
+
+
+def task_settings():
+    """The TaskSettings gin binds (`tasks.mmlu.data_dir = ...`), every setting's defaults
+    where nothing is bound; call with gin parsed."""
+    from tasks.settings import TaskSettings
+
+    register_tasks_configurables()
+    return TaskSettings(**{name: make() for name, make in _registered.items()})

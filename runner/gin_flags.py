@@ -9,7 +9,6 @@ such as a task name is taken as a string, so no escaped quotes are needed.
 from __future__ import annotations
 
 import ast
-import contextlib
 import difflib
 import os
 import re
@@ -86,13 +85,17 @@ def _suggest(message: str) -> str:
         return (f"unknown configurable {missing.group(1)!r}"
                 + (f"; did you mean {close}?" if close else f"; t5pod's: {sorted(known)}")
                 + f"\n(gin: {message})")
-    param = re.search(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'",
-                      message)
+    param = re.search(r"Configurable '([^']+)' (?:doesn't have a parameter named|has "
+                      r"denylisted kwarg) '([^']+)'", message)
     if param:
         name = param.group(1)
         moved = MOVED.get((name.split(".")[-1], param.group(2)))
         if moved:
             return f"{name}.{param.group(2)} is gone: {moved}\n(gin: {message})"
+        if (name.split(".")[-1], param.group(2)) == ("FeedConfig", "task_settings"):
+            settings = sorted(k for k in known if k.startswith("tasks.") and k != name)
+            return (f"{name}.task_settings is not bound itself: bind each setting, e.g. "
+                    f"tasks.mmlu.data_dir = '/data'; settings: {settings}\n(gin: {message})")
         matches = [k for k in known if name in (k, k.split(".")[-1])]
         names = known[matches[0]] if matches else []
         close = difflib.get_close_matches(param.group(2), names, n=3, cutoff=0.5)
@@ -201,15 +204,13 @@ def _with_macro(e: Exception) -> Exception:
         f"{first} (set by the macro {', '.join(named)})" + "".join(f"\n{x}" for x in rest))
 
 
-@contextlib.contextmanager
 def run_from_gin(files: list[str], bindings: list[str]):
-    """`with run_from_gin(files, bindings) as (run, records):` the one place a run is parsed.
+    """`run, records = run_from_gin(files, bindings)`: the one place a run is parsed.
 
-    `run` is the Run; everything t5pod's runner and training use comes from it. Gin stays
-    bound until the block ends only because tasks' own configurables (corpus files,
-    instruction formats, mixing weights, WikiSpell sizes) are read by the input pipeline as
-    it runs. `records` is what a model_dir keeps: config.gin (as given) and
-    operative_config.gin (a function: gin's operative config is complete after training).
+    `run` is the Run, a plain value: everything t5pod's runner, training and input pipeline
+    use comes from it (the task settings too, in `run.feed.task_settings`), and gin is
+    cleared before it returns. `records` is what a model_dir keeps: config.gin (as given)
+    and operative_config.gin (what building the run read).
     """
     configurables.register_tasks_configurables()
     try:
@@ -223,22 +224,17 @@ def run_from_gin(files: list[str], bindings: list[str]):
             if hinted is e:
                 raise
             raise hinted from None
-        yield run, {"config.gin": gin.config_str(),
-                    "operative_config.gin": gin.operative_config_str}
+        return run, {"config.gin": gin.config_str(),
+                     "operative_config.gin": gin.operative_config_str()}
     finally:
         gin.clear_config()
 
 
-@contextlib.contextmanager
-def bound(files: list[str], bindings: list[str]):
-    """Gin parsed for the block, then cleared: for tools whose tasks read their gin-bound
-    files (tasks.mmlu.data_dir, tasks.bbh.data_dir) while their data is read."""
+def task_settings_from_gin(files: list[str], bindings: list[str]):
+    """The TaskSettings the gin files and bindings give (`tasks.mmlu.data_dir = %MMLU_DIR`),
+    for tools that read a task's data without a Run (tools.eval)."""
     configurables.register_tasks_configurables()
-    try:
-        parse(files, bindings)
-        yield
-    finally:
-        gin.clear_config()
+    return _built(files, bindings, configurables.task_settings)
 
 
 def _built(files: list[str], bindings: list[str], make):

@@ -240,10 +240,12 @@ def _final_eval(run: Run, model_dir: str, step: int, identity: dict, primary: bo
 def _inference_eval_fn(run: Run, trainer):
     """The loop's periodic inference eval (seqio.Evaluator over the training params)."""
     from inference.seqio_evaluator import make_evaluate_fn
+    from tasks import settings_scope
     from tasks.feeding import lookup
 
     vocab = lookup(run.feed.mixture_or_task_name).output_features["targets"].vocabulary
-    return make_evaluate_fn(run.inference_eval, trainer, vocab)
+    with settings_scope.active(run.feed.task_settings):  # its data is read here
+        return make_evaluate_fn(run.inference_eval, trainer, vocab)
 
 
 def _agree(flag: bool) -> bool:

@@ -20,10 +20,9 @@ import functools
 import json
 import os
 
-import gin
 import seqio
 
-from tasks import hybrid_features
+from tasks import hybrid_features, settings_scope
 from tasks.instructions import COT_PROMPT, answer_of
 from tasks.metrics import exact_match
 from tasks.rank_classification import features
@@ -47,13 +46,12 @@ class BBHConfig:
     data_dir: str | None = None
 
 
-@gin.configurable(module="tasks")
 def bbh(data_dir: str | None = None) -> BBHConfig:
     return BBHConfig(data_dir)
 
 
 def _data_dir() -> str:
-    data_dir = bbh().data_dir
+    data_dir = settings_scope.get("bbh", BBHConfig).data_dir
     if not data_dir:
         raise ValueError("BBH's data directory is not set: pass --gin.BBH_DIR=/path/to/"
                          "BIG-Bench-Hard (holding bbh/ and cot-prompts/) with "

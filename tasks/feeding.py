@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
-import os
 import queue
 import threading
 from typing import Iterator
@@ -20,8 +19,11 @@ from typing import Iterator
 import numpy as np
 import seqio
 
+from tasks import settings_scope
 from tasks.hybrid_features import converter, is_hybrid
+from tasks.settings import TaskSettings, from_mapping
 from tasks.tf_setup import tf
+from tasks.tfds_prepared import check_tfds_dataset_prepared, under_tfds_mock
 
 
 RESUME_MODES = ("exact", "approximate")
@@ -44,8 +46,12 @@ class FeedConfig:
     # saved under another host count or batch size resumes at the same number of global
     # examples on this run's shards (some examples may repeat or be skipped).
     resume: str = "exact"
+    # what the task code reads (benchmark dirs, corpus files, formats, mixing, sizes): a
+    # TaskSettings, or a mapping {setting: {parameter: value}} read by tasks.settings
+    task_settings: TaskSettings = TaskSettings()
 
     def __post_init__(self):
+        object.__setattr__(self, "task_settings", from_mapping(self.task_settings))
         for name in ("batch_size", "seed", "num_epochs"):
             value = getattr(self, name)
             if (not isinstance(value, int) or isinstance(value, bool)) and not (
@@ -89,21 +95,8 @@ def check_tfds_prepared(provider, data_dir: str | None) -> None:
 
 def require_prepared(provider, data_dir: str | None = None) -> None:
     """check_tfds_prepared, except under tfds.testing.mock_data (which fakes every dataset)."""
-    if not _under_tfds_mock():
+    if not under_tfds_mock():
         check_tfds_prepared(provider, data_dir)
-
-
-def check_tfds_dataset_prepared(name: str, data_dir: str | None = None) -> None:
-    import tensorflow_datasets as tfds
-
-    builder = tfds.builder(name, data_dir=data_dir)
-    if not tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json")):
-        searched = data_dir or os.environ.get("TFDS_DATA_DIR") or tfds.core.constants.DATA_DIR
-        raise FileNotFoundError(
-            f"TFDS dataset {name!r} is not prepared (searched data dir {searched}). "
-            f"Prepare it with `tfds build {name.split(':')[0]} --data_dir {searched}` on a "
-            "machine with network access (or copy a prepared one there), or point "
-            "FeedConfig.tfds_data_dir / TFDS_DATA_DIR at it.")
 
 
 def dataset(config: FeedConfig, process_index: int = 0, process_count: int = 1):
@@ -118,21 +111,14 @@ def dataset(config: FeedConfig, process_index: int = 0, process_count: int = 1):
                          + ("provides byte_inputs: add a 'byte_inputs' length to "
                             if hybrid else "has no byte_inputs: drop 'byte_inputs' from ")
                          + f"task_feature_lengths={dict(config.task_feature_lengths)}")
-    return seqio.get_dataset(
-        provider, task_feature_lengths=dict(config.task_feature_lengths),
-        feature_converter=converter(provider, config.pack),
-        dataset_split=config.split, shuffle=config.shuffle, num_epochs=config.num_epochs,
-        shard_info=(seqio.ShardInfo(process_index, process_count) if process_count > 1
-                    else None), seed=config.seed,
-        verbose=False)
-
-
-def _under_tfds_mock() -> bool:
-    """True inside `tfds.testing.mock_data`, which fakes every dataset (tests)."""
-    import tensorflow_datasets as tfds
-
-    prepare = tfds.core.DatasetBuilder.download_and_prepare
-    return "testing" in getattr(prepare, "__module__", "")
+    with settings_scope.active(config.task_settings):
+        return seqio.get_dataset(
+            provider, task_feature_lengths=dict(config.task_feature_lengths),
+            feature_converter=converter(provider, config.pack),
+            dataset_split=config.split, shuffle=config.shuffle, num_epochs=config.num_epochs,
+            shard_info=(seqio.ShardInfo(process_index, process_count) if process_count > 1
+                        else None), seed=config.seed,
+            verbose=False)
 
 
 class HostFeed:

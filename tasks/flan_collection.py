@@ -33,10 +33,10 @@ import functools
 import os
 from typing import Iterator, Mapping
 
-import gin
 import seqio
 
 from tasks import flan_collection_files as files_
+from tasks import settings_scope
 from tasks.flan_collection_files import SUB_MIXTURES, TEMPLATE_TYPES
 from tasks.tf_setup import tf
 
@@ -107,7 +107,6 @@ def _overrides(field: str, given, defaults: Mapping) -> tuple:
     return tuple({**defaults, **given}.items())
 
 
-@gin.configurable(module="tasks")
 def flan2022(directory: str | None = None, rates=None, caps=None, template_types=None,
              validation_examples: int = 1000, shuffle_buffer: int = 10_000) -> Flan2022:
     """The Flan 2022 export to read and how to mix it (see the module docstring)."""
@@ -199,7 +198,7 @@ def _chunks(rows: Iterator[dict]) -> Iterator[dict]:
 
 def _dataset_fn(sub_mixture: str):
     def fn(split: str, shuffle_files: bool = False, seed: int | None = None):
-        config = flan2022()
+        config = settings_scope.get("flan2022", Flan2022)
         if config.rate(sub_mixture) == 0:  # never sampled: read nothing
             return tf.data.Dataset.from_tensor_slices(
                 {k: tf.constant([], tf.string) for k in FEATURES})
@@ -229,4 +228,4 @@ def register(vocabulary) -> None:
 
 
 def _rate(sub_mixture: str, task=None) -> float:
-    return flan2022().rate(sub_mixture)
+    return settings_scope.get("flan2022", Flan2022).rate(sub_mixture)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Mapping
 
-import gin
 import seqio
+
+from tasks import settings_scope
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +59,6 @@ class Mixing:
     cap: int | None = None                         # overrides every mixture's per-task cap
 
 
-@gin.configurable(module="tasks")
 def instruction_mixing(weights: Mapping[str, float] | None = None,
                        cap: int | None = None) -> Mixing:
     """Gin (and sweep) overrides of sub-mixture weights and the per-task cap:
@@ -90,7 +90,7 @@ def add_mixture(name: str, groups: Mapping[str, SubMixture], cap: int,
 
 def current_rates(groups: Mapping[str, SubMixture], cap: int,
                   size_of: Callable[[str], int]) -> dict[str, float]:
-    mixing = instruction_mixing()
+    mixing = settings_scope.get("instruction_mixing", Mixing)
     unknown = sorted(g for g, _ in mixing.weights if g not in _GROUPS)
     if unknown:
         raise ValueError(f"tasks.instruction_mixing.weights names unknown sub-mixture(s) "

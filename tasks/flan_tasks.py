@@ -18,8 +18,9 @@ import dataclasses
 import seqio
 
 from tasks import instruction_sources as src
+from tasks import settings_scope
 from tasks.flan_mixtures import SubMixture, add_mixture
-from tasks.instructions import (InstructionTask, Template, answer_of, instruction_format,
+from tasks.instructions import (InstructionFormat, InstructionTask, Template, answer_of,
                                 render_split)
 from tasks.metrics import accuracy
 from tasks.tf_setup import tf
@@ -130,7 +131,7 @@ def spec_of(name: str) -> InstructionTask:
 def rendered(name: str, split: str, zero_shot: bool = False) -> list[dict]:
     """The rendered examples of a split, per the current tasks.instruction_format."""
     spec, rows_of = spec_of(name), SOURCES[name][1]
-    config = instruction_format()
+    config = settings_scope.get("instruction_format", InstructionFormat)
     if zero_shot:
         config = dataclasses.replace(config, few_shot_fraction=0.0)
     rows = rows_of(split)

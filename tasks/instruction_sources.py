@@ -18,9 +18,7 @@ import functools
 import json
 from typing import Callable
 
-import gin
-
-from tasks import corpus, text_files, wikispell
+from tasks import corpus, settings_scope, text_files, wikispell
 from tasks.instructions import InstructionTask, Template
 
 
@@ -34,10 +32,10 @@ def tfds_loader(tfds_name: str, convert: Callable[[dict], dict],
                 split_names: dict | None = None):
     """rows(split) of a TFDS dataset, each record turned into string fields by `convert`."""
     def rows(split: str) -> list[dict]:
-        from tasks.feeding import _under_tfds_mock
+        from tasks.tfds_prepared import under_tfds_mock
 
         name = (split_names or {}).get(split, split)
-        return [convert(r) for r in _tfds_rows(tfds_name, name, _under_tfds_mock())]
+        return [convert(r) for r in _tfds_rows(tfds_name, name, under_tfds_mock())]
     return rows
 
 
@@ -47,7 +45,7 @@ def _tfds_rows(tfds_name: str, split: str, mocked: bool) -> tuple:
 
     source = seqio.TfdsDataSource(tfds_name=tfds_name)
     if not mocked:
-        from tasks.feeding import check_tfds_dataset_prepared
+        from tasks.tfds_prepared import check_tfds_dataset_prepared
 
         check_tfds_dataset_prepared(tfds_name, source.tfds_dataset.data_dir)
     ds = source.get_dataset(split, shuffle=False)
@@ -77,7 +75,6 @@ class JsonlTask:
                                tuple(f for f, _ in self.fields), tuple(self.options))
 
 
-@gin.configurable(module="tasks")
 def instruction_jsonl(train=(), validation=(), fields=None, templates=(),
                       options=()) -> JsonlTask:
     def as_tuple(patterns):
@@ -91,11 +88,11 @@ def instruction_jsonl(train=(), validation=(), fields=None, templates=(),
 
 
 def jsonl_spec() -> InstructionTask:
-    return instruction_jsonl().spec()
+    return settings_scope.get("instruction_jsonl", JsonlTask).spec()
 
 
 def jsonl_rows(split: str) -> list[dict]:
-    config = instruction_jsonl()
+    config = settings_scope.get("instruction_jsonl", JsonlTask)
     patterns = text_files.split_patterns(config, split, "flan_jsonl",
                                          "tasks.instruction_jsonl", "/path/to/*.jsonl")
     return list(_jsonl_rows(patterns, config.fields))

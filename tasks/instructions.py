@@ -25,7 +25,6 @@ import string
 import zlib
 from typing import Sequence
 
-import gin
 import numpy as np
 
 COT_PROMPT = "Let's think step by step."
@@ -96,7 +95,6 @@ class InstructionFormat:
             raise ValueError(f"InstructionFormat.num_shots={self.num_shots} must be >= 1")
 
 
-@gin.configurable(module="tasks")
 def instruction_format(seed: int = 0, few_shot_fraction: float = 0.5, num_shots: int = 2,
                        options_fraction: float = 0.5,
                        cot_fraction: float = 1.0) -> InstructionFormat:

@@ -37,10 +37,9 @@ import functools
 import os
 import re
 
-import gin
 import seqio
 
-from tasks import hybrid_features
+from tasks import hybrid_features, settings_scope
 from tasks import rank_classification as rank
 from tasks.metrics import accuracy
 from tasks.tf_setup import tf
@@ -63,7 +62,6 @@ class MMLUConfig:
                              f"{RANK_CHOICES}")
 
 
-@gin.configurable(module="tasks")
 def mmlu(data_dir: str | None = None, subjects=(), rank_choices: str = "letters") -> MMLUConfig:
     return MMLUConfig(data_dir, (subjects,) if isinstance(subjects, str) else tuple(subjects),
                       rank_choices)
@@ -115,7 +113,7 @@ def prompt(subject: str, question: Question, shots: list[Question]) -> str:
 
 
 def _config() -> MMLUConfig:
-    config = mmlu()
+    config = settings_scope.get("mmlu", MMLUConfig)
     if not config.data_dir:
         raise ValueError("MMLU's data directory is not set: pass --gin.MMLU_DIR=/path/to/mmlu "
                          "(holding dev/, val/ and test/ with the published CSV files) with "

@@ -7,8 +7,8 @@ import os
 
 import seqio
 
-from tasks import (bbh, corpus, flan_collection, flan_tasks, mmlu, text_files, wikispell,
-                   zipf_corpus)
+from tasks import (bbh, corpus, flan_collection, flan_tasks, mmlu, settings_scope, text_files,
+                   wikispell, zipf_corpus)
 from tasks.hybrid_features import HYBRID_SUFFIX, copy_inputs_to_bytes, with_bytes
 from tasks.metrics import accuracy
 from tasks.span_corruption import prefix_lm, span_corruption
@@ -82,15 +82,19 @@ def _wikispell(name: str, inputs_vocab, targets_vocab, hybrid: bool = False) -> 
         metric_fns=[wikispell.exact_match_by_bucket])
 
 
+def _zipf():
+    return settings_scope.get("zipf_corpus", zipf_corpus.ZipfCorpusConfig)
+
+
 def _zipf_text_dataset(split: str, shuffle_files: bool = False, seed: int | None = None):
-    texts = zipf_corpus.texts(zipf_corpus.zipf_corpus(), split)
+    texts = zipf_corpus.texts(_zipf(), split)
     ds = tf.data.Dataset.from_tensor_slices({"text": tf.constant(texts)})
     return ds.shuffle(len(texts), seed=seed) if shuffle_files else ds
 
 
 def _zipf_ids_dataset(split: str, shuffle_files: bool = False, seed: int | None = None):
     """The documents already tokenized (subword-sampled) with the WikiSpell SentencePiece."""
-    rows = zipf_corpus.sentencepiece_ids(zipf_corpus.zipf_corpus(), split, WIKISPELL_SPM)
+    rows = zipf_corpus.sentencepiece_ids(_zipf(), split, WIKISPELL_SPM)
     ids = tf.RaggedTensor.from_row_lengths(
         tf.constant([t for r in rows for t in r], tf.int32), [len(r) for r in rows])
     ds = tf.data.Dataset.from_tensor_slices({"targets": ids})

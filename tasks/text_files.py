@@ -13,8 +13,7 @@ import json
 import os
 from typing import Iterable
 
-import gin
-
+from tasks import settings_scope
 from tasks.tf_setup import tf
 
 
@@ -25,7 +24,6 @@ class TextCorpus:
     field: str = "text"
 
 
-@gin.configurable(module="tasks")
 def text_corpus(train=(), validation=(), field: str = "text") -> TextCorpus:
     def as_tuple(patterns):
         return (patterns,) if isinstance(patterns, str) else tuple(patterns)
@@ -90,7 +88,7 @@ def split_patterns(config, split: str, task: str, binding: str, example: str) ->
 
 def text_dataset(split: str, shuffle_files: bool = False, seed: int | None = None):
     """tf.data of {'text'} from the gin-bound corpus; a seqio FunctionDataSource dataset_fn."""
-    corpus = text_corpus()
+    corpus = settings_scope.get("text_corpus", TextCorpus)
     patterns = split_patterns(corpus, split, "text_span_corruption", "tasks.text_corpus",
                               "/path/to/*.txt")
     texts = read_texts(patterns, corpus.field)

@@ -22,8 +22,9 @@ import functools
 import logging
 import os
 
-import gin
 import numpy as np
+
+from tasks import settings_scope
 
 # (name, first rank fraction, end rank fraction): the paper's buckets.
 BUCKETS = (("top_1", 0.0, 0.01), ("top_1_10", 0.01, 0.10), ("top_10_20", 0.10, 0.20),
@@ -45,7 +46,6 @@ class WikiSpellConfig:
                              f"eval_per_bucket={self.eval_per_bucket} >= 1")
 
 
-@gin.configurable(module="tasks")
 def wikispell(seed: int = 0, train_size: int = 10000, eval_per_bucket: int = 1000,
               word_list: str | None = None) -> WikiSpellConfig:
     return WikiSpellConfig(seed, train_size, eval_per_bucket, word_list)
@@ -170,7 +170,7 @@ def examples(split: str, config: WikiSpellConfig | None = None,
         raise ValueError(f"WikiSpell has no split {split!r}; valid splits: {SPLITS}")
     if bucket is not None:
         check_bucket(bucket)
-    rows = splits(config or wikispell())[split]
+    rows = splits(config or settings_scope.get("wikispell", WikiSpellConfig))[split]
     return [{"inputs": w, "targets": spell(w), "bucket": b} for w, b in rows
             if bucket is None or b == bucket]
 

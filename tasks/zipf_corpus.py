@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import gin
 import numpy as np
 
 SPLITS = ("train", "validation")
@@ -55,7 +54,6 @@ class ZipfCorpusConfig:
                              "(0: no subword sampling)")
 
 
-@gin.configurable(module="tasks")
 def zipf_corpus(documents: int = 20000, words_per_document: int = 32,
                 repeat_probability: float = 0.5, sampling_alpha: float = 0.1,
                 seed: int = 0) -> ZipfCorpusConfig:

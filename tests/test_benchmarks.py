@@ -17,7 +17,7 @@ from runner import gin_flags
 from inference.seqio_evaluator import InferenceEvalConfig, InferenceEvaluator
 from inference.predictor import Predictor
 from inference.seqio_callbacks import predict_fn, score_fn
-from tasks import bbh, mmlu
+from tasks import bbh, mmlu, settings_scope
 from tasks import rank_classification as rank
 from tasks.registry import default_sentencepiece
 from tests.hf_reference import make_hf_t5
@@ -32,6 +32,11 @@ SUBJECTS = {
                   [["Closest star?", "the Sun", "Vega", "Proxima Centauri b", "Sirius", "A"],
                    ["Planets?", "8", "nine", "ten or so", "7", "A"]]),
 }
+
+
+def gin_settings(files, bindings):
+    """The task settings the gin files give, active while the data is read (as tools.eval)."""
+    return settings_scope.active(gin_flags.task_settings_from_gin(files, bindings))
 
 
 def write_mmlu(root, subjects=SUBJECTS):
@@ -95,7 +100,7 @@ def test_mmlu_rank_classification_is_the_argmax_of_hf_log_likelihoods(
     model, predictor = hf_model_and_predictor
     root = write_mmlu(tmp_path / "mmlu")
     name = f"mmlu_{shots}_rank_byte"
-    with gin_flags.bound(["runs/eval_mmlu.gin"],
+    with gin_settings(["runs/eval_mmlu.gin"],
                          [f"MMLU_DIR = '{root}'", f"tasks.mmlu.rank_choices = '{choices}'"]):
         metrics, outputs, rows = run_task(name, predictor)
     scores = outputs[seqio.metrics.ModelOutputType.SCORE]
@@ -154,7 +159,7 @@ def test_mmlu_generated_letter_is_scored_by_its_letter(tmp_path):
         question = text.rsplit("\n\n", 1)[-1].split("\nA. ")[0]
         return replies[question]
 
-    with gin_flags.bound(["runs/eval_mmlu.gin"], [f"MMLU_DIR = '{root}'"]):
+    with gin_settings(["runs/eval_mmlu.gin"], [f"MMLU_DIR = '{root}'"]):
         metrics, _, rows = run_task("mmlu_zero_shot_letter_byte", AnswerFromInput(answer))
     assert len(rows) == 4 and metrics == {"accuracy": 50.0}  # Sun and Cells right
     assert [mmlu.letter_of(t) for t in (" A. the Sun", "(B)", "C", "Dunno", "Bb")] == [
@@ -186,7 +191,7 @@ def test_bbh_exact_match_after_the_chain_of_thought(tmp_path):
     def answer(text):
         return replies[text.rsplit("Q: ", 1)[1].split("\nA:")[0]]
 
-    with gin_flags.bound(["runs/eval_bbh.gin"], [f"BBH_DIR = '{root}'"]):
+    with gin_settings(["runs/eval_bbh.gin"], [f"BBH_DIR = '{root}'"]):
         metrics, _, rows = run_task("bbh_boolean_expressions_cot_byte", AnswerFromInput(answer))
         direct, _, direct_rows = run_task("bbh_boolean_expressions_byte",
                                           AnswerFromInput(lambda t: "False"))
@@ -207,7 +212,7 @@ def test_malformed_mmlu_csv_fails_naming_file_and_line(tmp_path, row, match):
     root = write_mmlu(tmp_path / "mmlu", {"anatomy": ([good] * 5, [good, good, row])})
     with pytest.raises(ValueError, match=match):
         mmlu.read_csv(str(root / "test" / "anatomy_test.csv"))
-    with gin_flags.bound(["runs/eval_mmlu.gin"], [f"MMLU_DIR = '{root}'"]):
+    with gin_settings(["runs/eval_mmlu.gin"], [f"MMLU_DIR = '{root}'"]):
         with pytest.raises(ValueError, match=match):  # before any model is touched
             InferenceEvaluator(InferenceEvalConfig("mmlu_zero_shot_byte", "test"))
 
@@ -226,7 +231,7 @@ def test_malformed_bbh_json_fails_naming_file_and_line(tmp_path, text, match):
 
 
 def test_unset_data_dirs_say_which_macro(tmp_path):
-    with gin_flags.bound(["runs/eval_mmlu.gin", "runs/eval_bbh.gin"], []):
+    with gin_settings(["runs/eval_mmlu.gin", "runs/eval_bbh.gin"], []):
         with pytest.raises(ValueError, match="MMLU_DIR"):
             InferenceEvaluator(InferenceEvalConfig("mmlu_zero_shot", "test"))
         with pytest.raises(ValueError, match="BBH_DIR"):
@@ -269,7 +274,7 @@ def test_hybrid_mmlu_scores_each_option_on_the_prompts_tokens_and_bytes(hybrid_m
 
     mdef, params, inference = hybrid_model
     root = write_mmlu(tmp_path / "mmlu")
-    with gin_flags.bound(["runs/eval_mmlu.gin"],
+    with gin_settings(["runs/eval_mmlu.gin"],
                          [f"MMLU_DIR = '{root}'", "tasks.mmlu.rank_choices = 'options'"]):
         metrics, outputs, rows = run_task("mmlu_zero_shot_rank_hybrid", inference)
     scores = outputs[seqio.metrics.ModelOutputType.SCORE]

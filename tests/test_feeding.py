@@ -5,7 +5,6 @@ import dataclasses
 import json
 from unittest import mock
 
-import gin
 import numpy as np
 import pytest
 import seqio
@@ -119,19 +118,15 @@ def test_tfds_text_to_text_tasks_with_mock_data(name, prefix, labels):
     assert metric == {"accuracy": 50.0}
 
 
-def test_user_text_files_via_gin(tmp_path):
+def test_user_text_files_from_the_feeds_task_settings(tmp_path):
     path = tmp_path / "corpus.jsonl"
     lines = [{"body": f"line {i} of a user's own corpus, long enough to corrupt."}
              for i in range(40)]
     path.write_text("\n".join(json.dumps(x) for x in lines))
-    with gin.unlock_config():
-        gin.bind_parameter("tasks.text_corpus.train", str(path))
-        gin.bind_parameter("tasks.text_corpus.field", "body")
-    try:
-        batch = next(HostFeed(FeedConfig("text_span_corruption", LENGTHS, 2), 0, 1))
-        assert batch["encoder_input_tokens"].shape == (2, 64)
-    finally:
-        gin.clear_config()
+    corpus = {"text_corpus": {"train": str(path), "field": "body"}}
+    batch = next(HostFeed(FeedConfig("text_span_corruption", LENGTHS, 2,
+                                     task_settings=corpus), 0, 1))
+    assert batch["encoder_input_tokens"].shape == (2, 64)
 
 
 @pytest.mark.parametrize("content,match", [
@@ -142,25 +137,28 @@ def test_user_text_files_via_gin(tmp_path):
 def test_bad_corpus_files(tmp_path, content, match):
     path = tmp_path / ("bad.jsonl" if b"{" in content else "bad.txt")
     path.write_bytes(content)
-    with gin.unlock_config():
-        gin.bind_parameter("tasks.text_corpus.train", str(path))
-    try:
-        with pytest.raises((ValueError, KeyError), match=match):
-            next(HostFeed(FeedConfig("text_span_corruption", LENGTHS, 2), 0, 1))
-    finally:
-        gin.clear_config()
+    corpus = {"text_corpus": {"train": str(path)}}
+    with pytest.raises((ValueError, KeyError), match=match):
+        next(HostFeed(FeedConfig("text_span_corruption", LENGTHS, 2, task_settings=corpus),
+                      0, 1))
 
 
 def test_unbound_and_missing_corpus():
     with pytest.raises(ValueError, match="set tasks.text_corpus.train"):
         dataset(FeedConfig("text_span_corruption", LENGTHS, 2))
-    with gin.unlock_config():
-        gin.bind_parameter("tasks.text_corpus.train", "/nonexistent/*.txt")
-    try:
-        with pytest.raises(FileNotFoundError, match="matches no file"):
-            dataset(FeedConfig("text_span_corruption", LENGTHS, 2))
-    finally:
-        gin.clear_config()
+    corpus = {"text_corpus": {"train": "/nonexistent/*.txt"}}
+    with pytest.raises(FileNotFoundError, match="matches no file"):
+        dataset(FeedConfig("text_span_corruption", LENGTHS, 2, task_settings=corpus))
+
+
+def test_misspelled_task_setting_is_refused_naming_it():
+    with pytest.raises(ValueError, match=r"tasks.text_corpus has no parameter 'feild'; did "
+                                         r"you mean \['field'\]"):
+        FeedConfig("text_span_corruption", LENGTHS, 2, task_settings={
+            "text_corpus": {"feild": "body"}})
+    with pytest.raises(ValueError, match=r"unknown task setting 'mmlu_dir'; did you mean "
+                                         r"\['mmlu'\]"):
+        FeedConfig("text_span_corruption", LENGTHS, 2, task_settings={"mmlu_dir": {}})
 
 
 def test_unknown_name_lists_close_names():

@@ -5,7 +5,6 @@ import gzip
 import json
 import math
 
-import gin
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -13,6 +12,7 @@ import seqio
 
 import tasks  # noqa: F401
 from tasks import flan_collection as fc
+from tasks import settings, settings_scope
 from tasks.feeding import FeedConfig, HostFeed
 
 # (task_source spelling as the exports write it, task_name, examples, file kind)
@@ -53,12 +53,23 @@ def export(tmp_path_factory):
 
 @pytest.fixture
 def bind():
+    """bind(name=value, ...): tasks.flan2022 settings, added to those given before, made
+    active for datasets built directly; returns the TaskSettings (for a FeedConfig)."""
+    given, scopes = {}, []
+
     def bind(**values):
-        with gin.unlock_config():
-            for name, value in values.items():
-                gin.bind_parameter(f"tasks.flan2022.{name}", value)
+        given.update(values)
+        value = settings.from_mapping({"flan2022": dict(given)})
+        scopes.append(settings_scope.active(value))
+        scopes[-1].__enter__()
+        return value
     yield bind
-    gin.clear_config()
+    for scope in reversed(scopes):
+        scope.__exit__(None, None, None)
+
+
+def _flan2022():
+    return settings_scope.get("flan2022", fc.Flan2022)
 
 
 def _task_names(name, split, n=None):
@@ -96,7 +107,7 @@ def test_each_task_is_capped_and_validation_is_held_out(export, bind):
     # the first 3 flan records (flan/flan_small's, in sorted path order) are validation only
     assert validation == ["flan_small"] * 3
     assert train == {"flan_big": 20, "flan_small": 7}
-    cfg = fc.flan2022()
+    cfg = _flan2022()
     paths = fc.shards(cfg, "flan")
     held = {e["inputs"] for e in fc.examples(cfg, "flan", "validation", paths)}
     assert held == {f"flan_small question {i}" for i in range(3)}
@@ -105,14 +116,14 @@ def test_each_task_is_capped_and_validation_is_held_out(export, bind):
         "niv2_big": 10, "niv2_small": 5}
     # template_type filter: only zero-shot with options
     bind(template_types=["ZSOpt"], validation_examples=0, caps=1000)
-    kept = list(fc.examples(fc.flan2022(), "dialog", "train", fc.shards(cfg, "dialog")))
+    kept = list(fc.examples(_flan2022(), "dialog", "train", fc.shards(cfg, "dialog")))
     assert len(kept) == 5 and {e["template_type"] for e in kept} == {"zs_opt"}
 
 
 def test_run_feed_packs_at_configured_lengths(export, bind):
-    bind(directory=str(export), validation_examples=2)
+    given = bind(directory=str(export), validation_examples=2)
     batch = next(HostFeed(FeedConfig("flan2022", {"inputs": 64, "targets": 32}, 2,
-                                     shuffle=False), 0, 1))
+                                     shuffle=False, task_settings=given), 0, 1))
     assert batch["encoder_input_tokens"].shape == (2, 64)
     assert batch["decoder_target_tokens"].shape == (2, 32)
     assert batch["encoder_segment_ids"].max() > 1    # several examples packed per row
@@ -131,13 +142,12 @@ def test_malformed_line_names_file_and_line(tmp_path, bind):
     rows[1]["inputs"] = None
     _write(tmp_path / "niv2.parquet", rows)
     with pytest.raises(ValueError, match=r"niv2.parquet row 1: field 'inputs' is NoneType"):
-        list(fc.examples(fc.flan2022(), "niv2", "train", [str(tmp_path / "niv2.parquet")]))
+        list(fc.examples(_flan2022(), "niv2", "train", [str(tmp_path / "niv2.parquet")]))
 
 
 def test_bad_exports_fail_before_streaming(tmp_path, bind):
     def shards():
-        cfg = fc.flan2022()
-        return fc.shards(cfg, "cot")
+        return fc.shards(_flan2022(), "cot")
 
     with pytest.raises(ValueError, match="set --gin.FLAN2022_DIR"):
         HostFeed(FeedConfig("flan2022", {"inputs": 64, "targets": 32}, 2), 0, 1)
@@ -160,25 +170,24 @@ def test_bad_exports_fail_before_streaming(tmp_path, bind):
     _write(tmp_path / "a.parquet", _rows("CoT", "cot_a", 2))
     with pytest.raises(ValueError, match=r"sub-mixture 't0' \(rate 0.32\) has no records.*"
                                          r"\['cot'\].*rates = \{'t0': 0\}"):
-        fc.shards(fc.flan2022(), "t0")
-    bind(rates={"niv3": 0.2})
+        fc.shards(_flan2022(), "t0")
     with pytest.raises(ValueError, match=r"unknown sub-mixture\(s\) \['niv3'\]; valid: "
                                          r"\['flan', 't0', 'niv2', 'cot', 'dialog'\]"):
-        fc.flan2022()
-    bind(rates=None, template_types=["zero_shot"])
+        bind(rates={"niv3": 0.2})
     with pytest.raises(ValueError, match="unknown template_type 'zero_shot'"):
-        fc.flan2022()
+        bind(rates=None, template_types=["zero_shot"])
 
 
 def test_flan2022_gin_gives_the_papers_lengths_and_binds_the_directory():
     from runner import gin_flags
 
-    with gin_flags.run_from_gin(
-            ["models/t5_1_1/tiny.gin", "mesh/cpu8.gin", "runs/flan2022.gin"],
-            ["FLAN2022_DIR = '/data/flan2022'", "INITIAL_CHECKPOINT_PATH = None"]) as (run, _):
-        assert run.feed.mixture_or_task_name == "flan2022" and run.feed.pack
-        assert run.feed.task_feature_lengths == {"inputs": 2048, "targets": 512}
-        assert run.eval_feed.split == "validation"
-        cfg = fc.flan2022()
+    run, _ = gin_flags.run_from_gin(
+        ["models/t5_1_1/tiny.gin", "mesh/cpu8.gin", "runs/flan2022.gin"],
+        ["FLAN2022_DIR = '/data/flan2022'", "INITIAL_CHECKPOINT_PATH = None"])
+    assert run.feed.mixture_or_task_name == "flan2022" and run.feed.pack
+    assert run.feed.task_feature_lengths == {"inputs": 2048, "targets": 512}
+    assert run.eval_feed.split == "validation"
+    for feed in (run.feed, run.eval_feed):   # plain values: gin is cleared by now
+        cfg = feed.task_settings.flan2022
         assert cfg.directory == "/data/flan2022"
         assert dict(cfg.rates) == fc.RATES and dict(cfg.caps) == fc.CAPS

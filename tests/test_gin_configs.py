@@ -152,3 +152,59 @@ def test_vocab_smaller_than_the_task_is_refused(tmp_path):
     with pytest.raises(ValueError, match="2100 ids but the model's vocab_size is 512"):
         train_tool.main([f"--model_dir={tmp_path}", "--gin_file=runs/demo_pretrain.gin",
                          "--gin.model_zoo.model.vocab_size=512"])
+
+
+def test_a_run_feeds_from_its_own_values_after_gin_is_cleared():
+    """run_from_gin leaves gin empty; the task settings the gin file sets travel in the Run."""
+    from tasks.feeding import HostFeed
+
+    run, records = gin_flags.run_from_gin(["runs/flan_cpu_tiny.gin"], ["BATCH_SIZE = 2",
+                                          "TASK_FEATURE_LENGTHS = {'inputs': 64, 'targets': 16}"])
+    assert gin.config_str() == ""
+    settings = run.feed.task_settings
+    assert settings.wikispell.train_size == 2000 and settings.instruction_format.num_shots == 1
+    assert run.eval_feed.task_settings == settings
+    assert "wikispell.train_size = 2000" in records["operative_config.gin"]
+    gin.clear_config()
+    batch = next(HostFeed(run.feed, 0, 1))
+    assert batch["encoder_input_tokens"].shape == (2, 64)
+
+
+def test_the_corpus_gin_names_is_read_after_gin_is_cleared(tmp_path):
+    from tasks.feeding import HostFeed, lookup
+
+    path = tmp_path / "corpus.txt"
+    path.write_text("".join(f"the quokka number {i} eats leaves at night\n" for i in range(50)))
+    files = ["runs/demo_pretrain.gin"]
+    small = ["MIXTURE_OR_TASK_NAME = 'text_span_corruption'", "BATCH_SIZE = 2",
+             "TASK_FEATURE_LENGTHS = {'inputs': 64, 'targets': 16}"]
+    run, _ = gin_flags.run_from_gin(files, small + [f"tasks.text_corpus.train = '{path}'"])
+    gin.clear_config()
+    batch = next(HostFeed(run.feed, 0, 1))
+    vocab = lookup("text_span_corruption").output_features["inputs"].vocabulary
+    assert "quokka" in vocab.decode(batch["encoder_input_tokens"][0].tolist())
+    run, _ = gin_flags.run_from_gin(files, small + ["tasks.text_corpus.train = '/no/*.txt'"])
+    with pytest.raises(FileNotFoundError, match="matches no file"):
+        HostFeed(run.feed, 0, 1)
+
+
+def test_every_task_setting_is_known_and_a_misspelled_one_is_refused():
+    from tasks import settings
+
+    known = configurables.known_configurables()
+    assert {f.name for f in __import__("dataclasses").fields(settings.TaskSettings)} == set(
+        settings.BUILDERS)
+    for name in ("mmlu", "bbh", "flan2022", "wikispell", "text_corpus", "zipf_corpus",
+                 "instruction_format", "instruction_jsonl", "instruction_mixing"):
+        assert known[f"tasks.{name}"], name
+    assert "data_dir" in known["tasks.mmlu"] and "train_size" in known["tasks.wikispell"]
+    with pytest.raises(ValueError, match=r"tasks.mmlu has no parameter 'data_dri'; did you "
+                                         r"mean \['data_dir'\]"):
+        gin_flags.run_from_gin(["runs/demo_pretrain.gin"], ["tasks.mmlu.data_dri = '/x'"])
+    with pytest.raises(ValueError, match=r"unknown configurable 'tasks.wikispel'; did you mean "
+                                         r"\['tasks.wikispell'"):
+        gin_flags.run_from_gin(["runs/demo_pretrain.gin"], ["tasks.wikispel.train_size = 5"])
+    with pytest.raises(ValueError, match=r"task_settings is not bound itself: bind each "
+                                         r"setting.*'tasks.bbh'"):
+        gin_flags.run_from_gin(["runs/demo_pretrain.gin"],
+                               ["train/tasks.FeedConfig.task_settings = {}"])

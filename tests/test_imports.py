@@ -97,6 +97,8 @@ def test_no_import_circle():
 def test_no_module_reads_gin_internals():
     """gin's private state (`gin.config._CONFIG` and friends) changes without notice."""
     bad = [m for m, t in MODULES.items() for n in ast.walk(t)
-           if isinstance(n, ast.Attribute) and n.attr.startswith("_")
-           and ast.unparse(n.value) in ("gin.config", "gin")]
+           if (isinstance(n, ast.Attribute) and n.attr.startswith("_")
+               and ast.unparse(n.value) in ("gin.config", "gin"))
+           or (isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "gin"
+               and any(a.name.startswith("_") for a in n.names))]
     assert not bad, f"modules reading gin internals: {sorted(set(bad))}"

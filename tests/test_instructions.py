@@ -5,13 +5,12 @@ import json
 import math
 from unittest import mock
 
-import gin
 import pytest
 import seqio
 import tensorflow_datasets as tfds
 
 import tasks  # noqa: F401
-from tasks import flan_tasks
+from tasks import flan_tasks, settings, settings_scope
 from tasks import instruction_sources as sources
 from tasks.feeding import FeedConfig, HostFeed
 from tasks.flan_mixtures import SubMixture, add_mixture, mixture_rates
@@ -137,17 +136,17 @@ def test_mixture_rates_are_honoured_when_sampling():
     counts, n = sample()
     for name, p in want.items():
         assert _within(counts[name], n, p), (name, counts)
-    # a sub-mixture weight swept through gin changes the rates
-    with gin.unlock_config():
-        gin.bind_parameter("tasks.instruction_mixing.weights", {"test_z": 3.0})
-    try:
+    # a sub-mixture weight swept through the task settings changes the rates
+    def weights(value):
+        return settings_scope.active(settings.from_mapping(
+            {"instruction_mixing": {"weights": value}}))
+
+    with weights({"test_z": 3.0}):
         counts, n = sample()
-        assert _within(counts["test_mix_z"], n, 0.6), counts
-        gin.bind_parameter("tasks.instruction_mixing.weights", {"test_q": 3.0})
-        with pytest.raises(ValueError, match=r"unknown sub-mixture\(s\) \['test_q'\]"):
-            sample(1)
-    finally:
-        gin.clear_config()
+    assert _within(counts["test_mix_z"], n, 0.6), counts
+    with weights({"test_q": 3.0}), pytest.raises(ValueError,
+                                                 match=r"unknown sub-mixture\(s\) \['test_q'\]"):
+        sample(1)
 
 
 def test_tfds_instruction_tasks_with_mock_data():
@@ -170,44 +169,41 @@ def test_tfds_instruction_tasks_with_mock_data():
     sources.clear_caches()
 
 
-def _bind_jsonl(path, fields):
-    with gin.unlock_config():
-        gin.bind_parameter("tasks.instruction_jsonl.train", str(path))
-        gin.bind_parameter("tasks.instruction_jsonl.fields", fields)
-        gin.bind_parameter("tasks.instruction_jsonl.templates",
-                           [("Q: {question}", "{answer}"), ("{question} Answer:", "{answer}")])
+def _jsonl(path, fields):
+    return settings.from_mapping({"instruction_jsonl": {
+        "train": str(path), "fields": fields,
+        "templates": [("Q: {question}", "{answer}"), ("{question} Answer:", "{answer}")]}})
 
 
 def test_jsonl_instruction_task_packs_several_examples_per_row(tmp_path):
     path = tmp_path / "qa.jsonl"
     path.write_text("\n".join(json.dumps({"q": f"what is {i} plus one", "a": str(i + 1)})
                               for i in range(40)))
-    _bind_jsonl(path, {"question": "q", "answer": "a"})
+    jsonl = _jsonl(path, {"question": "q", "answer": "a"})
     sources.clear_caches()
     try:
-        rendered = flan_tasks.rendered("flan_jsonl", "train")
+        with settings_scope.active(jsonl):
+            rendered = flan_tasks.rendered("flan_jsonl", "train")
         assert rendered[7]["targets"] == "8" and "what is 7 plus one" in rendered[7]["inputs"]
         batch = next(HostFeed(FeedConfig("flan_jsonl", {"inputs": 128, "targets": 16}, 2,
-                                         pack=True), 0, 1))
+                                         pack=True, task_settings=jsonl), 0, 1))
         # packed rows hold several examples, told apart by segment ids (tests/test_packing.py
         # shows the model masks attention across them)
         assert batch["encoder_segment_ids"].max() > 1
         assert batch["decoder_segment_ids"].max() > 1
     finally:
-        gin.clear_config()
         sources.clear_caches()
 
 
 def test_jsonl_missing_a_mapped_field_names_file_line_and_field(tmp_path):
     path = tmp_path / "qa.jsonl"
     path.write_text(json.dumps({"q": "x", "a": "y"}) + "\n" + json.dumps({"q": "z"}) + "\n")
-    _bind_jsonl(path, {"question": "q", "answer": "a"})
     sources.clear_caches()
     try:
-        with pytest.raises(KeyError, match=r"qa.jsonl:2 has no field\(s\) \['a'\]"):
-            flan_tasks.rendered("flan_jsonl", "train")
+        with settings_scope.active(_jsonl(path, {"question": "q", "answer": "a"})):
+            with pytest.raises(KeyError, match=r"qa.jsonl:2 has no field\(s\) \['a'\]"):
+                flan_tasks.rendered("flan_jsonl", "train")
     finally:
-        gin.clear_config()
         sources.clear_caches()
 
 

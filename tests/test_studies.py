@@ -132,8 +132,12 @@ def test_every_member_of_each_study_builds_a_run(name):
     members = cfg.expand()
     assert len(members) >= 3
     for member in members:
-        with gin_flags.run_from_gin(list(cfg.gin_files),
-                                    member.gin_bindings(cfg.bindings)) as (run, _):
-            assert run.eval_feed is not None and run.loop.eval_every > 0
+        run, records = gin_flags.run_from_gin(list(cfg.gin_files),
+                                              member.gin_bindings(cfg.bindings))
+        assert run.eval_feed is not None and run.loop.eval_every > 0
+        gin.parse_config(records["config.gin"])   # the config the run was built from
+        try:
             for key, value in member.bindings:
                 assert gin.query_parameter(key) == value
+        finally:
+            gin.clear_config()

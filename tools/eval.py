@@ -33,7 +33,8 @@ from tools.distributed_flags import add_distributed_flags, start_distributed
 
 def main(argv=None):
     from partitioning.distributed import is_primary
-    from runner import configurables, gin_flags
+    from runner import gin_flags
+    from tasks import settings_scope
     from inference.task_evaluator import default_lengths
     from training.checkpoints.model_json import read_model_json
     from runner.gin_flags import model_from_gin_for
@@ -64,8 +65,10 @@ def main(argv=None):
     start_distributed(p, args)
     task = args.task or read_model_json(args.model_dir)[1]
     model = model_from_gin_for(args.model_dir, gin_files, gin_bindings)
-    with gin_flags.bound(gin_files, gin_bindings):
-        decode_cfg = configurables.decode_config() if gin_files or gin_bindings else None
+    settings = gin_flags.task_settings_from_gin(gin_files, gin_bindings)
+    decode_cfg = (gin_flags.decode_config_from_gin(gin_files, gin_bindings)
+                  if gin_files or gin_bindings else None)
+    with settings_scope.active(settings):   # the data is read with the gin-bound settings
         if _has_metrics(task):
             results = _evaluate_with_seqio(args, task, decode_cfg, model)
         else:

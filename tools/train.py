@@ -43,8 +43,8 @@ def _main(argv) -> dict:
     if not files:
         p.error("give at least one --gin_file")
     start_distributed(p, args)
-    with gin_flags.run_from_gin(files, bindings) as (run, records):
-        summary = train(run, args.model_dir, progress=args.progress, records=records)
+    run, records = gin_flags.run_from_gin(files, bindings)
+    summary = train(run, args.model_dir, progress=args.progress, records=records)
     print(json.dumps(summary))
     return summary
 
