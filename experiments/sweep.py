@@ -78,14 +78,15 @@ def check(cfg: SweepConfig, members: list[Member], extra: list[str], out: str) -
 def heldout_eval(model_dir: str, heldout: str, examples: int, lengths: dict,
                  task_settings=None) -> dict:
     from model_zoo.decoding import DecodeConfig
-    from inference.task_evaluator import evaluate_task
     from inference.predictor import Predictor
+    from inference.task_evaluator import ExactMatchEvaluator
     from tasks import settings_scope
 
     predictor = Predictor(model_dir, decode_config=DecodeConfig(lengths["targets"]),
                           max_input_length=lengths["inputs"])
     with settings_scope.active(task_settings):
-        results = evaluate_task(predictor, heldout, "validation", lengths, examples)
+        evaluator = ExactMatchEvaluator(predictor, heldout, "validation", lengths, examples)
+        results = evaluator.by_task(evaluator.run(0, predictor.params))
     # fractions, like the teacher-forced eval/accuracy beside them
     out = {f"heldout/{task}": r["accuracy"] / 100.0 for task, r in results.items()}
     out["heldout/accuracy"] = sum(out.values()) / len(out)

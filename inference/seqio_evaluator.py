@@ -5,8 +5,9 @@ A task's `predict_metric_fns` see its decoded, postprocessed generations; its
 classification among them). `InferenceEvaluator` reads and caches the eval data once (a
 missing or malformed benchmark file fails here, before any model is loaded), then
 `evaluate(predictor, step)` runs both kinds and returns {task: {metric: value}}.
-tools.eval calls it on a model on disk; runner.train hands `evaluate_fn` to the train loop
-for `EVAL_EVERY` with inference metrics (written with the prefix "infer_eval/").
+`SeqioEvaluator` is the evaluator (training/evaluator.py) over it: `run(step, params)` ->
+{"infer_eval/TASK/METRIC": value}; tools.eval runs it on a model on disk, the train loop at
+`EVAL_EVERY` on the training params (runner/evaluators.py builds it from):
 
     run.train.inference_eval = @run.inference_eval()
     run.inference_eval.mixture_or_task_name = 'mmlu_zero_shot'
@@ -134,20 +135,40 @@ def _check_vocabulary(task, vocabulary) -> None:
                 "vocabulary (e.g. a '_byte' task for ByT5)")
 
 
-def make_evaluate_fn(config: InferenceEvalConfig, trainer, vocabulary=None):
-    """`evaluate_fn(step, params) -> {"task/metric": value}` for training.loop.run: the eval
-    data is read here, once; each call decodes and scores with the params it is given."""
+class SeqioEvaluator:
+    """`run(step, params)`: the scalar metrics of `data`'s tasks, decoded and scored by
+    `inference` (an inference.core.Inference: model, mesh, decoding) with `params`, named
+    "infer_eval/TASK/METRIC"."""
+
+    prefix = PREFIX
+
+    def __init__(self, data: InferenceEvaluator, inference):
+        self.data, self.inference = data, inference
+
+    def run(self, step: int, params) -> dict[str, float]:
+        previous, self.inference.params = self.inference.params, params
+        try:
+            return {PREFIX + k: v for k, v in flat(self.data.evaluate(self.inference,
+                                                                      step)).items()}
+        finally:
+            self.inference.params = previous
+
+    def by_task(self, metrics: dict[str, float]) -> dict[str, dict]:
+        """`run`'s metrics as {task: {"examples": N, metric: value}}."""
+        out = {}
+        for task, examples in self.data.examples.items():
+            head = f"{PREFIX}{task}/"
+            out[task] = {"examples": examples, **{k[len(head):]: v for k, v in metrics.items()
+                                                  if k.startswith(head)}}
+        return out
+
+
+def for_trainer(config: InferenceEvalConfig, trainer, vocabulary=None) -> SeqioEvaluator:
+    """The train loop's SeqioEvaluator: the eval data is read here, once (before the run
+    writes anything); each `run` decodes and scores with the params it is given."""
     from inference.core import Inference
 
-    evaluator = InferenceEvaluator(config, vocabulary, trainer.model.byte_encoder is not None)
+    data = InferenceEvaluator(config, vocabulary, trainer.model.byte_encoder is not None)
     predictor = Inference(trainer.model_def, None, trainer.model, trainer.mesh, trainer.rules,
                           config.decode, vocab=vocabulary)
-
-    def evaluate_fn(step: int, params) -> dict[str, float]:
-        predictor.params = params
-        try:
-            return flat(evaluator.evaluate(predictor, step))
-        finally:
-            predictor.params = None
-
-    return evaluate_fn
+    return SeqioEvaluator(data, predictor)

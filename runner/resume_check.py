@@ -8,7 +8,6 @@ position is cheap (JSON); a step's checksums are read only when the run would en
 
 from __future__ import annotations
 
-import json
 import os
 
 from runner.run import Run
@@ -76,20 +75,3 @@ def _step_within(run: Run, ckpt: Checkpointer, steps: list[int]) -> int:
                 "in the model_dir was changed.")
         return step
     return steps[-1]  # every step is damaged: the restore says so, naming them
-
-
-def has_eval_at(model_dir: str, step: int, prefix: str = "eval/") -> bool:
-    """Whether metrics.jsonl holds eval metrics (keys starting with `prefix`) of `step` (a
-    kill during the final eval leaves a run at TRAIN_STEPS without them)."""
-    path = os.path.join(model_dir, "metrics.jsonl")
-    if not os.path.isfile(path):
-        return False
-    with open(path) as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if record.get("step") == step and any(k.startswith(prefix) for k in record):
-                return True
-    return False

@@ -114,3 +114,64 @@ def test_one_process_needs_no_collective_and_bad_settings_fail_at_construction()
                           (dict(preemption_check_every=0), r"preemption_check_every=0")):
         with pytest.raises(ValueError, match=match):
             LoopConfig(train_steps=1, **kwargs)
+
+
+class Recording:
+    """A user's evaluator: the loop knows only `prefix` and `run(step, params)`."""
+
+    prefix = "probe/"
+
+    def __init__(self):
+        self.calls = []
+
+    def run(self, step, params):
+        params = jax.device_get(params)
+        self.calls.append((step, params))
+        return {"probe/norm": float(sum(np.sum(np.square(x)) for x in jax.tree.leaves(params)))}
+
+
+def test_the_loop_runs_any_evaluator_at_eval_every_with_the_live_params(trainer, tmp_path):
+    probe = Recording()
+    config = LoopConfig(train_steps=4, eval_every=2, checkpoint_every=2, log_every=1,
+                        async_checkpoints=False)
+    result = run(trainer, config, str(tmp_path), lambda s: Feed(s, 4), [probe], progress=False)
+    assert [s for s, _ in probe.calls] == [2, 4]
+    ckpt = Checkpointer(str(tmp_path / "checkpoints"), async_save=False)
+    for step, seen in probe.calls:  # the params trained up to that step, not a stale copy
+        want = ckpt.restore_params(trainer.abstract_state().params, step)
+        jax.tree.map(np.testing.assert_array_equal, seen, jax.device_get(want))
+    records = [json.loads(x) for x in open(tmp_path / "metrics.jsonl")]
+    logged = [(r["step"], r["probe/norm"]) for r in records if "probe/norm" in r]
+    norms = [sum(float(np.sum(np.square(x))) for x in jax.tree.leaves(p)) for _, p in probe.calls]
+    assert [s for s, _ in logged] == [2, 4]
+    assert [n for _, n in logged] == pytest.approx(norms, rel=1e-6)
+    assert result["eval_metrics"]["probe/norm"] == logged[-1][1]
+
+    # A kill during the final eval: the rerun trains nothing and runs only that evaluator.
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    (tmp_path / "metrics.jsonl").write_text("".join(
+        x + "\n" for x in lines if not ('"probe/norm"' in x and json.loads(x)["step"] == 4)))
+    again = Recording()
+    rerun = run(trainer, config, str(tmp_path), lambda s: Feed(s, 4), [again], progress=False)
+    assert [s for s, _ in again.calls] == [4] and rerun["step"] == 4
+    assert rerun["eval_metrics"]["probe/norm"] == result["eval_metrics"]["probe/norm"]
+
+
+@pytest.mark.parametrize("evaluator, error", [
+    (object(), r"must have run\(step, params\).*prefix"),
+    (type("NoPrefix", (), {"run": lambda self, step, params: {}})(), "prefix"),
+])
+def test_an_object_that_is_no_evaluator_is_refused_before_training(trainer, tmp_path, evaluator,
+                                                                   error):
+    with pytest.raises(TypeError, match=error):
+        run(trainer, LoopConfig(train_steps=1), str(tmp_path), lambda s: Feed(s, 1),
+            [evaluator], progress=False)
+    assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_a_metric_outside_the_evaluators_prefix_is_refused(trainer, tmp_path):
+    wrong = Recording()
+    wrong.run = lambda step, params: {"loss": 1.0}
+    with pytest.raises(ValueError, match=r"returned 'loss'.*prefix 'probe/'"):
+        run(trainer, LoopConfig(train_steps=1, async_checkpoints=False), str(tmp_path),
+            lambda s: Feed(s, 1), [wrong], progress=False)

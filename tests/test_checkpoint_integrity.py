@@ -46,9 +46,11 @@ class Feed:
 
 
 def train(trainer, model_dir, steps, every=2, keep=3, **feed):
-    return run(trainer, LoopConfig(train_steps=steps, checkpoint_every=every, log_every=1,
-                                   keep_checkpoints=keep),
-               str(model_dir), lambda s: Feed(s, **feed), progress=False)
+    """The loop under the run lock, taken once per run as runner.train takes it."""
+    with run_lock.hold(str(model_dir)):
+        return run(trainer, LoopConfig(train_steps=steps, checkpoint_every=every, log_every=1,
+                                       keep_checkpoints=keep),
+                   str(model_dir), lambda s: Feed(s, **feed), progress=False)
 
 
 def steps_of(model_dir):
@@ -134,6 +136,8 @@ def test_second_writer_is_refused_and_a_stale_lock_is_taken_over(trainer, tmp_pa
     old = time.time() - run_lock.STALE_AFTER_S - 5
     os.utime(path, (old, old))
     run_lock.acquire(str(tmp_path))
+    with pytest.raises(run_lock.RunLocked, match="this process already holds"):
+        run_lock.acquire(str(tmp_path))  # a run takes it once
     run_lock.release(str(tmp_path))
     assert not os.path.exists(path)
 

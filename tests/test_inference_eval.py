@@ -100,7 +100,7 @@ def test_train_loop_writes_inference_eval_metrics(tmp_path, capsys):
     metrics.write_text("".join(json.dumps(r) + "\n" for r in records if r is not final))
     capsys.readouterr()
     again = train_tool.main(flags)
-    assert "final inference eval is missing" in capsys.readouterr().err
+    assert "its final infer_eval/ metrics are missing" in capsys.readouterr().err
     rerun = [json.loads(x) for x in metrics.read_text().splitlines()][-1]
     assert rerun == final and again["step"] == 2
     train_tool.main(flags)  # complete: nothing is evaluated again

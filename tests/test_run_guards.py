@@ -104,13 +104,15 @@ def test_at_the_checkpointed_step_nothing_trains_and_a_missing_final_eval_runs(c
     summary = train(copy, "--gin.TRAIN_STEPS=2")
     err = capsys.readouterr().err
     assert "already holds step 2 = TRAIN_STEPS: nothing to train" in err
-    assert "final eval is missing" in err and summary["step"] == 2
+    assert "its final eval/ metrics are missing: evaluating step 2" in err
+    assert summary["step"] == 2
     evals = [r for r in map(json.loads, metrics.read_text().splitlines()) if "eval/loss" in r]
     assert [r["step"] for r in evals] == [2] and evals[0]["eval/loss"] == summary["eval/loss"]
     after = {k: v for k, v in hashes(copy).items() if k.startswith(("checkpoints", "config"))}
     assert after == before
     train(copy, "--gin.TRAIN_STEPS=2")  # finished and evaluated: nothing at all happens
-    assert "final eval" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "nothing to train" in err and "missing" not in err
 
 
 @pytest.mark.parametrize("flag,match", [

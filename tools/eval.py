@@ -12,8 +12,9 @@ predictions instead.
 Lengths: for tasks with metrics, the longest example's (nothing truncated) unless given; for
 the others those the model was trained with (its model.json). Decoding: DecodeConfig from
 gin (runs/eval.gin: greedy), else greedy to --targets_length. A TFDS task must be prepared
-first (the error says how). --metrics_dir also writes metrics.jsonl and TensorBoard events
-("infer_eval/TASK/METRIC") there.
+first (the error says how). Both are evaluators (training/evaluator.py) as the train loop
+runs them; --metrics_dir also writes their metrics to metrics.jsonl and TensorBoard there
+("infer_eval/TASK/METRIC", or "task_eval/TASK/METRIC" for exact match).
 
 Multi-host: run the same command on every host (as tools.train: --coordinator_address=
 HOST0:PORT --num_processes=N --process_id=I, or Cloud TPU / SLURM detected); params are
@@ -98,7 +99,8 @@ def _predictor(args, decode_cfg, model, max_input_length):
 
 
 def _evaluate_with_seqio(args, task, decode_cfg, model) -> dict:
-    from inference.seqio_evaluator import PREFIX, InferenceEvalConfig, InferenceEvaluator, flat
+    from inference.seqio_evaluator import InferenceEvalConfig, InferenceEvaluator, SeqioEvaluator
+    from inference.task_evaluator import check_vocabulary
 
     lengths = None
     if args.inputs_length or args.targets_length:
@@ -106,37 +108,38 @@ def _evaluate_with_seqio(args, task, decode_cfg, model) -> dict:
                                      ("targets", args.targets_length)) if v}
     config = InferenceEvalConfig(task, args.split, lengths, args.examples, args.batch_size,
                                  decode_cfg or DecodeConfig(args.targets_length or 64))
-    evaluator = InferenceEvaluator(config)  # reads the data first: a bad file fails here
+    data = InferenceEvaluator(config)  # reads the data first: a bad file fails here
     predictor = _predictor(args, config.decode, model, args.inputs_length or 512)
-    for t in evaluator.evaluator.eval_tasks:
-        from inference.task_evaluator import check_vocabulary
-
+    for t in data.evaluator.eval_tasks:
         check_vocabulary(t, predictor, task)
-    results = evaluator.evaluate(predictor, args.step)
-    if args.metrics_dir:
-        from training.metrics_writer import MetricsWriter
-
-        from partitioning.distributed import is_primary
-
-        writer = MetricsWriter(args.metrics_dir, primary=is_primary())
-        try:
-            writer.write(args.step, flat(results), prefix=PREFIX)
-        finally:
-            writer.close()
-    return {name: {"examples": evaluator.examples[name],
-                   **{k: float(v) for k, v in scores.items()}}
-            for name, scores in results.items()}
+    return _run(args, SeqioEvaluator(data, predictor), predictor)
 
 
 def _evaluate_exact_match(args, task, decode_cfg, model, trained) -> dict:
-    from inference.task_evaluator import evaluate_task
+    from inference.task_evaluator import ExactMatchEvaluator
 
     lengths = {"inputs": args.inputs_length or trained["inputs"],
                "targets": args.targets_length or trained["targets"]}
     predictor = _predictor(args, decode_cfg or DecodeConfig(lengths["targets"]), model,
                            lengths["inputs"])
-    return evaluate_task(predictor, task, args.split, lengths, args.examples or 256,
-                         args.batch_size)
+    evaluator = ExactMatchEvaluator(predictor, task, args.split, lengths, args.examples or 256,
+                                    args.batch_size)
+    return _run(args, evaluator, predictor)
+
+
+def _run(args, evaluator, predictor) -> dict:
+    """`evaluator.run` on the loaded params; --metrics_dir gets its metrics as named."""
+    metrics = evaluator.run(args.step, predictor.params)
+    if args.metrics_dir:
+        from partitioning.distributed import is_primary
+        from training.metrics_writer import MetricsWriter
+
+        writer = MetricsWriter(args.metrics_dir, primary=is_primary())
+        try:
+            writer.write(args.step, metrics)
+        finally:
+            writer.close()
+    return evaluator.by_task(metrics)
 
 
 if __name__ == "__main__":

@@ -31,17 +31,17 @@ import dataclasses
 import signal
 import sys
 import threading
-from typing import Callable, Iterable
+from typing import Callable
 
 import jax
 import numpy as np
 
 from training.checkpoints.manager import Checkpointer
+from training.evaluator import checked, missing_at, run_one
 from training.int_fields import require_int
 from training.metrics_writer import MetricsWriter
 from training.prefetch import DevicePrefetch
 from training.throughput import Throughput
-from training.checkpoints.lock import hold as hold_lock
 from training.trainer import Trainer
 
 
@@ -64,7 +64,7 @@ class LoopConfig:
 
     train_steps: int
     checkpoint_every: int = 1000
-    eval_every: int = 0          # 0: only at the end when an eval feed is given
+    eval_every: int = 0          # 0: only at the end (when there are evaluators)
     log_every: int = 10
     keep_checkpoints: int = 3
     async_checkpoints: bool = True
@@ -195,43 +195,60 @@ class _Preemption:
         return False
 
 
-def evaluate(trainer: Trainer, params, batches: Iterable[dict]) -> dict:
-    """Per-token means over every batch of a (finite) eval feed."""
-    totals = None
-    for batch in batches:
-        sums = jax.device_get(trainer.eval_step(params, batch))
-        totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
-    if totals is None:
-        raise ValueError("the eval feed yielded no batches")
-    weight = max(float(totals["weight"]), 1.0)
-    return {"loss": float(totals["loss"]) / weight, "z_loss": float(totals["z_loss"]) / weight,
-            "accuracy": float(totals["correct"]) / weight, "tokens": float(totals["weight"])}
-
-
 def run(trainer: Trainer, config: LoopConfig, model_dir: str,
-        make_feed: Callable[[dict | None], object],
-        make_eval_feed: Callable[[], Iterable[dict]] | None = None,
-        identity: dict | None = None, initial_params=None, progress: bool | None = None,
-        evaluate_fn: Callable[[int, object], dict] | None = None) -> dict:
+        make_feed: Callable[[dict | None], object], evaluators=(),
+        identity: dict | None = None, initial_params=None, progress: bool | None = None) -> dict:
     """Train to `config.train_steps`, resuming from the newest checkpoint in model_dir that
-    verifies. One run writes a model_dir at a time (a lock held while this runs); SIGTERM
-    from here on saves the state, or exits cleanly if nothing was trained yet.
+    verifies. The caller holds model_dir's run lock (training/checkpoints/lock.py; runner.train
+    takes it once per run, before its first check). SIGTERM from here on saves the state, or
+    exits cleanly if nothing was trained yet.
 
-    `evaluate_fn(step, params) -> {name: float}`: an inference eval (decoding, scoring; built
-    outside training, e.g. inference/seqio_evaluator.py) run on every host at the eval steps,
-    beside the teacher-forced eval; its metrics are written with the prefix "infer_eval/".
+    `evaluators` (training/evaluator.py: `run(step, params) -> {name: value}`) run on every
+    host at every `eval_every`-th step and at `train_steps`, and their metrics are logged as
+    they name them. A model_dir already at `train_steps` trains nothing and runs only the
+    evaluators whose metrics of that step are missing (a kill cut the final eval off).
     `progress`: None shows a bar on a terminal and a line per log step otherwise; True a bar;
     False nothing. The result holds the last train and eval metrics.
     """
+    evaluators = checked(evaluators)
     preemption = _Preemption(preemption_mode(config.preemption_sync),
                              config.preemption_check_every)
-    with hold_lock(model_dir, primary=jax.process_index() == 0), preemption:
-        return _run(trainer, config, model_dir, make_feed, make_eval_feed, identity,
-                    initial_params, progress, preemption, evaluate_fn)
+    with preemption:
+        return _run(trainer, config, model_dir, make_feed, evaluators, identity,
+                    initial_params, progress, preemption)
 
 
-def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initial_params,
-         progress, preemption, evaluate_fn=None) -> dict:
+def _evaluate(evaluators, step: int, params, writer: MetricsWriter, lines: bool) -> dict:
+    """Every evaluator's metrics of `params`, written at `step`."""
+    out = {}
+    for ev in evaluators:
+        metrics = run_one(ev, step, params)
+        writer.write(step, metrics)
+        if lines:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            print(f"step {step}: {shown}", file=sys.stderr, flush=True)
+        out.update(metrics)
+    return out
+
+
+def _final_eval(evaluators, model_dir: str, step: int, params, primary: bool) -> dict:
+    """At `train_steps` already: the evaluators whose metrics of `step` are missing."""
+    print(f"{model_dir} already holds step {step} = TRAIN_STEPS: nothing to train",
+          file=sys.stderr)
+    due = missing_at(evaluators, model_dir, step)
+    if not due:
+        return {}
+    names = " and ".join(ev.prefix for ev in due)
+    print(f"its final {names} metrics are missing: evaluating step {step}", file=sys.stderr)
+    writer = MetricsWriter(model_dir, primary=primary, resume_step=step)
+    try:
+        return _evaluate(due, step, params, writer, primary)
+    finally:
+        writer.close()
+
+
+def _run(trainer, config, model_dir, make_feed, evaluators, identity, initial_params,
+         progress, preemption) -> dict:
     ckpt = Checkpointer(f"{model_dir}/checkpoints", keep=config.keep_checkpoints,
                         async_save=config.async_checkpoints, identity=identity)
     ckpt.check_identity()
@@ -245,9 +262,11 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
             state.params = {**state.params, **jax.device_put(
                 initial_params, {k: trainer.state_shardings.params[k] for k in initial_params})}
     step = int(jax.device_get(state.step))
+    primary = jax.process_index() == 0  # host 0 alone logs; all hosts write checkpoints
     if step >= config.train_steps:
         ckpt.close()
-        return {"step": step, "preempted": False, "resumed": latest is not None}
+        return {"step": step, "preempted": False, "resumed": latest is not None,
+                "eval_metrics": _final_eval(evaluators, model_dir, step, state.params, primary)}
     if preemption.agreed(step):  # SIGTERM while restoring or initialising: nothing to save
         ckpt.close()
         print(f"SIGTERM before the first step: nothing was trained yet (at step {step})",
@@ -255,11 +274,10 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
         return {"step": step, "preempted": True, "resumed": latest is not None}
     feed = make_feed(input_state)
     batches = DevicePrefetch(feed, trainer.shard_batch, config.prefetch)
-    primary = jax.process_index() == 0  # host 0 alone logs; all hosts write checkpoints
     writer = MetricsWriter(model_dir, primary=primary, resume_step=step)
     bar = _progress(progress, step, config.train_steps) if primary else None
     lines = primary and progress is None and bar is None
-    last, last_eval, last_infer = {}, {}, {}
+    last, last_eval = {}, {}
     meter = Throughput.for_trainer(trainer, config.peak_tflops_per_device, primary)
     saved = set(ckpt.all_steps())
     with preemption:
@@ -274,7 +292,7 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
                 ckpt.poll()  # a failed background save stops the run here, at once
                 logs = step % config.log_every == 0 or step == config.train_steps
                 saves = step % config.checkpoint_every == 0 or step == config.train_steps
-                evals = (make_eval_feed is not None or evaluate_fn is not None) and (
+                evals = bool(evaluators) and (
                     (config.eval_every and step % config.eval_every == 0)
                     or step == config.train_steps)
                 if logs:
@@ -298,18 +316,8 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
                 if saves:
                     ckpt.save(step, state, feed_state)
                     saved.add(step)
-                if evals and make_eval_feed is not None:
-                    last_eval = evaluate(trainer, state.params, make_eval_feed())
-                    writer.write(step, last_eval, prefix="eval/")
-                    if lines:
-                        print(f"step {step}: eval loss {last_eval['loss']:.4f}, accuracy "
-                              f"{last_eval['accuracy']:.4f}", file=sys.stderr, flush=True)
-                if evals and evaluate_fn is not None:
-                    last_infer = evaluate_fn(step, state.params)
-                    writer.write(step, last_infer, prefix="infer_eval/")
-                    if lines:
-                        print(f"step {step}: inference eval {last_infer}", file=sys.stderr,
-                              flush=True)
+                if evals:
+                    last_eval = _evaluate(evaluators, step, state.params, writer, lines)
                 meter.resume()
                 if step < config.train_steps and preemption.agreed(step, logs or saves or evals):
                     if step not in saved:
@@ -322,7 +330,7 @@ def _run(trainer, config, model_dir, make_feed, make_eval_feed, identity, initia
             if bar is not None:
                 bar.close()
     return {"step": step, "preempted": preemption.requested, "resumed": latest is not None,
-            "metrics": last, "eval_metrics": last_eval, "infer_eval_metrics": last_infer,
+            "metrics": last, "eval_metrics": last_eval,
             "state": state}
 
 

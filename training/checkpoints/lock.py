@@ -5,8 +5,8 @@ anything, released on exit, exceptions included. A second run is refused with th
 holder's name. A lock left by a dead process is taken over with a message: on the same
 host when its pid is gone (or now belongs to a younger process); from another host when
 it has not been refreshed for `STALE_AFTER_S` (a live holder refreshes it every
-`REFRESH_S` from a background thread). Re-entrant within one process, so a tool can take
-it before the train loop takes it again.
+`REFRESH_S` from a background thread). A run takes it once (runner.train, before its first
+check; tools.convert around its write): a second take in the same process is refused too.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 LOCK_FILE = "t5pod.lock"
 REFRESH_S, STALE_AFTER_S = 60.0, 600.0
 
-_held: dict[str, list] = {}  # abspath -> [depth, stop event]
+_held: dict[str, threading.Event] = {}  # abspath -> its refresher's stop event
 _guard = threading.Lock()
 
 
@@ -90,15 +90,15 @@ def acquire(model_dir: str) -> None:
     path = os.path.join(os.path.abspath(model_dir), LOCK_FILE)
     with _guard:
         if path in _held:
-            _held[path][0] += 1
-            return
+            raise RunLocked(f"{model_dir}: this process already holds its lock {path}; a run "
+                            "takes it once")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with _dir_locked(os.path.dirname(path)):
             _take(path, model_dir)
         stop = threading.Event()
         threading.Thread(target=_refresh, args=(path, stop), daemon=True,
                          name="t5pod-lock").start()
-        _held[path] = [1, stop]
+        _held[path] = stop
 
 
 @contextlib.contextmanager
@@ -148,14 +148,10 @@ def _refresh(path: str, stop: threading.Event) -> None:
 def release(model_dir: str) -> None:
     path = os.path.join(os.path.abspath(model_dir), LOCK_FILE)
     with _guard:
-        entry = _held.get(path)
-        if entry is None:
+        stop = _held.pop(path, None)
+        if stop is None:
             return
-        entry[0] -= 1
-        if entry[0] > 0:
-            return
-        del _held[path]
-        entry[1].set()
+        stop.set()
         try:
             os.remove(path)
         except FileNotFoundError:
