@@ -129,7 +129,7 @@ def test_comparison_and_quickstart_train_runs_through_the_library(tmp_path, monk
         return {"step": run.loop.train_steps}
 
     monkeypatch.setattr(runner.train, "train", train)
-    monkeypatch.setattr(experiments.wikispell_compare, "evaluate", lambda *a: {
+    monkeypatch.setattr(experiments.wikispell_compare, "evaluate", lambda *a, **k: {
         f"exact_match/{b}": 50.0 for b in wikispell.BUCKET_NAMES} | {"exact_match": 50.0})
     wikispell_compare.main([f"--out={tmp_path}", "--models=t5,byt5", "--steps=3",
                             "--per_bucket=2", "--gin=EVAL_EVERY=0",

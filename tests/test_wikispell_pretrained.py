@@ -100,7 +100,7 @@ def test_smallest_setting_writes_table_csv_and_plot(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner.train, "train", train)
 
-    def evaluate(model_dir, targets_length, per_bucket):
+    def evaluate(model_dir, targets_length, per_bucket, config=None):
         evaluated.append(model_dir)
         return {f"exact_match/{b}": 10.0 * len(evaluated) + i
                 for i, b in enumerate(wikispell.BUCKET_NAMES)} | {"exact_match": 1.0}
