@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from fields.integers import require_int
 from model_zoo.decoding import DecodeConfig
 from inference.seqio_callbacks import predict_fn, score_fn
-from training.int_fields import require_int
 
 PREFIX = "infer_eval/"
 
@@ -38,14 +38,10 @@ class InferenceEvalConfig:
     decode: DecodeConfig = DecodeConfig()
 
     def __post_init__(self):
-        require_int("run.inference_eval", "batch_size", self.batch_size)
-        if self.batch_size < 1:
-            raise ValueError(f"run.inference_eval.batch_size={self.batch_size} must be >= 1")
+        require_int("run.inference_eval", "batch_size", self.batch_size, 1)
         if self.num_examples is not None:
-            require_int("run.inference_eval", "num_examples", self.num_examples)
-            if self.num_examples < 1:
-                raise ValueError(f"run.inference_eval.num_examples={self.num_examples} must "
-                                 "be >= 1 (or None: all)")
+            require_int("run.inference_eval", "num_examples", self.num_examples, 1,
+                        meaning="or None: all")
         if not isinstance(self.decode, DecodeConfig):
             raise TypeError(f"run.inference_eval.decode={self.decode!r} must be a "
                             "model_zoo.DecodeConfig")

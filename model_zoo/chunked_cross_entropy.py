@@ -16,6 +16,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from fields.integers import require_int
 from model_zoo.losses import LossSums, logits_grad, objective_sum, token_losses
 
 
@@ -94,8 +95,8 @@ def chunked_cross_entropy_loss(hidden: jax.Array, kernel: jax.Array, targets: ja
     if hidden.shape[:-1] != targets.shape or hidden.shape[-1] != kernel.shape[0]:
         raise ValueError(f"hidden {hidden.shape}, kernel {kernel.shape} and targets "
                          f"{targets.shape} do not fit [B, T, d] x [d, V] -> [B, T]")
-    if not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk={chunk!r} must be a positive int (target positions per step)")
+    require_int("chunked_cross_entropy", "chunk", chunk, 1,
+                meaning="target positions per step")
     if not 0.0 <= label_smoothing < 1.0 or z_loss < 0:
         raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1) and "
                          f"z_loss={z_loss} >= 0")

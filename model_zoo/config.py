@@ -6,6 +6,7 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from fields.integers import require_int
 from model_zoo.ffn import check_activations
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -46,19 +47,13 @@ class UniversalConfig:
     ponder_tau: float = 0.01
 
     def __post_init__(self):
-        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
-            raise ValueError(f"UniversalConfig.steps={self.steps!r} is invalid: expected an "
-                             "integer >= 1 (the recurrence count T, or ACT's max steps)")
+        require_int("UniversalConfig", "steps", self.steps, 1,
+                    meaning="the recurrence count T, or ACT's max steps")
         if not 0.0 < self.act_threshold <= 1.0:
             raise ValueError(f"UniversalConfig.act_threshold={self.act_threshold} is invalid: "
                              "expected a float in (0, 1] (1 - epsilon)")
         if self.ponder_tau < 0:
             raise ValueError(f"UniversalConfig.ponder_tau={self.ponder_tau} must be >= 0")
-
-
-def _positive_int(cls: str, name: str, value, minimum: int = 1) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{cls}.{name}={value!r} is invalid: expected an integer >= {minimum}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,27 +101,23 @@ class MoEConfig:
     init_scale: float = 0.1
 
     def __post_init__(self):
-        _positive_int("MoEConfig", "num_experts", self.num_experts)
-        _positive_int("MoEConfig", "min_expert_capacity", self.min_expert_capacity)
-        _positive_int("MoEConfig", "encoder_sparse_step", self.encoder_sparse_step, 0)
-        _positive_int("MoEConfig", "decoder_sparse_step", self.decoder_sparse_step, 0)
-        k = self.num_selected_experts
-        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= self.num_experts:
-            raise ValueError(f"MoEConfig.num_selected_experts={k!r} is invalid: expected an "
-                             f"integer in [1, num_experts={self.num_experts}]")
+        require_int("MoEConfig", "num_experts", self.num_experts, 1)
+        require_int("MoEConfig", "min_expert_capacity", self.min_expert_capacity, 1)
+        require_int("MoEConfig", "encoder_sparse_step", self.encoder_sparse_step, 0)
+        require_int("MoEConfig", "decoder_sparse_step", self.decoder_sparse_step, 0)
+        require_int("MoEConfig", "num_selected_experts", self.num_selected_experts, 1,
+                    self.num_experts, meaning="at most num_experts")
         for name in ("train_capacity_factor", "eval_capacity_factor"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"MoEConfig.{name}={value!r} is invalid: expected a float > 0 "
                                  "(expert capacity = factor x tokens per group / experts)")
         if self.expert_capacity is not None:
-            _positive_int("MoEConfig", "expert_capacity", self.expert_capacity)
-        if self.group_size is not None and (
-                not isinstance(self.group_size, int) or isinstance(self.group_size, bool)
-                or self.group_size < 1):
-            raise ValueError(f"MoEConfig.group_size={self.group_size!r} is invalid: expected "
-                             "None (each sequence is a routing group) or an integer >= 1 (the "
-                             "most tokens per group, e.g. 4096)")
+            require_int("MoEConfig", "expert_capacity", self.expert_capacity, 1)
+        if self.group_size is not None:
+            require_int("MoEConfig", "group_size", self.group_size, 1,
+                        meaning="the most tokens per group, e.g. 4096; None makes each "
+                        "sequence a routing group")
         if not isinstance(self.ignore_padding_tokens, bool):
             raise ValueError(f"MoEConfig.ignore_padding_tokens={self.ignore_padding_tokens!r} "
                              "is invalid: expected a bool")
@@ -186,10 +177,7 @@ class ByteEncoderConfig:
 
     def __post_init__(self):
         for name in ("d_model", "d_ff", "num_heads", "d_kv", "num_layers", "vocab_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"ByteEncoderConfig.{name}={value!r} is invalid: expected a "
-                                 "positive integer")
+            require_int("ByteEncoderConfig", name, getattr(self, name), 1)
         object.__setattr__(self, "mlp_activations", check_activations(
             self.mlp_activations, "ByteEncoderConfig.mlp_activations"))
 
@@ -251,9 +239,7 @@ class ModelConfig:
         for name in ("vocab_size", "d_model", "d_ff", "num_heads", "d_kv",
                      "num_encoder_layers", "num_decoder_layers",
                      "relative_attention_num_buckets", "relative_attention_max_distance"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                _fail(name, value, "a positive integer")
+            require_int("ModelConfig", name, getattr(self, name), 1)
         object.__setattr__(self, "mlp_activations", check_activations(self.mlp_activations))
         if self.relative_attention_num_buckets < 2:
             _fail("relative_attention_num_buckets", self.relative_attention_num_buckets, ">= 2")

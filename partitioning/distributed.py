@@ -26,6 +26,8 @@ import time
 
 import jax
 
+from fields.integers import require_int
+
 MODES = ("auto", "explicit", "cluster", "single")
 
 
@@ -75,12 +77,10 @@ class DistributedConfig:
                              "(HOST:PORT of process 0)")
         _parse_address(self.coordinator_address)
         n, i = self.num_processes, self.process_id
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"DistributedConfig.num_processes={n!r} must be an int >= 1 when a "
-                             "coordinator_address is given")
-        if not isinstance(i, int) or not 0 <= i < n:
-            raise ValueError(f"DistributedConfig.process_id={i!r} is out of range: valid ids for "
-                             f"num_processes={n} are 0..{n - 1}")
+        require_int("DistributedConfig", "num_processes", n, 1,
+                    meaning="needed when a coordinator_address is given")
+        require_int("DistributedConfig", "process_id", i, 0, n - 1,
+                    meaning=f"the valid ids for num_processes={n}")
 
 
 def on_cloud_tpu_vm() -> bool:

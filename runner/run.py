@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 
+from fields.integers import require_int
 from model_zoo.config import ModelConfig
 from partitioning.mesh import MeshConfig
 from inference.seqio_evaluator import InferenceEvalConfig
 from tasks.feeding import FeedConfig, lookup
 from tasks.hybrid_features import is_hybrid, mismatch
-from training.int_fields import require_int
 from training.loop import LoopConfig
 from training.trainer import TrainConfig
 
@@ -41,9 +41,7 @@ class Run:
                 raise TypeError(f"Run.{name}={getattr(self, name)!r} must be a {cls.__name__}")
         if self.eval_feed is not None and not isinstance(self.eval_feed, FeedConfig):
             raise TypeError(f"Run.eval_feed={self.eval_feed!r} must be None or a FeedConfig")
-        require_int("run.train", "eval_batches", self.eval_batches)
-        if self.eval_batches < 1:
-            raise ValueError(f"run.train.eval_batches={self.eval_batches} must be >= 1")
+        require_int("run.train", "eval_batches", self.eval_batches, 1)
         object.__setattr__(self, "initial_checkpoint_path", self.initial_checkpoint_path or None)
         object.__setattr__(self, "byte_encoder_checkpoint_path",
                            self.byte_encoder_checkpoint_path or None)

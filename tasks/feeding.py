@@ -19,6 +19,7 @@ from typing import Iterator
 import numpy as np
 import seqio
 
+from fields.integers import require_int
 from tasks import settings_scope
 from tasks.hybrid_features import converter, is_hybrid
 from tasks.settings import TaskSettings, from_mapping
@@ -52,14 +53,10 @@ class FeedConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "task_settings", from_mapping(self.task_settings))
-        for name in ("batch_size", "seed", "num_epochs"):
-            value = getattr(self, name)
-            if (not isinstance(value, int) or isinstance(value, bool)) and not (
-                    name == "num_epochs" and value is None):
-                raise ValueError(f"FeedConfig.{name}={value!r} is invalid: expected an integer, "
-                                 f"got {type(value).__name__}")
-        if self.batch_size < 1:
-            raise ValueError(f"FeedConfig.batch_size={self.batch_size} must be >= 1")
+        require_int("FeedConfig", "batch_size", self.batch_size, 1)
+        require_int("FeedConfig", "seed", self.seed)
+        if self.num_epochs is not None:
+            require_int("FeedConfig", "num_epochs", self.num_epochs, meaning="or None: repeat")
         if self.resume not in RESUME_MODES:
             raise ValueError(f"FeedConfig.resume={self.resume!r}; valid: {RESUME_MODES}")
         bad = {k: v for k, v in self.task_feature_lengths.items()

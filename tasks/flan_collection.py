@@ -36,6 +36,7 @@ from typing import Iterator, Mapping
 import seqio
 
 from tasks import flan_collection_files as files_
+from fields.integers import require_int
 from tasks import settings_scope
 from tasks.flan_collection_files import SUB_MIXTURES, TEMPLATE_TYPES
 from tasks.tf_setup import tf
@@ -72,18 +73,14 @@ class Flan2022:
         if not sum(r for _, r in self.rates) > 0:
             raise ValueError(f"tasks.flan2022.rates={dict(self.rates)}: at least one must be > 0")
         for name, cap in self.caps:
-            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-                raise ValueError(f"tasks.flan2022.caps[{name!r}]={cap!r} must be an int >= 1 "
-                                 "(examples kept per task_name)")
+            require_int("tasks.flan2022", f"caps[{name!r}]", cap, 1,
+                        meaning="examples kept per task_name")
         if not self.template_types:
             raise ValueError(f"tasks.flan2022.template_types is empty; valid: "
                              f"{list(TEMPLATE_TYPES)}")
         for name in ("validation_examples", "shuffle_buffer"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (
-                    1 if name == "shuffle_buffer" else 0):
-                raise ValueError(f"tasks.flan2022.{name}={value!r} must be an int >= "
-                                 f"{1 if name == 'shuffle_buffer' else 0}")
+            require_int("tasks.flan2022", name, getattr(self, name),
+                        1 if name == "shuffle_buffer" else 0)
 
     def rate(self, sub_mixture: str) -> float:
         return float(dict(self.rates)[sub_mixture])

@@ -16,8 +16,8 @@ from model_zoo.model_def import model_def
 
 
 @pytest.mark.parametrize("field,value,expected", [
-    ("d_model", 0, "positive integer"),
-    ("num_heads", 2.5, "positive integer"),
+    ("d_model", 0, "expected an integer >= 1"),
+    ("num_heads", 2.5, "expected an integer >= 1, got float"),
     ("mlp_activations", ("swish",), "relu"),
     ("dropout_rate", 1.0, "[0, 1)"),
     ("dtype", "float64", "bfloat16"),

@@ -165,7 +165,7 @@ def test_experts_not_divisible_by_the_expert_axis():
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(num_experts=4, num_selected_experts=5),
-     r"num_selected_experts=5 is invalid: expected an integer in \[1, num_experts=4\]"),
+     r"num_selected_experts=5 is invalid: expected an integer in \[1, 4\] \(at most num_experts\)"),
     (dict(train_capacity_factor=0.0),
      r"train_capacity_factor=0.0 is invalid: expected a float > 0"),
     (dict(eval_capacity_factor=-1.0), r"eval_capacity_factor=-1.0 is invalid"),

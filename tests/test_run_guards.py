@@ -118,7 +118,7 @@ def test_at_the_checkpointed_step_nothing_trains_and_a_missing_final_eval_runs(c
 @pytest.mark.parametrize("flag,match", [
     ("--gin.TRAIN_STEP=5", r"macro TRAIN_STEP is set but nothing reads it.*\['TRAIN_STEPS'\]"),
     ("--gin.TRAIN_STEPS=10.5", r"=10\.5 is invalid: expected an integer.*macro TRAIN_STEPS"),
-    ("--gin.BATCH_SIZE='8'", r"batch_size='8' is invalid: expected an integer, got str"),
+    ("--gin.BATCH_SIZE='8'", r"batch_size='8' is invalid: expected an integer >= 1, got str"),
     ("--gin.BATCH_SIZE=thirtytwo", r"batch_size='thirtytwo' is invalid: expected an integer"),
     ("--gin.training.LoopConfig.log_every=2.0", r"LoopConfig.log_every=2.0 is invalid"),
 ])

@@ -36,9 +36,9 @@ from typing import Callable
 import jax
 import numpy as np
 
+from fields.integers import require_int
 from training.checkpoints.manager import Checkpointer
 from training.evaluator import checked, missing_at, run_one
-from training.int_fields import require_int
 from training.metrics_writer import MetricsWriter
 from training.prefetch import DevicePrefetch
 from training.throughput import Throughput
@@ -78,18 +78,11 @@ class LoopConfig:
         if self.preemption_sync not in PREEMPTION_SYNCS:
             raise ValueError(f"LoopConfig.preemption_sync={self.preemption_sync!r}; valid: "
                              f"{PREEMPTION_SYNCS}")
-        for name in ("train_steps", "checkpoint_every", "eval_every", "log_every",
-                     "keep_checkpoints", "max_consecutive_skipped_steps", "prefetch",
-                     "preemption_check_every"):
-            require_int("LoopConfig", name, getattr(self, name))
         for name in ("train_steps", "checkpoint_every", "log_every", "keep_checkpoints",
                      "preemption_check_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"LoopConfig.{name}={getattr(self, name)} must be >= 1")
+            require_int("LoopConfig", name, getattr(self, name), 1)
         for name in ("eval_every", "max_consecutive_skipped_steps", "prefetch"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"LoopConfig.{name}={getattr(self, name)} must be >= 0 "
-                                 "(0: off)")
+            require_int("LoopConfig", name, getattr(self, name), 0, meaning="0: off")
         peak = self.peak_tflops_per_device
         if peak is not None and (isinstance(peak, bool) or not isinstance(peak, (int, float))
                                  or not peak > 0):

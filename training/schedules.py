@@ -7,7 +7,7 @@ import dataclasses
 import jax.numpy as jnp
 import optax
 
-from training.int_fields import require_int
+from fields.integers import require_int
 
 KINDS = ("rsqrt", "constant", "linear", "cosine")
 
@@ -29,10 +29,8 @@ class ScheduleConfig:
                              f"{KINDS}")
         if not self.learning_rate > 0:
             raise ValueError(f"ScheduleConfig.learning_rate={self.learning_rate} must be > 0")
-        for name in ("warmup_steps", "decay_steps"):
-            require_int("ScheduleConfig", name, getattr(self, name))
-        if self.warmup_steps < 0:
-            raise ValueError(f"ScheduleConfig.warmup_steps={self.warmup_steps} must be >= 0")
+        require_int("ScheduleConfig", "warmup_steps", self.warmup_steps, 0)
+        require_int("ScheduleConfig", "decay_steps", self.decay_steps)
         if self.kind in ("linear", "cosine") and self.decay_steps <= self.warmup_steps:
             raise ValueError(f"ScheduleConfig.decay_steps={self.decay_steps} must exceed "
                              f"warmup_steps={self.warmup_steps} for a {self.kind} schedule")

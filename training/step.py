@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fields.integers import require_int
 from model_zoo.chunked_cross_entropy import chunked_cross_entropy_loss
 from model_zoo.model_def import ModelDef
 from model_zoo.losses import LossSums, cross_entropy_loss
@@ -51,9 +52,8 @@ class LossConfig:
     loss_normalizing_factor: float | str = "NUM_REAL_TARGET_TOKENS"
 
     def __post_init__(self):
-        if not isinstance(self.vocab_chunk, int) or self.vocab_chunk < 0:
-            raise ValueError(f"LossConfig.vocab_chunk={self.vocab_chunk!r} must be an int >= 0 "
-                             "(0: plain logits; N: target positions per fused chunk)")
+        require_int("LossConfig", "vocab_chunk", self.vocab_chunk, 0,
+                    meaning="0: plain logits; N: target positions per fused chunk")
         try:
             factor = check_factor(self.loss_normalizing_factor)
         except ValueError as e:

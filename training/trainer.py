@@ -14,12 +14,12 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from fields.integers import require_int
 import partitioning
 from model_zoo import EncoderDecoder, ModelConfig
 from model_zoo.axes import activation_rules
 from model_zoo.model_def import init_params, model_def
 from training.checkpoints.manager import abstract_with_shardings
-from training.int_fields import require_int
 from training.loss_scale import LossScaleConfig
 from training.optimizers import OptimizerConfig, make_optimizer
 from training.schedules import make_schedule
@@ -40,11 +40,10 @@ class TrainConfig:
     deterministic: bool = False  # True disables dropout
 
     def __post_init__(self):
-        for name in ("batch_size", "microbatches", "seed"):
-            require_int("TrainConfig", name, getattr(self, name))
-        if self.batch_size < 1:
-            raise ValueError(f"TrainConfig.batch_size={self.batch_size} must be >= 1")
-        if self.microbatches < 1 or self.batch_size % self.microbatches:
+        require_int("TrainConfig", "seed", self.seed)
+        require_int("TrainConfig", "batch_size", self.batch_size, 1)
+        require_int("TrainConfig", "microbatches", self.microbatches, 1)
+        if self.batch_size % self.microbatches:
             raise ValueError(f"TrainConfig.microbatches={self.microbatches} must divide "
                              f"batch_size={self.batch_size}")
         partitioning.rule_set(self.rules)

@@ -1,0 +1,1 @@
+"""Checks shared by every package's config dataclasses; imports nothing of t5pod."""
