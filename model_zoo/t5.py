@@ -1,6 +1,10 @@
 """The T5 encoder-decoder (Raffel et al. 2020) in Flax NNX: dense or Universal stacks.
 
 Called with t5x/seqio feature names and returns float32 logits [batch, target_len, vocab].
+Plain T5 is `__call__`: embed, encode, decode, project. The variants enter at named points:
+the stacks (`universal.make_stack`: scanned, Universal or with MoE layers; `make_norm`:
+KL-Norm), `_encode_bytes` (the hybrid's byte encoder, model_zoo/hybrid_inputs.py) and the
+auxiliary losses (model_zoo/aux_losses.py: ACT, router losses, KL-Norm).
 """
 
 from __future__ import annotations
@@ -9,13 +13,15 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from model_zoo import masks
+from model_zoo import hybrid_inputs, masks
+from model_zoo.aux_losses import auxiliary
 from model_zoo.axes import constrain, in_use, param
 from model_zoo.config import ModelConfig
 from model_zoo.dropout import dropout, fold
+from model_zoo.features import check_same_shape, check_tokens
+from model_zoo.hybrid_inputs import check_byte_inputs
 from model_zoo.layers import DecoderLayer, EncoderLayer
 from model_zoo.mixed_einsum import mixed_einsum
-from model_zoo.moe import summarize
 from model_zoo.norm import make_norm, token_mean
 from model_zoo.relative_position import RelativePositionBias
 from model_zoo.universal import make_stack
@@ -25,21 +31,6 @@ def _relpos(cfg: ModelConfig, bidirectional: bool, rngs: nnx.Rngs) -> RelativePo
     return RelativePositionBias(cfg.relative_attention_num_buckets,
                                 cfg.relative_attention_max_distance, cfg.num_heads,
                                 bidirectional, cfg.d_model ** -0.5, rngs)
-
-
-def _check_tokens(name: str, tokens, batch: int | None = None) -> None:
-    if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
-        raise ValueError(f"{name} must be integer ids of shape [batch, length]; "
-                         f"got {tokens.dtype} of shape {tokens.shape}")
-    if batch is not None and tokens.shape[0] != batch:
-        raise ValueError(f"{name} has batch {tokens.shape[0]}, expected {batch} "
-                         "(the batch of encoder_input_tokens)")
-
-
-def _check_same_shape(name: str, feature, tokens_name: str, tokens) -> None:
-    if feature is not None and feature.shape != tokens.shape:
-        raise ValueError(f"{name} has shape {feature.shape}; expected {tokens.shape}, "
-                         f"the shape of {tokens_name}")
 
 
 def _final_norm(norm, x, aux: dict, weights, rng, deterministic: bool):
@@ -149,19 +140,19 @@ class EncoderDecoder(nnx.Module):
     def _encode(self, encoder_input_tokens, encoder_segment_ids=None, encoder_positions=None,
                 byte_encoder_input_tokens=None, byte_encoder_segment_ids=None,
                 byte_encoder_positions=None, *, deterministic: bool = True, dropout_rng=None):
-        _check_tokens("encoder_input_tokens", encoder_input_tokens)
-        _check_same_shape("encoder_segment_ids", encoder_segment_ids,
-                          "encoder_input_tokens", encoder_input_tokens)
-        _check_same_shape("encoder_positions", encoder_positions,
-                          "encoder_input_tokens", encoder_input_tokens)
+        check_tokens("encoder_input_tokens", encoder_input_tokens)
+        check_same_shape("encoder_segment_ids", encoder_segment_ids,
+                         "encoder_input_tokens", encoder_input_tokens)
+        check_same_shape("encoder_positions", encoder_positions,
+                         "encoder_input_tokens", encoder_input_tokens)
         x, aux = self.encoder(self.embed(encoder_input_tokens), encoder_input_tokens,
                               encoder_segment_ids, encoder_positions, rng=fold(dropout_rng, 0),
                               deterministic=deterministic)
         if "encoder" in self.config.frozen:
             x = jax.lax.stop_gradient(x)
-        self._check_byte_inputs(encoder_input_tokens, encoder_segment_ids,
-                                byte_encoder_input_tokens, byte_encoder_segment_ids,
-                                byte_encoder_positions)
+        check_byte_inputs(self.config.byte_encoder is not None, encoder_input_tokens,
+                          encoder_segment_ids, byte_encoder_input_tokens,
+                          byte_encoder_segment_ids, byte_encoder_positions)
         if self.config.byte_encoder is None:
             return x, aux
         return jnp.concatenate([x, self._encode_bytes(
@@ -178,36 +169,7 @@ class EncoderDecoder(nnx.Module):
             x = jax.lax.stop_gradient(x)
         return x
 
-    def _check_byte_inputs(self, tokens, segment_ids, byte_tokens, byte_segment_ids,
-                           byte_positions) -> None:
-        if self.config.byte_encoder is None:
-            if byte_tokens is not None:
-                raise ValueError("byte_encoder_input_tokens given, but this model has no byte "
-                                 "encoder (ModelConfig.byte_encoder is None)")
-            return
-        if byte_tokens is None:
-            raise ValueError("this hybrid model (ModelConfig.byte_encoder set) needs "
-                             "byte_encoder_input_tokens: the bytes of the same inputs")
-        _check_tokens("byte_encoder_input_tokens", byte_tokens, tokens.shape[0])
-        _check_same_shape("byte_encoder_segment_ids", byte_segment_ids,
-                          "byte_encoder_input_tokens", byte_tokens)
-        _check_same_shape("byte_encoder_positions", byte_positions,
-                          "byte_encoder_input_tokens", byte_tokens)
-        if (segment_ids is None) != (byte_segment_ids is None):
-            raise ValueError("packed hybrid inputs need both encoder_segment_ids and "
-                             "byte_encoder_segment_ids (or neither)")
-
-    @staticmethod
-    def encoder_keys(encoder_input_tokens, encoder_segment_ids=None,
-                     byte_encoder_input_tokens=None, byte_encoder_segment_ids=None):
-        """(ids, segment ids) of every encoder output position, bytes after tokens: what the
-        decoder's cross-attention mask is built from."""
-        if byte_encoder_input_tokens is None:
-            return encoder_input_tokens, encoder_segment_ids
-        keys = jnp.concatenate([encoder_input_tokens, byte_encoder_input_tokens], axis=1)
-        if encoder_segment_ids is None:
-            return keys, None
-        return keys, jnp.concatenate([encoder_segment_ids, byte_encoder_segment_ids], axis=1)
+    encoder_keys = staticmethod(hybrid_inputs.encoder_keys)
 
     def decode(self, encoded, encoder_input_tokens, decoder_input_tokens,
                encoder_segment_ids=None, decoder_segment_ids=None, decoder_positions=None, *,
@@ -224,11 +186,11 @@ class EncoderDecoder(nnx.Module):
     def _decode(self, encoded, encoder_keys, decoder_input_tokens, encoder_key_segments=None,
                 decoder_segment_ids=None, decoder_positions=None, *,
                 deterministic: bool = True, dropout_rng=None, project: bool = True):
-        _check_tokens("decoder_input_tokens", decoder_input_tokens, encoded.shape[0])
-        _check_same_shape("decoder_segment_ids", decoder_segment_ids,
-                          "decoder_input_tokens", decoder_input_tokens)
-        _check_same_shape("decoder_positions", decoder_positions,
-                          "decoder_input_tokens", decoder_input_tokens)
+        check_tokens("decoder_input_tokens", decoder_input_tokens, encoded.shape[0])
+        check_same_shape("decoder_segment_ids", decoder_segment_ids,
+                         "decoder_input_tokens", decoder_input_tokens)
+        check_same_shape("decoder_positions", decoder_positions,
+                         "decoder_input_tokens", decoder_input_tokens)
         cross = masks.cross_mask(encoder_keys, decoder_segment_ids, encoder_key_segments)
         x, aux = self.decoder(self.embed(decoder_input_tokens), decoder_input_tokens, encoded,
                               cross, decoder_segment_ids, decoder_positions,
@@ -301,40 +263,6 @@ class EncoderDecoder(nnx.Module):
                                        project=not return_hidden)
         if not return_aux:
             return logits
-        return logits, self._aux(enc_aux, dec_aux)
-
-    def _aux(self, enc_aux: dict, dec_aux: dict) -> dict:
-        aux = {"loss": jnp.zeros((), jnp.float32)}
-        u = self.config.universal
-        if u is not None and u.act:
-            aux["loss"] = u.ponder_tau * (enc_aux["ponder_cost"] + dec_aux["ponder_cost"])
-            aux["encoder_ponder_steps"] = enc_aux["ponder_steps"]
-            aux["decoder_ponder_steps"] = dec_aux["ponder_steps"]
-            aux["ponder_loss"] = aux["loss"]
-        if self.config.moe is not None:
-            aux = {**aux, **self._moe_aux(enc_aux, dec_aux)}
-        if self.config.norm == "kl":
-            aux = {**aux, **self._kl_norm_aux(enc_aux, dec_aux)}
-            aux["loss"] = aux["loss"] + aux["kl_norm_loss"]
-        return aux
-
-    def _kl_norm_aux(self, enc_aux: dict, dec_aux: dict) -> dict:
-        """KL-Norm's regulariser: each stack's KL per real token (summed over its norms)."""
-        kl = enc_aux["kl_norm"] + dec_aux["kl_norm"]
-        return {"encoder_kl_norm": enc_aux["kl_norm"], "decoder_kl_norm": dec_aux["kl_norm"],
-                "kl_norm_loss": self.config.kl_norm_weight * kl}
-
-    def _moe_aux(self, enc_aux: dict, dec_aux: dict) -> dict:
-        """Router losses (each stack's mean over its MoE layers, summed over the stacks, as
-        HF sums encoder and decoder) weighted into `loss`, plus per-layer router metrics."""
-        moe, out = self.config.moe, {}
-        for side, aux in (("encoder", enc_aux), ("decoder", dec_aux)):
-            if "router_logits" in aux:
-                out.update(summarize(side, aux, getattr(self, side).layers.moe_layer_indices))
-        zero = jnp.zeros((), jnp.float32)
-        balance = sum((out.get(f"{s}_load_balancing_loss", zero) for s in ("encoder", "decoder")),
-                      zero)
-        z = sum((out.get(f"{s}_router_z_loss", zero) for s in ("encoder", "decoder")), zero)
-        out.update(load_balancing_loss=balance, router_z_loss=z,
-                   loss=moe.load_balancing_loss_weight * balance + moe.router_z_loss_weight * z)
-        return out
+        moe_layers = {side: getattr(self, side).layers.moe_layer_indices
+                      for side in ("encoder", "decoder") if self.config.moe is not None}
+        return logits, auxiliary(self.config, enc_aux, dec_aux, moe_layers)
