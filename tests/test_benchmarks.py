@@ -185,7 +185,7 @@ def test_mmlu_generated_letter_is_scored_by_its_letter(tmp_path):
 BOOL = {"examples": [{"input": "not True is", "target": "False"},
                      {"input": "True and True is", "target": "True"},
                      {"input": "False or False is", "target": "False"}]}
-COT = ("Evaluate the result of a random Boolean expression.\n-----\n"
+COT = ("A canary line.\n-----\nEvaluate the result of a random Boolean expression.\n\n"
        "Q: True is\nA: Let's think step by step.\nIt is True. So the answer is True.")
 
 
@@ -198,7 +198,7 @@ def write_bbh(root, examples=BOOL, prompt=COT):
     return root
 
 
-def test_bbh_exact_match_after_the_chain_of_thought(tmp_path):
+def test_bbh_exact_match_after_the_chain_of_thought_or_the_direct_answer(tmp_path):
     root = write_bbh(tmp_path / "bbh_data")
     replies = {"not True is": "not True = False. So the answer is False.",
                "True and True is": "Both hold. So the answer is True",
@@ -209,14 +209,21 @@ def test_bbh_exact_match_after_the_chain_of_thought(tmp_path):
 
     with gin_settings(["runs/eval_bbh.gin"], [f"BBH_DIR = '{root}'"]):
         metrics, _, rows = run_task("bbh_boolean_expressions_cot_byte", AnswerFromInput(answer))
-        direct, _, direct_rows = run_task("bbh_boolean_expressions_byte",
-                                          AnswerFromInput(lambda t: "False"))
+        direct, _, direct_rows = run_task("bbh_boolean_expressions_direct_byte",
+                                          AnswerFromInput(lambda t: " False "))
+        zero, _, zero_rows = run_task("bbh_boolean_expressions_byte",
+                                      AnswerFromInput(lambda t: "False"))
     assert rows[0]["inputs_pretokenized"].decode() == (
+        "Evaluate the result of a random Boolean expression.\n\n"
         "Q: True is\nA: Let's think step by step.\nIt is True. So the answer is True.\n\n"
         "Q: not True is\nA: Let's think step by step.")
     assert metrics["exact_match"] == pytest.approx(200 / 3)
-    assert direct_rows[1]["inputs_pretokenized"].decode() == "True and True is"
+    assert direct_rows[0]["inputs_pretokenized"].decode() == (
+        "Evaluate the result of a random Boolean expression.\n\nQ: True is\nA: True\n\n"
+        "Q: not True is\nA:")
     assert direct["exact_match"] == pytest.approx(200 / 3)
+    assert zero_rows[1]["inputs_pretokenized"].decode() == "True and True is"
+    assert zero["exact_match"] == pytest.approx(200 / 3)
 
 
 @pytest.mark.parametrize("row,match", [
