@@ -87,12 +87,15 @@ class InferenceEvaluator:
                          self.evaluator.cached_task_datasets.items()}
 
     def evaluate(self, predictor, step: int | None = None) -> dict[str, dict]:
-        """{task: {metric: value}} of `predictor` (see inference/seqio_callbacks.py)."""
+        """{task: {metric: value}} of `predictor` (see inference/seqio_callbacks.py), and the
+        mixture's own row where its tasks' mean is its published score (BBH)."""
+        from tasks.macro_average import with_average
+
         size = self.config.batch_size
         metrics, _ = self.evaluator.evaluate(
             compute_metrics=True, step=step, predict_fn=predict_fn(predictor, size),
             score_fn=score_fn(predictor, size))
-        return metrics.result()
+        return with_average(self.config.mixture_or_task_name, metrics.result())
 
 
 def _count(dataset) -> int:
@@ -151,11 +154,15 @@ class SeqioEvaluator:
 
     def by_task(self, metrics: dict[str, float]) -> dict[str, dict]:
         """`run`'s metrics as {task: {"examples": N, metric: value}}."""
-        out = {}
-        for task, examples in self.data.examples.items():
+        out, counts = {}, self.data.examples
+        names, mixture = list(counts), self.data.config.mixture_or_task_name
+        if mixture not in counts and any(k.startswith(f"{PREFIX}{mixture}/") for k in metrics):
+            names.append(mixture)   # a macro average (tasks/macro_average.py)
+        for task in names:
             head = f"{PREFIX}{task}/"
-            out[task] = {"examples": examples, **{k[len(head):]: v for k, v in metrics.items()
-                                                  if k.startswith(head)}}
+            out[task] = {"examples": counts.get(task, sum(counts.values())),
+                         **{k[len(head):]: v for k, v in metrics.items()
+                            if k.startswith(head)}}
         return out
 
 

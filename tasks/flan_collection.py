@@ -4,24 +4,31 @@ One seqio Task per sub-mixture: `flan2022_flan` (Flan 2021), `flan2022_t0` (T0/P
 `flan2022_niv2` (Super-Natural Instructions), `flan2022_cot` (chain of thought) and
 `flan2022_dialog`, each streaming the records of the export whose `task_source` names it
 (tasks/flan_collection_files.py); the Mixture `flan2022` samples them at the paper's rates,
-0.4 / 0.32 / 0.2 / 0.05 / 0.03. Inside a sub-mixture each `task_name` keeps at most its
-sub-mixture's cap of examples (Flan's caps: 30k, 20k, 5k, 100k, 200k), so drawing uniformly
-from the sub-mixture gives each task the examples-proportional, capped rate
-min(n, cap) / sum(min(n, cap)) Flan mixes tasks by.
+0.4 / 0.32 / 0.2 / 0.05 / 0.03.
+
+Inside a sub-mixture, `tasks.flan2022.mixing`:
+  'as_exported' (default)  every record once per epoch: the `*_submix_original` exports were
+                           drawn from Flan's sub-mixtures, so their caps, template-type
+                           weights and CoT-II/Dialog-II share are in them already
+  'flan_rule'              Flan's rule applied here (tasks/flan_rule.py): each (task_name,
+                           template_type) at min(cap, n), template types and CoT-II/Dialog-II
+                           weighted as Flan's mixtures; for an export of every example, or to
+                           re-cap a submix export (`caps`: Flan's 30k / 20k / 5k / 100k / 200k)
 
 Why per sub-mixture and not per task_name: seqio tasks are registered when `tasks` is
 imported, before gin names a directory, and the collection has about 1,800 task_names; a
 seqio Mixture over that many would build as many tf.data pipelines and shuffle buffers.
 
-Records are read in sorted file order, so which examples a capped task keeps, and the
-validation split (the first `validation_examples` records of each sub-mixture, which
-training never sees), are the same on every run and host; order within training comes
-from a `shuffle_buffer` of records, then seqio's shuffle. Each host reads every shard and
-keeps its share of the examples (seqio shards a FunctionDataSource by example).
+The validation split is the records whose hash (of task_name, template_type, inputs and
+targets) falls below `validation_fraction`: the same records whatever the order or sharding
+of the files, and a duplicate is never on both sides. Records are read in sorted file order;
+order within training comes from a `shuffle_buffer` of records, then seqio's shuffle. Each
+host reads every shard and keeps its share (seqio shards a FunctionDataSource by example).
 
     tasks.flan2022.directory = %FLAN2022_DIR
     tasks.flan2022.rates = {'niv2': 0.0}          # overrides; sub-mixtures not named keep theirs
-    tasks.flan2022.caps = {'niv2': 5000}          # or one int for every sub-mixture
+    tasks.flan2022.mixing = 'flan_rule'
+    tasks.flan2022.caps = {'niv2': 5000}          # or one int; only with mixing='flan_rule'
     tasks.flan2022.template_types = ['zs_opt', 'fs_opt']
 """
 
@@ -30,19 +37,22 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import hashlib
+import itertools
 import os
 from typing import Iterator, Mapping
 
 import seqio
 
-from tasks import flan_collection_files as files_
 from fields.integers import require_int
-from tasks import settings_scope
+from tasks import flan_collection_files as files_
+from tasks import flan_rule, settings_scope
 from tasks.flan_collection_files import SUB_MIXTURES, TEMPLATE_TYPES
 from tasks.tf_setup import tf
 
 RATES = {"flan": 0.4, "t0": 0.32, "niv2": 0.2, "cot": 0.05, "dialog": 0.03}
 CAPS = {"flan": 30_000, "t0": 20_000, "niv2": 5_000, "cot": 100_000, "dialog": 200_000}
+MIXINGS = ("as_exported", "flan_rule")
 MIXTURE = "flan2022"
 FEATURES = ("inputs", "targets", "task_name", "template_type")
 
@@ -55,9 +65,10 @@ def task_name(sub_mixture: str) -> str:
 class Flan2022:
     directory: str | None = None
     rates: tuple[tuple[str, float], ...] = tuple(RATES.items())
-    caps: tuple[tuple[str, int], ...] = tuple(CAPS.items())
+    mixing: str = "as_exported"
+    caps: tuple[tuple[str, int], ...] = tuple(CAPS.items())   # read by 'flan_rule' only
     template_types: tuple[str, ...] = TEMPLATE_TYPES
-    validation_examples: int = 1000     # per sub-mixture, held out of training
+    validation_fraction: float = 0.001   # of each sub-mixture, by hash; never trained on
     shuffle_buffer: int = 10_000        # records, before tokenizing
 
     def __post_init__(self):
@@ -72,15 +83,19 @@ class Flan2022:
                                  ">= 0 (0 leaves the sub-mixture out)")
         if not sum(r for _, r in self.rates) > 0:
             raise ValueError(f"tasks.flan2022.rates={dict(self.rates)}: at least one must be > 0")
+        if self.mixing not in MIXINGS:
+            raise ValueError(f"tasks.flan2022.mixing={self.mixing!r}; valid: {MIXINGS}")
         for name, cap in self.caps:
             require_int("tasks.flan2022", f"caps[{name!r}]", cap, 1,
-                        meaning="examples kept per task_name")
+                        meaning="Flan's rate of a task and template type is min(n, cap)")
         if not self.template_types:
             raise ValueError(f"tasks.flan2022.template_types is empty; valid: "
                              f"{list(TEMPLATE_TYPES)}")
-        for name in ("validation_examples", "shuffle_buffer"):
-            require_int("tasks.flan2022", name, getattr(self, name),
-                        1 if name == "shuffle_buffer" else 0)
+        f = self.validation_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f < 1:
+            raise ValueError(f"tasks.flan2022.validation_fraction={f!r} must be a number in "
+                             "[0, 1) (0: no validation split)")
+        require_int("tasks.flan2022", "shuffle_buffer", self.shuffle_buffer, 1)
 
     def rate(self, sub_mixture: str) -> float:
         return float(dict(self.rates)[sub_mixture])
@@ -104,15 +119,24 @@ def _overrides(field: str, given, defaults: Mapping) -> tuple:
     return tuple({**defaults, **given}.items())
 
 
-def flan2022(directory: str | None = None, rates=None, caps=None, template_types=None,
-             validation_examples: int = 1000, shuffle_buffer: int = 10_000) -> Flan2022:
+def flan2022(directory: str | None = None, rates=None, mixing: str = "as_exported", caps=None,
+             template_types=None, validation_fraction: float = 0.001,
+             shuffle_buffer: int = 10_000) -> Flan2022:
     """The Flan 2022 export to read and how to mix it (see the module docstring)."""
+    if caps is not None and mixing != "flan_rule":
+        raise ValueError(f"tasks.flan2022.caps={caps!r} is read only with tasks.flan2022.mixing"
+                         f"='flan_rule' (mixing={mixing!r} uses the export's records as they "
+                         "are: the submix exports are capped already)")
     if isinstance(template_types, str):
         template_types = [template_types]
     types = tuple(files_.template_type_of(t, "tasks.flan2022.template_types")
                   for t in (template_types if template_types is not None else TEMPLATE_TYPES))
-    return Flan2022(directory or None, _overrides("rates", rates, RATES),
-                    _overrides("caps", caps, CAPS), types, validation_examples, shuffle_buffer)
+    return Flan2022(directory or None, _overrides("rates", rates, RATES), mixing,
+                    _overrides("caps", caps, CAPS), types, validation_fraction, shuffle_buffer)
+
+
+def _stamp(paths: list[str]) -> tuple:
+    return tuple((p, os.path.getsize(p), os.path.getmtime(p)) for p in paths)
 
 
 @functools.lru_cache(maxsize=256)
@@ -123,7 +147,7 @@ def _survey(path: str, size: int, mtime: float):
 def shards(config: Flan2022, sub_mixture: str) -> list[str]:
     """The shards that may hold `sub_mixture`'s records; fails early if none can."""
     paths = files_.find_files(config.directory)
-    held = {p: _survey(p, os.path.getsize(p), os.path.getmtime(p)) for p in paths}
+    held = {p: _survey(*stamp) for p, stamp in zip(paths, _stamp(paths), strict=True)}
     mine = [p for p in paths if held[p] is None or sub_mixture in held[p]]
     if not mine:
         present = sorted(set().union(*held.values()))
@@ -133,44 +157,74 @@ def shards(config: Flan2022, sub_mixture: str) -> list[str]:
     return mine
 
 
-def examples(config: Flan2022, sub_mixture: str, split: str,
-             paths: list[str]) -> Iterator[dict]:
-    """The records of `sub_mixture` in `split`: the first validation_examples are the
-    validation split; training keeps at most the cap of each task_name of the rest."""
-    kept: collections.Counter = collections.Counter()
-    held = seen = 0
-    cap, wanted = config.cap(sub_mixture), set(config.template_types)
+def digest(r: files_.Record) -> bytes:
+    """A record's identity: a hash of its task_name, template_type, inputs and targets."""
+    fields = (r.task_name, r.template_type or "", r.inputs, r.targets)
+    return hashlib.blake2b("\x1f".join(fields).encode(), digest_size=16).digest()
+
+
+def is_validation(config: Flan2022, record_digest: bytes) -> bool:
+    return int.from_bytes(record_digest[:8], "little") / 2.0 ** 64 < config.validation_fraction
+
+
+def _selected(config: Flan2022, sub_mixture: str, paths: list[str]):
+    """(where, record) of `sub_mixture` with a selected template type."""
+    wanted = set(config.template_types)
     filtering = wanted != set(TEMPLATE_TYPES)
     for where, r in files_.records(paths):
         if r.sub_mixture != sub_mixture:
             continue
-        if r.template_type is None and filtering:
-            raise ValueError(f"{where}: the record has no template_type, so "
-                             f"tasks.flan2022.template_types={list(config.template_types)} "
-                             "cannot select it; leave template_types at all four")
-        if filtering and r.template_type not in wanted:
-            continue
+        if r.template_type is None and (filtering or config.mixing == "flan_rule"):
+            why = (f"tasks.flan2022.template_types={list(config.template_types)} cannot "
+                   "select it; leave template_types at all four" if filtering else
+                   "tasks.flan2022.mixing='flan_rule' weights records by it; use "
+                   "mixing='as_exported'")
+            raise ValueError(f"{where}: the record has no template_type, so {why}")
+        if r.template_type in wanted or not filtering:
+            yield where, r
+
+
+@functools.lru_cache(maxsize=16)
+def _counts(config: Flan2022, sub_mixture: str, stamp: tuple) -> dict:
+    """{(task_name, template_type): records} of the selected records (validation included)."""
+    paths = [p for p, _, _ in stamp]
+    return dict(collections.Counter((r.task_name, r.template_type)
+                                    for _, r in _selected(config, sub_mixture, paths)))
+
+
+def keep_probabilities(config: Flan2022, sub_mixture: str, paths: list[str]) -> dict:
+    """Flan's rule as a probability of keeping each group's records (tasks/flan_rule.py)."""
+    counts = _counts(config, sub_mixture, _stamp(paths))
+    return flan_rule.keep_probabilities(
+        flan_rule.rates(sub_mixture, counts, config.cap(sub_mixture)), counts)
+
+
+def examples(config: Flan2022, sub_mixture: str, split: str, paths: list[str],
+             epoch: int = 0, seed: int = 0) -> Iterator[dict]:
+    """The records of `sub_mixture` in `split` (by `is_validation`); with 'flan_rule' those
+    its thinning keeps in `epoch` (validation: always epoch 0's, a fixed set)."""
+    keep = (keep_probabilities(config, sub_mixture, paths) if config.mixing == "flan_rule"
+            else None)
+    epoch = 0 if split == "validation" else epoch
+    found = seen = 0
+    for _, r in _selected(config, sub_mixture, paths):
         seen += 1
-        if held < config.validation_examples:
-            held += 1
-            if split == "validation":
-                yield _dict(r)
-                if held == config.validation_examples:
-                    return
+        d = digest(r)
+        if is_validation(config, d) != (split == "validation"):
             continue
-        if split == "validation":
-            return
-        if kept[r.task_name] < cap:
-            kept[r.task_name] += 1
-            yield _dict(r)
-    if not (held if split == "validation" else sum(kept.values())):
+        if keep is not None and not flan_rule.uniform(d, seed, epoch) < keep.get(
+                (r.task_name, r.template_type), 0.0):
+            continue
+        found += 1
+        yield _dict(r)
+    if not found:
         raise ValueError(
             f"sub-mixture {sub_mixture!r} has no {split} examples in {config.directory!r}: "
             f"{seen} records match task_source and template_types "
-            f"{list(config.template_types)}, and the first "
-            f"{config.validation_examples} are the validation split "
-            "(tasks.flan2022.validation_examples); "
-            f"leave it out with tasks.flan2022.rates = {{'{sub_mixture}': 0}}")
+            f"{list(config.template_types)}, of which a fraction "
+            f"{config.validation_fraction} (tasks.flan2022.validation_fraction, by hash) is "
+            f"the validation split; leave it out with tasks.flan2022.rates = "
+            f"{{'{sub_mixture}': 0}}")
 
 
 def _dict(r: files_.Record) -> dict:
@@ -199,12 +253,16 @@ def _dataset_fn(sub_mixture: str):
         if config.rate(sub_mixture) == 0:  # never sampled: read nothing
             return tf.data.Dataset.from_tensor_slices(
                 {k: tf.constant([], tf.string) for k in FEATURES})
-        if split == "validation" and not config.validation_examples:
-            raise ValueError("tasks.flan2022.validation_examples=0 leaves no validation split; "
+        if split == "validation" and not config.validation_fraction:
+            raise ValueError("tasks.flan2022.validation_fraction=0 leaves no validation split; "
                              "hold some records out or set run.train.eval_feed = None")
         paths = shards(config, sub_mixture)   # missing files fail here, before training
+        if config.mixing == "flan_rule":
+            keep_probabilities(config, sub_mixture, paths)   # counts every group now
+        epochs = itertools.count()   # from_generator calls the lambda once per epoch
         ds = tf.data.Dataset.from_generator(
-            lambda: _chunks(examples(config, sub_mixture, split, paths)),
+            lambda: _chunks(examples(config, sub_mixture, split, paths, next(epochs),
+                                     seed or 0)),
             output_signature=SIGNATURE).unbatch()
         return ds.shuffle(config.shuffle_buffer, seed=seed) if shuffle_files else ds
     return fn

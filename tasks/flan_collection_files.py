@@ -1,7 +1,9 @@
 """Reading an exported Flan 2022 collection: a directory tree of JSONL and Parquet shards.
 
 Every record has string fields `inputs`, `targets`, `task_source`, `task_name` and, in most
-exports, `template_type`; anything else (e.g. `_template_idx`) is ignored. Records are
+exports, `template_type`; the last three may be spelled `_task_source`, `_task_name`,
+`_template_type` (seqio's passthrough names, as FLAN's run_example.py writes them); anything
+else (e.g. `_template_idx`) is ignored. Records are
 streamed file by file in sorted path order (a Parquet file by record batches, a JSONL file
 line by line), so a multi-GB export is never held in memory. A bad record names its file
 and line (JSONL, 1-based) or row (Parquet, 0-based) and what would be valid.
@@ -23,6 +25,7 @@ SOURCE_SPELLINGS = {"flan2021": "flan", "flan": "flan", "t0": "t0", "p3": "t0",
                     "niv2": "niv2", "cot": "cot", "dialog": "dialog"}
 TEMPLATE_TYPES = ("zs_opt", "fs_opt", "zs_noopt", "fs_noopt")
 REQUIRED = ("inputs", "targets", "task_source", "task_name")
+PREFIXED = ("task_source", "task_name", "template_type")   # also read as `_NAME`
 SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
 PARQUET_BATCH = 1024
 
@@ -79,18 +82,29 @@ def find_files(directory: str | None) -> list[str]:
     return sorted(files)
 
 
+def spelling(names, name: str) -> str:
+    """`name`, or `_name` where only that is among `names` (a record's keys, columns)."""
+    return f"_{name}" if name in PREFIXED and name not in names and f"_{name}" in names else name
+
+
+def _unprefixed(row: dict) -> dict:
+    return {name: row.get(spelling(row, name)) for name in REQUIRED + ("template_type",)
+            if spelling(row, name) in row}
+
+
 def _record(row: dict, where: str) -> Record:
     if not isinstance(row, dict):
         raise ValueError(f"{where}: a record must be a JSON object with fields "
                          f"{list(REQUIRED)}, got {type(row).__name__}")
+    given, row = sorted(row), _unprefixed(row)
     for name in REQUIRED:
         value = row.get(name)
         if not isinstance(value, str):
             problem = "is missing" if name not in row else (
                 f"is {type(value).__name__} {value!r:.40}, not a string")
             raise ValueError(f"{where}: field {name!r} {problem}; every record needs string "
-                             f"fields {list(REQUIRED)} (and optionally 'template_type'); it "
-                             f"has {sorted(row)}")
+                             f"fields {list(REQUIRED)} (and optionally 'template_type'; "
+                             f"{list(PREFIXED)} may start with '_'); it has {given}")
     template = row.get("template_type")
     if template is not None and not isinstance(template, str):
         raise ValueError(f"{where}: field 'template_type' is {type(template).__name__}, not a "
@@ -126,24 +140,31 @@ def parquet_schema_check(path: str):
     except (pa.ArrowException, OSError) as e:
         raise ValueError(f"{path} is not a readable Parquet file: {e}") from None
     schema = parquet.schema_arrow
-    for name in REQUIRED + ("template_type",):
+    for name in (spelling(schema.names, n) for n in REQUIRED + ("template_type",)):
         if name not in schema.names:
             if name == "template_type":
                 continue
             raise ValueError(f"{path}: Parquet file has no column {name!r}; columns: "
                              f"{schema.names}; every record needs string fields "
-                             f"{list(REQUIRED)}")
+                             f"{list(REQUIRED)} ({list(PREFIXED)} may start with '_')")
         kind = schema.field(name).type
         if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
             raise ValueError(f"{path}: Parquet column {name!r} is {kind}, not a string")
     return parquet
 
 
+def parquet_columns(parquet) -> list[str]:
+    """The columns read of a checked ParquetFile, as it spells them."""
+    names = parquet.schema_arrow.names
+    return [c for c in (spelling(names, n) for n in REQUIRED + ("template_type",))
+            if c in names]
+
+
 def _parquet_rows(path: str) -> Iterator[tuple[str, dict]]:
     parquet = parquet_schema_check(path)
-    columns = [c for c in REQUIRED + ("template_type",) if c in parquet.schema_arrow.names]
     row = 0
-    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH, columns=columns):
+    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH,
+                                      columns=parquet_columns(parquet)):
         for record in batch.to_pylist():
             yield f"{path} row {row}", record
             row += 1
@@ -165,12 +186,14 @@ def parquet_sub_mixtures(path: str) -> set[str]:
     """The sub-mixtures a Parquet shard holds (its task_source column alone is read)."""
     import pyarrow.compute as pc
 
-    column = parquet_schema_check(path).read(columns=["task_source"]).column(0)
+    parquet = parquet_schema_check(path)
+    source = spelling(parquet.schema_arrow.names, "task_source")
+    column = parquet.read(columns=[source]).column(0)
     found = set()
     for value in pc.unique(column).to_pylist():
         if value is None:
             row = pc.index(pc.is_null(column), True).as_py()
-            raise ValueError(f"{path} row {row}: field 'task_source' is null, not a string")
+            raise ValueError(f"{path} row {row}: field {source!r} is null, not a string")
         found.add(sub_mixture_of(value, f"{path} row {pc.index(column, value).as_py()}"))
     return found
 

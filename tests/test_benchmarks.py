@@ -17,7 +17,7 @@ from runner import gin_flags
 from inference.seqio_evaluator import InferenceEvalConfig, InferenceEvaluator
 from inference.predictor import Predictor
 from inference.seqio_callbacks import predict_fn, score_fn
-from tasks import bbh, mmlu, settings_scope
+from tasks import bbh, mmlu, mmlu_files, settings_scope
 from tasks import rank_classification as rank
 from tasks.registry import default_sentencepiece
 from tests.hf_reference import make_hf_t5
@@ -51,8 +51,8 @@ def write_mmlu(root, subjects=SUBJECTS):
 def expected_prompt(subject, row, shots=()):
     def block(r):
         return f"{r[0]}\nA. {r[1]}\nB. {r[2]}\nC. {r[3]}\nD. {r[4]}\nAnswer:"
-    head = ("The following are multiple choice questions (with answers) about "
-            f"{subject.replace('_', ' ')}.\n\n")
+    head = ("The following are multiple choice questions (with answers) about  "
+            f"{subject.replace('_', ' ')}.\n\n")   # two spaces, as evaluate_flan.py
     return head + "".join(f"{block(s)} {s[5]}\n\n" for s in shots) + block(row)
 
 
@@ -79,6 +79,17 @@ def hf_log_likelihoods(model, text: str, targets: list[str]) -> tuple[np.ndarray
     return sums, np.array([len(row) for row in labels])
 
 
+def hf_first_step(model, text: str, targets: list[str]) -> np.ndarray:
+    """log p(first token of each target) at HF T5's first decoder step (evaluate_flan.py's
+    logits over "A".."D", normalised over the vocabulary)."""
+    enc = torch.tensor([[b + 3 for b in text.encode()] + [1]])
+    with torch.no_grad():
+        logits = model(input_ids=enc, decoder_input_ids=torch.zeros((1, 1), dtype=torch.long)
+                       ).logits[0, 0]
+    log_probs = torch.log_softmax(logits.double(), -1)
+    return np.array([float(log_probs[t.encode()[0] + 3]) for t in targets])
+
+
 def hf_log_likelihood(model, text: str, target: str) -> float:
     return float(hf_log_likelihoods(model, text, [target])[0][0])
 
@@ -92,16 +103,18 @@ def run_task(name, predictor, split="test"):
     return metrics.result()[name], outputs[name], list(task_ds.as_numpy_iterator())
 
 
-@pytest.mark.parametrize("shots,choices", [("zero_shot", "options"), ("five_shot", "letters")])
+@pytest.mark.parametrize("shots,choices,scoring", [("zero_shot", "options", "sequence"),
+                                                    ("five_shot", "letters", "first_token")])
 def test_mmlu_rank_classification_is_the_argmax_of_hf_log_likelihoods(
-        hf_model_and_predictor, tmp_path, shots, choices):
+        hf_model_and_predictor, tmp_path, shots, choices, scoring):
     import seqio
 
     model, predictor = hf_model_and_predictor
     root = write_mmlu(tmp_path / "mmlu")
     name = f"mmlu_{shots}_rank_byte"
     with gin_settings(["runs/eval_mmlu.gin"],
-                         [f"MMLU_DIR = '{root}'", f"tasks.mmlu.rank_choices = '{choices}'"]):
+                      [f"MMLU_DIR = '{root}'", f"tasks.mmlu.rank_choices = '{choices}'",
+                       f"tasks.mmlu.scoring = '{scoring}'"]):
         metrics, outputs, rows = run_task(name, predictor)
     scores = outputs[seqio.metrics.ModelOutputType.SCORE]
     targets = [rank.postprocess(None, example=r, is_target=True) for r in rows]
@@ -116,7 +129,10 @@ def test_mmlu_rank_classification_is_the_argmax_of_hf_log_likelihoods(
         text = expected_prompt(subject, row, SUBJECTS[subject][0] if shots == "five_shot"
                                else ())
         options = row[1:5] if choices == "options" else ["A", "B", "C", "D"]
-        sums, lengths = hf_log_likelihoods(model, text, options)
+        if scoring == "first_token":   # evaluate_flan.py: argmax of the first step's logits
+            sums, lengths = hf_first_step(model, text, options), np.ones(4)
+        else:
+            sums, lengths = hf_log_likelihoods(model, text, options)
         hf_scores.extend(sums)
         hf[False].append(int(np.argmax(sums)))
         hf[True].append(int(np.argmax(sums / lengths)))
@@ -169,7 +185,7 @@ def test_mmlu_generated_letter_is_scored_by_its_letter(tmp_path):
 BOOL = {"examples": [{"input": "not True is", "target": "False"},
                      {"input": "True and True is", "target": "True"},
                      {"input": "False or False is", "target": "False"}]}
-COT = ("Evaluate the result of a random Boolean expression.\n-----\n"
+COT = ("A canary line.\n-----\nEvaluate the result of a random Boolean expression.\n\n"
        "Q: True is\nA: Let's think step by step.\nIt is True. So the answer is True.")
 
 
@@ -182,7 +198,7 @@ def write_bbh(root, examples=BOOL, prompt=COT):
     return root
 
 
-def test_bbh_exact_match_after_the_chain_of_thought(tmp_path):
+def test_bbh_exact_match_after_the_chain_of_thought_or_the_direct_answer(tmp_path):
     root = write_bbh(tmp_path / "bbh_data")
     replies = {"not True is": "not True = False. So the answer is False.",
                "True and True is": "Both hold. So the answer is True",
@@ -193,14 +209,21 @@ def test_bbh_exact_match_after_the_chain_of_thought(tmp_path):
 
     with gin_settings(["runs/eval_bbh.gin"], [f"BBH_DIR = '{root}'"]):
         metrics, _, rows = run_task("bbh_boolean_expressions_cot_byte", AnswerFromInput(answer))
-        direct, _, direct_rows = run_task("bbh_boolean_expressions_byte",
-                                          AnswerFromInput(lambda t: "False"))
+        direct, _, direct_rows = run_task("bbh_boolean_expressions_direct_byte",
+                                          AnswerFromInput(lambda t: " False "))
+        zero, _, zero_rows = run_task("bbh_boolean_expressions_byte",
+                                      AnswerFromInput(lambda t: "False"))
     assert rows[0]["inputs_pretokenized"].decode() == (
+        "Evaluate the result of a random Boolean expression.\n\n"
         "Q: True is\nA: Let's think step by step.\nIt is True. So the answer is True.\n\n"
         "Q: not True is\nA: Let's think step by step.")
     assert metrics["exact_match"] == pytest.approx(200 / 3)
-    assert direct_rows[1]["inputs_pretokenized"].decode() == "True and True is"
+    assert direct_rows[0]["inputs_pretokenized"].decode() == (
+        "Evaluate the result of a random Boolean expression.\n\nQ: True is\nA: True\n\n"
+        "Q: not True is\nA:")
     assert direct["exact_match"] == pytest.approx(200 / 3)
+    assert zero_rows[1]["inputs_pretokenized"].decode() == "True and True is"
+    assert zero["exact_match"] == pytest.approx(200 / 3)
 
 
 @pytest.mark.parametrize("row,match", [
@@ -211,7 +234,7 @@ def test_malformed_mmlu_csv_fails_naming_file_and_line(tmp_path, row, match):
     good = ["Fine?", "a", "b", "c", "d", "B"]
     root = write_mmlu(tmp_path / "mmlu", {"anatomy": ([good] * 5, [good, good, row])})
     with pytest.raises(ValueError, match=match):
-        mmlu.read_csv(str(root / "test" / "anatomy_test.csv"))
+        mmlu_files.read_csv(str(root / "test" / "anatomy_test.csv"))
     with gin_settings(["runs/eval_mmlu.gin"], [f"MMLU_DIR = '{root}'"]):
         with pytest.raises(ValueError, match=match):  # before any model is touched
             InferenceEvaluator(InferenceEvalConfig("mmlu_zero_shot_byte", "test"))
@@ -275,7 +298,8 @@ def test_hybrid_mmlu_scores_each_option_on_the_prompts_tokens_and_bytes(hybrid_m
     mdef, params, inference = hybrid_model
     root = write_mmlu(tmp_path / "mmlu")
     with gin_settings(["runs/eval_mmlu.gin"],
-                         [f"MMLU_DIR = '{root}'", "tasks.mmlu.rank_choices = 'options'"]):
+                         [f"MMLU_DIR = '{root}'", "tasks.mmlu.rank_choices = 'options'",
+                          "tasks.mmlu.scoring = 'sequence'"]):
         metrics, outputs, rows = run_task("mmlu_zero_shot_rank_hybrid", inference)
     scores = outputs[seqio.metrics.ModelOutputType.SCORE]
     spm = default_sentencepiece()

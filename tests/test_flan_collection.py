@@ -1,4 +1,5 @@
-"""The Flan 2022 collection read from exported JSONL/Parquet shards: rates, caps, bad files."""
+"""The Flan 2022 collection read from exported JSONL/Parquet shards: rates, the validation
+split, bad files. Flan's own mixing rule is tests/test_flan_rule.py."""
 
 import collections
 import gzip
@@ -84,15 +85,12 @@ def _task_names(name, split, n=None):
 
 
 def test_mixture_samples_sub_mixtures_at_their_rates(export, bind):
-    bind(directory=str(export), validation_examples=2, caps={"niv2": 10})
+    bind(directory=str(export), validation_fraction=0.05)
     n = 1500
     counts = collections.Counter(name.split("_")[0] for name in _task_names("flan2022",
                                                                             "train", n))
     for sub, p in fc.RATES.items():
         assert abs(counts[sub] - n * p) <= 4 * math.sqrt(n * p * (1 - p)) + 1, (sub, counts)
-    # inside a sub-mixture, tasks come at their capped sizes: niv2 caps 23 -> 10, keeps 5
-    niv2 = collections.Counter(_task_names("flan2022_niv2", "train", 400))
-    assert abs(niv2["niv2_big"] / 400 - 10 / 15) < 0.1, niv2
     # rates are gin-configurable; a rate of 0 leaves a sub-mixture out (its files unread)
     bind(rates={"flan": 1.0, "t0": 0.0, "niv2": 0.0, "cot": 1.0, "dialog": 0.0})
     counts = collections.Counter(name.split("_")[0] for name in _task_names("flan2022",
@@ -100,28 +98,46 @@ def test_mixture_samples_sub_mixtures_at_their_rates(export, bind):
     assert set(counts) == {"flan", "cot"} and abs(counts["flan"] - 200) < 50, counts
 
 
-def test_each_task_is_capped_and_validation_is_held_out(export, bind):
-    bind(directory=str(export), caps={"flan": 20, "niv2": 10}, validation_examples=3)
-    train = collections.Counter(_task_names("flan2022_flan", "train"))
-    validation = _task_names("flan2022_flan", "validation")
-    # the first 3 flan records (flan/flan_small's, in sorted path order) are validation only
-    assert validation == ["flan_small"] * 3
-    assert train == {"flan_big": 20, "flan_small": 7}
+def test_an_export_is_used_as_it_is_and_validation_is_held_out_by_hash(export, bind, tmp_path):
+    bind(directory=str(export), validation_fraction=0.2)
     cfg = _flan2022()
     paths = fc.shards(cfg, "flan")
-    held = {e["inputs"] for e in fc.examples(cfg, "flan", "validation", paths)}
-    assert held == {f"flan_small question {i}" for i in range(3)}
-    assert not held & {e["inputs"] for e in fc.examples(cfg, "flan", "train", paths)}
-    assert collections.Counter(_task_names("flan2022_niv2", "train")) == {
-        "niv2_big": 10, "niv2_small": 5}
+    train = list(fc.examples(cfg, "flan", "train", paths))
+    held = list(fc.examples(cfg, "flan", "validation", paths))
+    # no second cap: every record is in exactly one split, once
+    assert len(train) + len(held) == 50 and 0 < len(held) < 25
+    assert not {e["inputs"] for e in held} & {e["inputs"] for e in train}
+    assert collections.Counter(_task_names("flan2022_flan", "train")) == collections.Counter(
+        e["task_name"] for e in train)
+    # the split does not depend on the order or the files of the records
+    rows = _rows("flan", "flan_small", 10) + _rows("Flan2021", "flan_big", 40)
+    _write(tmp_path / "b.jsonl", rows[::-1][:20])
+    _write(tmp_path / "a" / "rest.parquet", rows[::-1][20:])
+    bind(directory=str(tmp_path))
+    again = fc.examples(_flan2022(), "flan", "validation", fc.shards(_flan2022(), "flan"))
+    assert sorted(e["inputs"] for e in again) == sorted(e["inputs"] for e in held)
     # template_type filter: only zero-shot with options
-    bind(template_types=["ZSOpt"], validation_examples=0, caps=1000)
+    bind(directory=str(export), template_types=["ZSOpt"], validation_fraction=0.0)
     kept = list(fc.examples(_flan2022(), "dialog", "train", fc.shards(cfg, "dialog")))
     assert len(kept) == 5 and {e["template_type"] for e in kept} == {"zs_opt"}
 
 
+def test_prefixed_field_names_are_read(tmp_path, bind):
+    rows = [{("_" + k if k in ("task_source", "task_name", "template_type") else k): v
+             for k, v in r.items()} for r in _rows("CoT", "cot_a", 4)]
+    _write(tmp_path / "cot.jsonl", rows)
+    _write(tmp_path / "dialog.parquet", [{("_" + k if k != "inputs" and k != "targets" else k): v
+                                          for k, v in r.items()}
+                                         for r in _rows("Dialog", "dialog_a", 3)])
+    bind(directory=str(tmp_path), validation_fraction=0.0)
+    for sub, n, name in (("cot", 4, "cot_a"), ("dialog", 3, "dialog_a")):
+        got = list(fc.examples(_flan2022(), sub, "train", fc.shards(_flan2022(), sub)))
+        assert len(got) == n and {e["task_name"] for e in got} == {name}
+        assert [e["template_type"] for e in got] == list(TYPES[:n])
+
+
 def test_run_feed_packs_at_configured_lengths(export, bind):
-    given = bind(directory=str(export), validation_examples=2)
+    given = bind(directory=str(export), validation_fraction=0.05)
     batch = next(HostFeed(FeedConfig("flan2022", {"inputs": 64, "targets": 32}, 2,
                                      shuffle=False, task_settings=given), 0, 1))
     assert batch["encoder_input_tokens"].shape == (2, 64)
@@ -135,7 +151,7 @@ def test_malformed_line_names_file_and_line(tmp_path, bind):
     _write(tmp_path / "cot.jsonl", rows)
     for sub in ("t0", "niv2", "dialog", "flan"):
         _write(tmp_path / f"{sub}.parquet", _rows({"flan": "Flan2021"}.get(sub, sub), sub, 2))
-    bind(directory=str(tmp_path), validation_examples=0)
+    bind(directory=str(tmp_path), validation_fraction=0.0)
     with pytest.raises(Exception, match=r"cot.jsonl:3: field 'targets' is missing"):
         _task_names("flan2022_cot", "train")
     rows = _rows("NIv2", "niv2_a", 3)
@@ -176,6 +192,13 @@ def test_bad_exports_fail_before_streaming(tmp_path, bind):
         bind(rates={"niv3": 0.2})
     with pytest.raises(ValueError, match="unknown template_type 'zero_shot'"):
         bind(rates=None, template_types=["zero_shot"])
+    with pytest.raises(ValueError, match=r"caps=\{'niv2': 10\} is read only with "
+                                         r"tasks.flan2022.mixing='flan_rule'"):
+        bind(template_types=None, caps={"niv2": 10})
+    with pytest.raises(ValueError, match=r"mixing='flan'; valid: \('as_exported', 'flan_rule'"):
+        bind(caps=None, mixing="flan")
+    with pytest.raises(ValueError, match=r"did you mean \['validation_fraction'\]"):
+        bind(mixing="as_exported", validation_examples=10)
 
 
 def test_flan2022_gin_gives_the_papers_lengths_and_binds_the_directory():
@@ -190,4 +213,4 @@ def test_flan2022_gin_gives_the_papers_lengths_and_binds_the_directory():
     for feed in (run.feed, run.eval_feed):   # plain values: gin is cleared by now
         cfg = feed.task_settings.flan2022
         assert cfg.directory == "/data/flan2022"
-        assert dict(cfg.rates) == fc.RATES and dict(cfg.caps) == fc.CAPS
+        assert dict(cfg.rates) == fc.RATES and cfg.mixing == "as_exported"
