@@ -5,7 +5,8 @@ a run of consecutive tokens of the batch (one sequence, several, or part of one;
 `num_groups`). A routing is a `dispatch` mask [G, S, E, C] (token s fills slot c of expert
 e) and `combine` weights of the same shape (the router probability on kept slots, 0
 elsewhere); the `*_slots` functions return the decisions the masks are built from, which
-index and dropless dispatch use directly. Everything here is float32 (selective precision, Switch Transformer 2.4).
+index and dropless dispatch use directly. Everything here is float32 (selective
+precision, Switch Transformer 2.4).
 `valid` [G, S] (optional, True = a real token) keeps padding out: it takes no slot and
 counts in no loss or metric.
 

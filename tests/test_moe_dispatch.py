@@ -120,3 +120,13 @@ def test_dropless_refuses_expert_parallelism(mesh):
 def test_bad_dispatch(changes, match):
     with pytest.raises(ValueError, match=match):
         MoEConfig(**changes)
+
+
+def test_moe_flops_reports_xla_flops_against_the_experts():
+    from tools import moe_flops
+
+    row = moe_flops.layer_flops("switch_tiny", 64, "index")
+    assert (row["num_experts"], row["capacity"]) == (4, 20)  # ceil(1.25 * 64 / 4)
+    # fwd + bwd (3x) of 2 FLOPs per multiply-add, E x C slots, d_model 64, d_ff 128, wi and wo
+    assert row["experts_flops"] == 3 * 2 * 4 * 20 * 64 * 128 * 2
+    assert row["ratio"] == pytest.approx(row["xla_flops"] / row["experts_flops"], abs=1e-3)
