@@ -16,6 +16,7 @@ FEED_FORWARD_PROJ = {"relu": ("relu",), "gated-gelu": GATED_GELU, "gated-silu": 
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attention_out")
 ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
 ROUTINGS = ("tokens_choose", "experts_choose")
+DISPATCHES = ("einsum", "index", "dropless")
 NORMS = ("rms", "kl")
 
 
@@ -79,6 +80,13 @@ class MoEConfig:
     encoder-only); experts-choose routing (Zhou et al. 2022) is encoder-only. The router
     runs in float32; `init_scale` scales the experts' and router's init variance (Switch:
     0.1).
+
+    `dispatch` moves tokens to their experts: "einsum" multiplies one-hot [G, S, E, C]
+    masks (flaxformer's way, the reference); "index" gathers each expert slot's token and
+    gathers the outputs back, from the same routing decisions (no mask is multiplied);
+    "dropless" sorts tokens by expert and runs the experts as one grouped matmul
+    (`jax.lax.ragged_dot`) with no capacity, so nothing drops (tokens-choose routing
+    only, no fixed `expert_capacity`, no batch-prioritised routing, no expert parallelism).
     """
 
     num_experts: int = 8
@@ -99,6 +107,7 @@ class MoEConfig:
     router_z_loss_weight: float = 0.001
     expert_dropout_rate: float | None = None
     init_scale: float = 0.1
+    dispatch: str = "einsum"
 
     def __post_init__(self):
         require_int("MoEConfig", "num_experts", self.num_experts, 1)
@@ -146,6 +155,25 @@ class MoEConfig:
                 raise ValueError(f"MoEConfig.{name}={getattr(self, name)!r} must be >= 0")
         if not self.init_scale > 0:
             raise ValueError(f"MoEConfig.init_scale={self.init_scale!r} must be > 0")
+        self._check_dispatch()
+
+    def _check_dispatch(self) -> None:
+        if self.dispatch not in DISPATCHES:
+            raise ValueError(f"MoEConfig.dispatch={self.dispatch!r} is invalid: expected one "
+                             f"of {DISPATCHES}")
+        if self.dispatch != "dropless":
+            return
+        refused = []
+        if self.encoder_routing == "experts_choose":
+            refused.append("encoder_routing='experts_choose' (each expert takes a fixed count)")
+        if self.batch_prioritized_routing:
+            refused.append("batch_prioritized_routing=True (it only decides which tokens drop)")
+        if self.expert_capacity is not None:
+            refused.append(f"expert_capacity={self.expert_capacity!r} (a fixed capacity)")
+        if refused:
+            raise ValueError("MoEConfig.dispatch='dropless' has no expert capacity, so it "
+                             f"cannot serve {'; '.join(refused)}; use dispatch='index' or "
+                             "'einsum' for it")
 
     def sparse_step(self, side: str) -> int:
         return self.encoder_sparse_step if side == "encoder" else self.decoder_sparse_step

@@ -10,6 +10,9 @@ t5x and HF's "gelu_new" use). The dense MLP and the MoE experts both call `feed_
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -43,14 +46,18 @@ def projection_names(activations: tuple[str, ...]) -> tuple[str, ...]:
 
 def feed_forward(x: jax.Array, wi: list[jax.Array], wo: jax.Array,
                  activations: tuple[str, ...], hidden_axes: tuple, dropout_rate: float,
-                 rng=None, deterministic: bool = True, experts: bool = False) -> jax.Array:
+                 rng=None, deterministic: bool = True, experts: bool = False,
+                 matmul: Callable | None = None) -> jax.Array:
     """prod_i act_i(x @ wi[i]), dropout, @ wo. x [..., d], wi [d, f], wo [f, d]; with
-    `experts`, a leading expert axis on all of them: x [E, ..., d], wi [E, d, f]."""
-    e = "e" if experts else ""
+    `experts`, a leading expert axis on all of them: x [E, ..., d], wi [E, d, f].
+    `matmul(x, w)` replaces `x @ w` (e.g. a grouped matmul over tokens sorted by expert)."""
+    if matmul is None:
+        e = "e" if experts else ""
+        matmul = partial(jnp.einsum, f"{e}...i,{e}io->{e}...o")
     h = None
     for name, w in zip(activations, wi, strict=True):
-        a = ACTIVATIONS[name](jnp.einsum(f"{e}...d,{e}df->{e}...f", x, w))
+        a = ACTIVATIONS[name](matmul(x, w))
         h = a if h is None else h * a
     h = constrain(h, hidden_axes)
     h = dropout(h, dropout_rate, rng, deterministic)
-    return jnp.einsum(f"{e}...f,{e}fd->{e}...d", h, wo)
+    return matmul(h, wo)

@@ -5,12 +5,14 @@ Tokens [B, S, d] are regrouped into G routing groups [G, S_g, d] of consecutive 
 when it is None), G a multiple of the batch's shard count so that a group never spans
 devices: the regrouping is local and the group axis keeps the `batch` sharding. One
 decoding step (S = 1) keeps one group per row, so decoding never drops. Groups are
-dispatched by einsum to an [E, G, C, d] tensor whose sharding hint puts experts on the
-`expert` logical axis and the groups on the remaining batch axes, so with expert
-parallelism XLA moves tokens between devices all-to-all; the experts' weights [E, ...] are
-sharded on `expert` too. Gradients flow through the same einsums, so nothing needs
-rescaling by hand. With `ignore_padding_tokens`, the stack's token mask keeps padding out
-of routing (no slot), the router losses and the metrics.
+dispatched to an [E, G, C, d] tensor whose sharding hint puts experts on the `expert`
+logical axis and the groups on the remaining batch axes, so with expert parallelism XLA
+moves tokens between devices all-to-all; the experts' weights [E, ...] are sharded on
+`expert` too. `MoEConfig.dispatch` says how tokens reach it: by one-hot einsums (the
+reference, as flaxformer), by gather (`dispatch_index`), or, with no capacity, sorted by
+expert into a grouped matmul (`dispatch_dropless`). Gradients are JAX's, through the same
+ops, so nothing needs rescaling by hand. With `ignore_padding_tokens`, the stack's token
+mask keeps padding out of routing (no slot), the router losses and the metrics.
 
 Against HF SwitchTransformers (checked in tests/test_moe_hf.py, which reads HF's settings:
 `group_size=None`, padding routed): same routing groups (a sequence), position priority,
@@ -29,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from model_zoo import routing
+from model_zoo import dispatch_dropless, dispatch_index, routing
 from model_zoo.axes import constrain, param, shard_count
 from model_zoo.config import ModelConfig
 from model_zoo.dropout import fold
@@ -37,6 +39,7 @@ from model_zoo.ffn import feed_forward, projection_names
 
 EXPERT_AXES = ("expert", "batch", "length", "embed")
 HIDDEN_AXES = ("expert", "batch", "length", "mlp")
+SLOT_AXES = ("batch", "expert", "length", "embed")  # [G, E, C, d] on the groups' devices
 
 
 class MoEFeedForward(nnx.Module):
@@ -65,31 +68,102 @@ class MoEFeedForward(nnx.Module):
         size = length if size is None or length == 1 else size
         return routing.num_groups(rows * length, size, shard_count(("batch",)))
 
+    def router_logits(self, x: jax.Array, *, rng=None, deterministic: bool = True):
+        """float32 router logits [G, S, E] for groups x [G, S, d] (jitter when training)."""
+        return routing.router_logits(x, self.router[...], self.config.router_jitter_noise,
+                                     None if deterministic else rng)
+
+    def capacity(self, tokens: int, deterministic: bool) -> int:
+        moe = self.config
+        factor = moe.eval_capacity_factor if deterministic else moe.train_capacity_factor
+        return routing.capacity(tokens, moe.num_experts, factor, moe.min_expert_capacity,
+                                moe.expert_capacity)
+
     def route(self, x: jax.Array, valid: jax.Array | None = None, *, rng=None,
               deterministic: bool = True):
         """(dispatch, combine, router logits, expert_index or None) for groups x [G, S, d]
         (`valid` [G, S]: real tokens; None: all)."""
         moe = self.config
-        logits = router_logits = routing.router_logits(
-            x, self.router[...], moe.router_jitter_noise, None if deterministic else rng)
+        logits = self.router_logits(x, rng=rng, deterministic=deterministic)
         probs = jax.nn.softmax(logits, axis=-1)
-        factor = moe.eval_capacity_factor if deterministic else moe.train_capacity_factor
-        cap = routing.capacity(x.shape[1], moe.num_experts, factor, moe.min_expert_capacity,
-                               moe.expert_capacity)
+        cap = self.capacity(x.shape[1], deterministic)
         if self.routing_kind == "experts_choose":
             dispatch, combine = routing.experts_choose(probs, cap, valid)
-            return dispatch, combine, router_logits, None
+            return dispatch, combine, logits, None
         dispatch, combine, index = routing.tokens_choose(probs, moe.num_selected_experts, cap,
                                                          moe.batch_prioritized_routing, valid)
-        return dispatch, combine, router_logits, index
+        return dispatch, combine, logits, index
 
-    def experts(self, xe: jax.Array, *, rng=None, deterministic: bool = True) -> jax.Array:
-        """Every expert's feed-forward on its slots: [E, G, C, d] -> [E, G, C, d]."""
+    def experts(self, xe: jax.Array, *, rng=None, deterministic: bool = True,
+                hidden_axes: tuple = HIDDEN_AXES, matmul=None) -> jax.Array:
+        """Every expert's feed-forward on its slots: [E, G, C, d] -> [E, G, C, d] (or, with
+        a grouped `matmul`, on rows sorted by expert)."""
         w = lambda p: p[...].astype(self.dtype)  # noqa: E731
         wi = [w(getattr(self, n)) for n in projection_names(self.activations)]
-        ye = feed_forward(xe, wi, w(self.wo), self.activations, HIDDEN_AXES, self.dropout_rate,
-                          rng, deterministic, experts=True)
-        return constrain(ye, EXPERT_AXES)
+        return feed_forward(xe, wi, w(self.wo), self.activations, hidden_axes,
+                            self.dropout_rate, rng, deterministic, experts=True, matmul=matmul)
+
+    def by_einsum(self, xg, valid, *, rng=None, deterministic=True):
+        """(y [G, S, d], router logits, expert_index or None, processed [G, S], load [E])
+        with one-hot dispatch and combine einsums (the reference)."""
+        dispatch, combine, logits, index = self.route(xg, valid, rng=fold(rng, 0),
+                                                      deterministic=deterministic)
+        xe = jnp.einsum("gsd,gsec->egcd", xg, dispatch.astype(xg.dtype))
+        xe = constrain(xe, EXPERT_AXES)  # tokens move to their experts' devices (all-to-all)
+        ye = constrain(self.experts(xe, rng=fold(rng, 1), deterministic=deterministic),
+                       EXPERT_AXES)
+        y = jnp.einsum("egcd,gsec->gsd", ye, combine.astype(ye.dtype))
+        return (y, logits, index, jnp.sum(dispatch, axis=(2, 3)) > 0,
+                jnp.sum(dispatch, axis=(0, 1, 3)))
+
+    def by_index(self, xg, valid, *, rng=None, deterministic=True):
+        """As `by_einsum`, the same routing, tokens moved by gather and scatter."""
+        moe, tokens = self.config, xg.shape[1]
+        logits = self.router_logits(xg, rng=fold(rng, 0), deterministic=deterministic)
+        probs = jax.nn.softmax(logits, axis=-1)
+        cap = self.capacity(tokens, deterministic)
+        if self.routing_kind == "experts_choose":
+            token_index, gates, filled = routing.experts_choose_slots(probs, cap, valid)
+            slot_token = jnp.where(filled, token_index, tokens)
+        else:
+            expert_index, position, gates, keep = routing.tokens_choose_slots(
+                probs, moe.num_selected_experts, cap, moe.batch_prioritized_routing, valid)
+            slot_token = dispatch_index.slot_tokens(expert_index, position, keep,
+                                                    moe.num_experts, cap)
+        xe = constrain(dispatch_index.gather_slots(xg, slot_token), SLOT_AXES)
+        xe = constrain(jnp.swapaxes(xe, 0, 1), EXPERT_AXES)  # all-to-all to the experts
+        ye = constrain(self.experts(xe, rng=fold(rng, 1), deterministic=deterministic),
+                       EXPERT_AXES)
+        ye = constrain(jnp.swapaxes(ye, 0, 1), SLOT_AXES)    # and back to the groups
+        if self.routing_kind == "experts_choose":
+            y = dispatch_index.scatter_slots(ye, slot_token, gates, tokens)
+            processed = jax.vmap(lambda t: jnp.zeros(tokens, bool).at[t].set(
+                True, mode="drop"))(slot_token)
+            return y, logits, None, processed, jnp.sum(filled, axis=(0, 2), dtype=jnp.float32)
+        y = dispatch_index.gather_choices(ye, expert_index, position, keep, gates)
+        load = jnp.zeros(moe.num_experts, jnp.float32).at[expert_index].add(keep)
+        return y, logits, expert_index, jnp.any(keep, axis=-1), load
+
+    def by_sorting(self, xg, valid, *, rng=None, deterministic=True):
+        """As `by_einsum` without capacity: tokens sorted by expert, a grouped matmul."""
+        moe = self.config
+        if shard_count(("expert",)) > 1:
+            raise ValueError("MoEConfig.dispatch='dropless' cannot run with the experts "
+                             "sharded over the `expert` mesh axis (rules 'expert'): it has no "
+                             "ragged all-to-all; use dispatch='index' for expert parallelism")
+        logits = self.router_logits(xg, rng=fold(rng, 0), deterministic=deterministic)
+        gates, expert_index = jax.lax.top_k(jax.nn.softmax(logits, axis=-1),
+                                            moe.num_selected_experts)
+        keep = jnp.ones(expert_index.shape, bool) if valid is None else jnp.broadcast_to(
+            valid[..., None], expert_index.shape)
+        rows, sizes, order = dispatch_dropless.sort_by_expert(xg, expert_index, keep,
+                                                              moe.num_experts)
+        ys = self.experts(rows, rng=fold(rng, 1), deterministic=deterministic,
+                          hidden_axes=("batch", "length", "mlp"),
+                          matmul=dispatch_dropless.grouped_matmul(sizes))
+        y = dispatch_dropless.unsort(ys, order, keep, gates)
+        load = jnp.zeros(moe.num_experts, jnp.float32).at[expert_index].add(keep)
+        return y, logits, expert_index, jnp.any(keep, axis=-1), load
 
     def forward(self, x: jax.Array, token_mask: jax.Array | None = None, *, rng=None,
                 deterministic: bool = True):
@@ -100,12 +174,10 @@ class MoEFeedForward(nnx.Module):
         xg = constrain(x.reshape(groups, -1, d), ("batch", "length", "embed"))
         valid = (token_mask.reshape(groups, -1).astype(bool)
                  if token_mask is not None and self.config.ignore_padding_tokens else None)
-        dispatch, combine, logits, index = self.route(xg, valid, rng=fold(rng, 0),
-                                                      deterministic=deterministic)
-        xe = jnp.einsum("gsd,gsec->egcd", xg, dispatch.astype(x.dtype))
-        xe = constrain(xe, EXPERT_AXES)  # tokens move to their experts' devices (all-to-all)
-        ye = self.experts(xe, rng=fold(rng, 1), deterministic=deterministic)
-        y = jnp.einsum("egcd,gsec->gsd", ye, combine.astype(ye.dtype))
+        move = {"einsum": self.by_einsum, "index": self.by_index,
+                "dropless": self.by_sorting}[self.config.dispatch]
+        y, logits, index, processed, load = move(xg, valid, rng=rng,
+                                                 deterministic=deterministic)
         y = constrain(constrain(y, ("batch", "length", "embed")).reshape(rows, length, d),
                       ("batch", "length", "embed"))
         probs = jax.nn.softmax(logits, axis=-1)
@@ -114,7 +186,7 @@ class MoEFeedForward(nnx.Module):
         aux = {"load_balancing_loss": balance,
                "router_z_loss": routing.router_z_loss(logits, valid),
                "router_logits": logits.reshape(rows, length, -1),
-               **routing.routing_metrics(dispatch, valid)}
+               **routing.load_metrics(processed, load, valid)}
         return y, aux
 
     def __call__(self, x: jax.Array, token_mask: jax.Array | None = None, *, rng=None,

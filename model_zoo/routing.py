@@ -4,7 +4,9 @@ Shapes: G routing groups, S tokens per group, E experts, C expert capacity. A gr
 a run of consecutive tokens of the batch (one sequence, several, or part of one; see
 `num_groups`). A routing is a `dispatch` mask [G, S, E, C] (token s fills slot c of expert
 e) and `combine` weights of the same shape (the router probability on kept slots, 0
-elsewhere). Everything here is float32 (selective precision, Switch Transformer 2.4).
+elsewhere); the `*_slots` functions return the decisions the masks are built from, which
+index and dropless dispatch use directly. Everything here is float32 (selective
+precision, Switch Transformer 2.4).
 `valid` [G, S] (optional, True = a real token) keeps padding out: it takes no slot and
 counts in no loss or metric.
 
@@ -72,9 +74,11 @@ def _slots(expert_index, gates, keep, position, num_experts, cap):
     return dispatch, combine
 
 
-def tokens_choose(probs: jax.Array, k: int, cap: int, batch_prioritized: bool = False,
-                  valid: jax.Array | None = None):
-    """(dispatch, combine, expert_index [G, S, k]) for top-k tokens-choose routing."""
+def tokens_choose_slots(probs: jax.Array, k: int, cap: int, batch_prioritized: bool = False,
+                        valid: jax.Array | None = None):
+    """The tokens-choose decisions, each [G, S, k]: (expert_index, position, gates, keep).
+    Choice j of token s goes to expert `expert_index` at slot `position` with router
+    probability `gates` where `keep` (under capacity, and a real token)."""
     groups, tokens, num_experts = probs.shape
     gates, expert_index = jax.lax.top_k(probs, k)                            # [G,S,k]
     if batch_prioritized:  # rank tokens by their top probability, highest first
@@ -92,20 +96,37 @@ def tokens_choose(probs: jax.Array, k: int, cap: int, batch_prioritized: bool = 
     unrank = jnp.argsort(order, axis=1)
     position = jnp.take_along_axis(position, unrank[..., None], axis=1)      # [G,S,k]
     keep = position < cap if valid is None else (position < cap) & valid[..., None]
-    dispatch, combine = _slots(expert_index, gates, keep, position, num_experts, cap)
+    return expert_index, position, gates, keep
+
+
+def tokens_choose(probs: jax.Array, k: int, cap: int, batch_prioritized: bool = False,
+                  valid: jax.Array | None = None):
+    """(dispatch, combine, expert_index [G, S, k]) for top-k tokens-choose routing."""
+    expert_index, position, gates, keep = tokens_choose_slots(probs, k, cap,
+                                                              batch_prioritized, valid)
+    dispatch, combine = _slots(expert_index, gates, keep, position, probs.shape[-1], cap)
     return dispatch, combine, expert_index
+
+
+def experts_choose_slots(probs: jax.Array, cap: int, valid: jax.Array | None = None):
+    """The experts-choose decisions, each [G, E, C]: (token_index, gates, filled). Slot c
+    of expert e takes token `token_index` with router probability `gates`; a slot padding
+    got is not `filled` (its gate is 0)."""
+    if valid is not None:  # padding ranks last, and a slot it gets stays empty
+        probs = jnp.where(valid[..., None], probs, -1.0)
+    gates, token_index = jax.lax.top_k(jnp.swapaxes(probs, 1, 2), cap)      # [G,E,C]
+    if valid is None:
+        return token_index, gates, jnp.ones(gates.shape, bool)
+    return token_index, jnp.maximum(gates, 0.0), gates >= 0.0
 
 
 def experts_choose(probs: jax.Array, cap: int, valid: jax.Array | None = None):
     """(dispatch, combine) where each expert takes its `cap` most probable tokens."""
     tokens = probs.shape[1]
-    if valid is not None:  # padding ranks last, and a slot it gets stays empty
-        probs = jnp.where(valid[..., None], probs, -1.0)
-    gates, token_index = jax.lax.top_k(jnp.swapaxes(probs, 1, 2), cap)      # [G,E,C]
+    token_index, gates, _ = experts_choose_slots(probs, cap, valid)
     dispatch = jnp.einsum("gecs->gsec", jax.nn.one_hot(token_index, tokens, dtype=jnp.float32))
     if valid is not None:
         dispatch = dispatch * valid[..., None, None]
-        gates = jnp.maximum(gates, 0.0)
     return dispatch, dispatch * gates[:, None, :, :]
 
 
@@ -140,17 +161,16 @@ def router_z_loss(logits: jax.Array, valid: jax.Array | None = None) -> jax.Arra
     return jnp.sum(z * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
-def routing_metrics(dispatch: jax.Array, valid: jax.Array | None = None) -> dict:
-    """Fraction of (real) tokens no expert processes, and expert load (1 = even share)
-    min/max and entropy (nats; log E when even). Padding takes no slot, so load counts
-    real tokens only when it is excluded from routing."""
-    num_experts = dispatch.shape[2]
-    w = _weights(dispatch, valid)
-    per_token = jnp.sum(dispatch, axis=(2, 3))                               # [G,S]
-    load = jnp.sum(dispatch, axis=(0, 1, 3))                                 # [E]
+def load_metrics(processed: jax.Array, load: jax.Array, valid: jax.Array | None = None) -> dict:
+    """Fraction of (real) tokens no expert processes (`processed` [G, S] False), and expert
+    load (`load` [E]: slots filled; 1 = even share) min/max and entropy (nats; log E when
+    even). Padding takes no slot, so load counts real tokens only when it is excluded from
+    routing."""
+    num_experts = load.shape[0]
+    w = _weights(processed, valid)
     share = load / jnp.maximum(jnp.sum(load), 1.0)
     entropy = -jnp.sum(jnp.where(share > 0, share * jnp.log(jnp.maximum(share, 1e-30)), 0.0))
-    dropped = jnp.sum((per_token == 0).astype(jnp.float32) * w) / jnp.maximum(jnp.sum(w), 1.0)
+    dropped = jnp.sum((~processed).astype(jnp.float32) * w) / jnp.maximum(jnp.sum(w), 1.0)
     return {"dropped_fraction": dropped,
             "expert_load_min": jnp.min(share) * num_experts,
             "expert_load_max": jnp.max(share) * num_experts,

@@ -4,7 +4,9 @@
         --dtype bfloat16 [--mesh data=-1] [--rules data_parallel] [--remat none]
 
 MoE presets (switch_*, st_moe_*) route with their train capacity factor; FLOPs count the
-k selected experts and the router. Switch-base-8 against its FLOP-matched dense model:
+k selected experts and the router. `--moe_dispatch einsum --moe_dispatch index` times the
+dispatches in one run, their steps alternating (median step, `step_time_vs_first_dispatch`);
+`--moe_experts N` changes E. Switch-base-8 against its FLOP-matched dense model:
     python -m tools.bench --preset switch_base_8 --preset t5_1_0_base --dtype bfloat16 \
         --batch 64 --inputs 512 --targets 128 [--mesh expert=8 --rules expert]
 
@@ -21,9 +23,11 @@ logging, preemption agreement) against the bare step in the same run, as `loop_v
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -37,23 +41,67 @@ from training.throughput import peak_tflops
 from tools import xla_profiles
 from tools.bench_step import add_step_flags, setup, synthetic_batch
 
-def bench(args, preset_name: str) -> dict:
-    cfg, trainer, batch = setup(args, preset_name)
-    mesh = trainer.mesh
+
+@dataclasses.dataclass
+class _Run:
+    """One preset's compiled train step, with its state, batch and last metrics."""
+
+    cfg: object
+    trainer: object
+    step: object
+    state: object
+    batch: dict
+    compile_s: float
+    metrics: dict | None = None
+
+    def advance(self, steps: int) -> None:
+        for _ in range(steps):
+            self.state, self.metrics = self.step(self.state, self.batch)
+
+
+def _compiled(args, preset_name: str, moe_dispatch: str | None) -> _Run:
+    cfg, trainer, batch = setup(args, preset_name, moe_dispatch)
     state = trainer.init_state()
     batch = trainer.shard_batch(batch)
     t0 = time.perf_counter()
     step = trainer.compile_train_step({k: (v.shape, v.dtype) for k, v in batch.items()})
-    compile_s = time.perf_counter() - t0
-    memory = step.memory_analysis()
-    for _ in range(args.warmup):
-        state, metrics = step(state, batch)
-    jax.block_until_ready(state)
+    return _Run(cfg, trainer, step, state, batch, time.perf_counter() - t0)
+
+
+def bench(args, preset_name: str, moe_dispatch: str | None = None) -> dict:
+    run = _compiled(args, preset_name, moe_dispatch)
+    run.advance(args.warmup)
+    jax.block_until_ready(run.state)
     t0 = time.perf_counter()
+    run.advance(args.steps)
+    jax.block_until_ready(run.metrics)
+    return _row(args, preset_name, run, (time.perf_counter() - t0) / args.steps)
+
+
+def bench_dispatches(args, preset_name: str, dispatches: list[str]) -> list[dict]:
+    """A row per MoE dispatch, their steps alternating (one each per round) so that a busy
+    machine slows them alike: step_time_s is each one's median step, and
+    `step_time_vs_first_dispatch` its ratio to the first dispatch's."""
+    runs = [_compiled(args, preset_name, d) for d in dispatches]
+    for run in runs:
+        run.advance(max(args.warmup, 1))
+        jax.block_until_ready(run.state)
+    times = [[] for _ in runs]
     for _ in range(args.steps):
-        state, metrics = step(state, batch)
-    jax.block_until_ready(metrics)
-    step_s = (time.perf_counter() - t0) / args.steps
+        for run, spent in zip(runs, times, strict=True):
+            t0 = time.perf_counter()
+            run.advance(1)
+            jax.block_until_ready(run.metrics)
+            spent.append(time.perf_counter() - t0)
+    rows = [_row(args, preset_name, run, statistics.median(spent))
+            for run, spent in zip(runs, times, strict=True)]
+    for row in rows:
+        row["step_time_vs_first_dispatch"] = round(row["step_time_s"] / rows[0]["step_time_s"], 3)
+    return rows
+
+
+def _row(args, preset_name: str, run: _Run, step_s: float) -> dict:
+    cfg, mesh, memory = run.cfg, run.trainer.mesh, run.step.memory_analysis()
     n_dev = mesh.devices.size
     flops = train_flops_per_step(cfg, args.batch, args.inputs, args.targets)
     tflops_dev = flops / step_s / n_dev / 1e12
@@ -67,15 +115,17 @@ def bench(args, preset_name: str) -> dict:
             "mesh": partitioning.mesh_shape(mesh),
             "rules": args.rules, "remat": args.remat, "attention": args.attention,
             "vocab_chunk": args.vocab_chunk,
+            "moe": None if cfg.moe is None else {"dispatch": cfg.moe.dispatch,
+                                                 "num_experts": cfg.moe.num_experts},
             "devices": n_dev, "device_kind": mesh.devices.flat[0].device_kind,
             "step_time_s": round(step_s, 5),
             "tokens_per_s": round(args.batch * (args.inputs + args.targets) / step_s, 1),
             "tflops_per_device": round(tflops_dev, 3),
             "mfu": None if peak is None else round(tflops_dev / peak, 4),
-            "compile_s": round(compile_s, 2), "peak_bytes_in_use": mem,
+            "compile_s": round(run.compile_s, 2), "peak_bytes_in_use": mem,
             "xla_temp_bytes": getattr(memory, "temp_size_in_bytes", None),
             "xla_argument_bytes": getattr(memory, "argument_size_in_bytes", None),
-            "final_loss": float(metrics["loss"]), "jax": jax.__version__,
+            "final_loss": float(run.metrics["loss"]), "jax": jax.__version__,
             "xla_profile": xla_profiles.profile_of(os.environ.get("XLA_FLAGS", "")),
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "date": datetime.date.today().isoformat(),
@@ -154,8 +204,12 @@ def main(argv=None):
 
             emit(bench_loop(args, name))
             continue
-        ours = bench(args, name)
-        emit(ours)
+        if len(args.moe_dispatch or ()) > 1:
+            rows = bench_dispatches(args, name, args.moe_dispatch)
+        else:
+            rows = [bench(args, name, (args.moe_dispatch or [None])[0])]
+        for ours in rows:
+            emit(ours)
         if args.vs == "hf":
             emit(versus_hf(args, name, ours))
 

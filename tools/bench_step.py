@@ -10,6 +10,7 @@ import numpy as np
 
 import partitioning
 from model_zoo import preset
+from model_zoo.config import DISPATCHES
 from partitioning.mesh_spec import devices_for, mesh_config
 from training.optimizers import OptimizerConfig
 from training.step import LossConfig
@@ -25,13 +26,18 @@ def synthetic_batch(batch: int, inputs: int, targets: int, vocab: int, seed: int
             "decoder_loss_weights": np.ones((batch, targets), np.float32)}
 
 
-def setup(args, preset_name: str):
-    """(model config, Trainer, synthetic numpy batch) for one preset under the step flags."""
+def setup(args, preset_name: str, moe_dispatch: str | None = None):
+    """(model config, Trainer, synthetic numpy batch) for one preset under the step flags;
+    an MoE preset takes `moe_dispatch` (None: its own) and `--moe_experts`."""
     cfg = preset(preset_name, dtype=args.dtype, remat_policy=args.remat,
                  attention_impl=args.attention, dropout_rate=0.0)
     if cfg.moe is not None:  # steps run without dropout: route with the train capacity factor
-        cfg = cfg.replace(moe=dataclasses.replace(
-            cfg.moe, eval_capacity_factor=cfg.moe.train_capacity_factor))
+        changes = {"eval_capacity_factor": cfg.moe.train_capacity_factor}
+        if moe_dispatch:
+            changes["dispatch"] = moe_dispatch
+        if getattr(args, "moe_experts", None):
+            changes["num_experts"] = args.moe_experts
+        cfg = cfg.replace(moe=dataclasses.replace(cfg.moe, **changes))
     mesh_cfg = mesh_config(args.mesh)
     mesh = partitioning.make_mesh(mesh_cfg, devices=devices_for(mesh_cfg))
     train = TrainConfig(batch_size=args.batch, microbatches=args.microbatches, rules=args.rules,
@@ -57,5 +63,8 @@ def add_step_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--microbatches", type=int, default=1)
     p.add_argument("--vocab_chunk", type=int, default=0,
                    help="fuse output layer + loss over this many target positions (0: off)")
+    p.add_argument("--moe_dispatch", action="append", choices=DISPATCHES,
+                   help="MoE presets: dispatch (repeatable: one row each; default the preset's)")
+    p.add_argument("--moe_experts", type=int, help="MoE presets: this many experts instead")
 
 

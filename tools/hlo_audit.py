@@ -85,7 +85,7 @@ def audit(emitted: str, compiled: str, dtype: str, min_bytes: int = 1 << 20,
 
 
 def audit_step(args, preset_name: str) -> dict:
-    cfg, trainer, batch = bench_step.setup(args, preset_name)
+    cfg, trainer, batch = bench_step.setup(args, preset_name, (args.moe_dispatch or [None])[0])
     lowered = trainer.lower_train_step({k: (v.shape, v.dtype) for k, v in batch.items()})
     compiled = lowered.compile()
     try:  # source lines need debug_info (jax >= 0.10); without it findings name no line
