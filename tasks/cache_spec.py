@@ -4,7 +4,8 @@ A cache (tasks/cache_layout.py) is one pass over a task's split, preprocessed, c
 packed at fixed lengths. Reading it for a run whose input would differ would silently train
 on other data, so the cache records its spec and a reader refuses a mismatch naming the
 field: task, split, lengths, packing, each feature's vocabulary (SentencePiece models by
-content hash), the preprocessors and t5pod's PREPROCESSING_VERSION, and the task settings the task read while caching (e.g. its corpus files).
+content hash), the preprocessors and t5pod's PREPROCESSING_VERSION, and the task settings
+the task read while caching (e.g. its corpus files).
 """
 
 from __future__ import annotations

@@ -19,14 +19,12 @@ from tasks.cache_spec import differences, task_spec
 _SAID: set = set()
 
 
-def open_cache(config) -> dict:
+def open_cache(config, task) -> dict:
     """The info of `config.cache_dir`, refused (naming the difference) unless it is a
-    complete cache of exactly this feed's task, split, lengths, packing and settings."""
-    from tasks.feeding import lookup
-
+    complete cache of exactly this feed's `task`, split, lengths, packing and settings."""
     info = read_info(config.cache_dir)
     stored = info["spec"]
-    wanted = task_spec(lookup(config.mixture_or_task_name), config.split,
+    wanted = task_spec(task, config.split,
                        config.task_feature_lengths, config.pack, config.task_settings,
                        set(stored.get("task_settings", {})))
     diff = differences(stored, wanted)
@@ -73,12 +71,12 @@ def host_dataset(config, info: dict, process_index: int, process_count: int,
     return ds.batch(local_batch, drop_remainder=config.num_epochs is None)
 
 
-def batches(config, process_index: int, process_count: int, local_batch: int, position: int,
-            threads: int = 4):
+def batches(config, task, process_index: int, process_count: int, local_batch: int,
+            position: int, threads: int = 4):
     """(iterator of this host's batches from `position`, the cache's fingerprint)."""
     import grain
 
-    info = open_cache(config)
+    info = open_cache(config, task)
     ds = host_dataset(config, info, process_index, process_count, local_batch)
     if position > len(ds):
         raise ValueError(f"position {position} is past the end of the cache ({len(ds)} "

@@ -153,8 +153,8 @@ class HostFeed:
             from tasks import cached_feed
 
             self._iterator, self.cache = cached_feed.batches(
-                config, self.process_index, self.process_count, self.local_batch,
-                self.position)
+                config, lookup(config.mixture_or_task_name), self.process_index,
+                self.process_count, self.local_batch, self.position)
             return
         if self.position:
             logging.warning("resuming the live input pipeline of %s replays its first %d "
@@ -214,7 +214,8 @@ class HostFeed:
 def _shown(key: str, value) -> str:
     if key != "cache":
         return f"{key}={value!r}"
-    return "the live pipeline (no cache)" if value is None else f"the cache with fingerprint {value}"
+    return ("the live pipeline (no cache)" if value is None
+            else f"the cache with fingerprint {value}")
 
 
 def _cache_fingerprint(config: FeedConfig) -> str | None:
@@ -223,7 +224,7 @@ def _cache_fingerprint(config: FeedConfig) -> str | None:
     from tasks.cache_layout import fingerprint
     from tasks.cached_feed import open_cache
 
-    return fingerprint(open_cache(config))
+    return fingerprint(open_cache(config, lookup(config.mixture_or_task_name)))
 
 
 def prefetch_global(batches: Iterator[dict], sharding, size: int = 2) -> Iterator[dict]:
