@@ -52,7 +52,7 @@ def host_files(info: dict, process_index: int, process_count: int, where: str):
 
 def host_dataset(config, info: dict, process_index: int, process_count: int,
                  local_batch: int):
-    """The grain.MapDataset of this host's batches (index k: its k-th batch)."""
+    """(the grain.MapDataset of this host's batches (index k: its k-th batch), its files)."""
     import grain
 
     shards, by_record = host_files(info, process_index, process_count, config.cache_dir)
@@ -68,18 +68,19 @@ def host_dataset(config, info: dict, process_index: int, process_count: int,
     if config.shuffle:
         ds = ds.shuffle(seed=config.seed)
     ds = ds.repeat(config.num_epochs).map(decoder(info["features"]))
-    return ds.batch(local_batch, drop_remainder=config.num_epochs is None)
+    return ds.batch(local_batch, drop_remainder=config.num_epochs is None), paths
 
 
 def batches(config, task, process_index: int, process_count: int, local_batch: int,
             position: int, threads: int = 4):
-    """(iterator of this host's batches from `position`, the cache's fingerprint)."""
+    """(iterator of this host's batches from `position`, the cache's fingerprint, the files
+    this host reads)."""
     import grain
 
     info = open_cache(config, task)
-    ds = host_dataset(config, info, process_index, process_count, local_batch)
+    ds, paths = host_dataset(config, info, process_index, process_count, local_batch)
     if position > len(ds):
         raise ValueError(f"position {position} is past the end of the cache ({len(ds)} "
                          f"batches of {local_batch} for this host)")
     options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)
-    return iter(ds[position:].to_iter_dataset(options)), fingerprint(info)
+    return iter(ds[position:].to_iter_dataset(options)), fingerprint(info), paths

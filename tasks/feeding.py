@@ -24,6 +24,7 @@ import numpy as np
 import seqio
 
 from tasks import settings_scope
+from tasks.host_shards import host_shards
 from tasks.hybrid_features import converter, is_hybrid
 from tasks.settings import TaskSettings, from_mapping
 from tasks.tf_setup import tf
@@ -124,6 +125,8 @@ def dataset(config: FeedConfig, process_index: int = 0, process_count: int = 1):
                             if hybrid else "has no byte_inputs: drop 'byte_inputs' from ")
                          + f"task_feature_lengths={dict(config.task_feature_lengths)}")
     with settings_scope.active(config.task_settings):
+        if process_count > 1:
+            host_shards(provider, config.split, process_index, process_count)  # says if shared
         return seqio.get_dataset(
             provider, task_feature_lengths=dict(config.task_feature_lengths),
             feature_converter=converter(provider, config.pack),
@@ -149,10 +152,11 @@ class HostFeed:
         self.local_batch = config.batch_size // self.process_count
         self.position = int(position)
         self.cache = None  # the cache's fingerprint when reading one
+        self.files: list[str] = []  # the input files (or shards) this host reads
         if config.cache_dir:
             from tasks import cached_feed
 
-            self._iterator, self.cache = cached_feed.batches(
+            self._iterator, self.cache, self.files = cached_feed.batches(
                 config, lookup(config.mixture_or_task_name), self.process_index,
                 self.process_count, self.local_batch, self.position)
             return
@@ -161,6 +165,9 @@ class HostFeed:
                             "batches; cache the task (python -m tools.cache_tasks) to resume "
                             "in constant time", config.mixture_or_task_name, self.position)
         ds = dataset(config, self.process_index, self.process_count)
+        with settings_scope.active(config.task_settings):
+            self.files = host_shards(lookup(config.mixture_or_task_name), config.split,
+                                     self.process_index, self.process_count)
         ds = ds.batch(self.local_batch, drop_remainder=config.num_epochs is None)
         self._iterator = ds.skip(self.position).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 

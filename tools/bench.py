@@ -15,7 +15,9 @@ eval "$(python -m tools.xla_flags gpu)"; each row records them (`xla_profile`, `
 `--data TASK` instead times that task's input pipeline (examples/s, tokens/s; this mode
 imports TensorFlow). `--loop TASK` times the whole train loop fed by that task (prefetch,
 logging, preemption agreement) against the bare step in the same run, as `loop_vs_step`
-(tools/bench_loop.py; imports TensorFlow).
+(tools/bench_loop.py; imports TensorFlow). `--resume TASK --positions 0,1000,10000
+[--cache_dir DIR]` times the first batch of that task's feed resumed at each position, each
+in a fresh process (tools/bench_resume.py).
 """
 
 from __future__ import annotations
@@ -131,6 +133,11 @@ def main(argv=None):
     p.add_argument("--loop", metavar="TASK",
                    help="time the train loop fed by this task against the bare step")
     p.add_argument("--prefetch", type=int, default=2, help="--loop: batches placed ahead")
+    p.add_argument("--resume", metavar="TASK",
+                   help="time to first batch when this task's feed resumes at --positions")
+    p.add_argument("--positions", type=lambda s: [int(x) for x in s.split(",")],
+                   default=[0, 1000, 10000], help="--resume: batch positions, e.g. 0,1000")
+    p.add_argument("--cache_dir", help="--resume/--feed: read this task cache")
     p.add_argument("--vs", choices=["hf"], help="also time HF transformers on the same shapes")
     p.add_argument("--hf_compile", action=argparse.BooleanOptionalAction, default=True,
                    help="torch.compile the HF peer (default on)")
@@ -147,6 +154,12 @@ def main(argv=None):
 
     if args.data:
         emit(bench_data(args))
+        return
+    if args.resume:
+        from tools.bench_resume import bench_resume
+
+        for row in bench_resume(args):
+            emit(row)
         return
     for name in args.preset or ["t5_1_1_tiny"]:
         if args.loop:
