@@ -58,17 +58,23 @@ class FeedConfig:
     # a directory written by tools.cache_tasks for this task, split, lengths and packing:
     # read instead of the live pipeline (constant-time exact resume)
     cache_dir: str | None = None
+    # threads preprocessing (live: tf.data's thread pool; cache: Grain's reader threads);
+    # None: tf.data's default (every core) and 4 Grain threads
+    read_threads: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "task_settings", from_mapping(self.task_settings))
-        for name in ("batch_size", "seed", "num_epochs"):
+        for name in ("batch_size", "seed", "num_epochs", "read_threads"):
             value = getattr(self, name)
             if (not isinstance(value, int) or isinstance(value, bool)) and not (
-                    name == "num_epochs" and value is None):
+                    name in ("num_epochs", "read_threads") and value is None):
                 raise ValueError(f"FeedConfig.{name}={value!r} is invalid: expected an integer, "
                                  f"got {type(value).__name__}")
         if self.batch_size < 1:
             raise ValueError(f"FeedConfig.batch_size={self.batch_size} must be >= 1")
+        if self.read_threads is not None and self.read_threads < 1:
+            raise ValueError(f"FeedConfig.read_threads={self.read_threads} must be >= 1 or "
+                             "None")
         if self.cache_dir is not None and (not isinstance(self.cache_dir, str)
                                            or not self.cache_dir):
             raise ValueError(f"FeedConfig.cache_dir={self.cache_dir!r} must be a directory "
@@ -158,7 +164,8 @@ class HostFeed:
 
             self._iterator, self.cache, self.files = cached_feed.batches(
                 config, lookup(config.mixture_or_task_name), self.process_index,
-                self.process_count, self.local_batch, self.position)
+                self.process_count, self.local_batch, self.position,
+                threads=config.read_threads or 4)
             return
         if self.position:
             logging.warning("resuming the live input pipeline of %s replays its first %d "
@@ -169,6 +176,10 @@ class HostFeed:
             self.files = host_shards(lookup(config.mixture_or_task_name), config.split,
                                      self.process_index, self.process_count)
         ds = ds.batch(self.local_batch, drop_remainder=config.num_epochs is None)
+        if config.read_threads:
+            options = tf.data.Options()
+            options.threading.private_threadpool_size = config.read_threads
+            ds = ds.with_options(options)
         self._iterator = ds.skip(self.position).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 
     def __iter__(self) -> Iterator[dict]:

@@ -17,7 +17,9 @@ imports TensorFlow). `--loop TASK` times the whole train loop fed by that task (
 logging, preemption agreement) against the bare step in the same run, as `loop_vs_step`
 (tools/bench_loop.py; imports TensorFlow). `--resume TASK --positions 0,1000,10000
 [--cache_dir DIR]` times the first batch of that task's feed resumed at each position, each
-in a fresh process (tools/bench_resume.py).
+in a fresh process (tools/bench_resume.py). `--feed TASK [--cache_dir DIR]` times one
+host's feed of that task on 1, 2 and all cores against the --preset step in the same run
+(`feed_vs_step`, tools/bench_feed.py).
 """
 
 from __future__ import annotations
@@ -137,6 +139,9 @@ def main(argv=None):
                    help="time to first batch when this task's feed resumes at --positions")
     p.add_argument("--positions", type=lambda s: [int(x) for x in s.split(",")],
                    default=[0, 1000, 10000], help="--resume: batch positions, e.g. 0,1000")
+    p.add_argument("--feed", metavar="TASK", help="this task's feed per host for 1, 2 and all "
+                   "cores against the step of --preset")
+    p.add_argument("--feed_batches", type=int, default=20, help="--feed: batches timed")
     p.add_argument("--cache_dir", help="--resume/--feed: read this task cache")
     p.add_argument("--vs", choices=["hf"], help="also time HF transformers on the same shapes")
     p.add_argument("--hf_compile", action=argparse.BooleanOptionalAction, default=True,
@@ -162,6 +167,12 @@ def main(argv=None):
             emit(row)
         return
     for name in args.preset or ["t5_1_1_tiny"]:
+        if args.feed:
+            from tools.bench_feed import bench_feed
+
+            for row in bench_feed(args, name):
+                emit(row)
+            continue
         if args.loop:
             from tools.bench_loop import bench_loop
 

@@ -32,15 +32,14 @@ def time_to_first_batch(config, position: int) -> float:
     return seconds
 
 
-def bench_resume(args) -> list[dict]:
+def bench_resume(args):
+    """One row per position, yielded as each is measured."""
     from tasks.feeding import FeedConfig
 
     lengths = {"inputs": args.inputs, "targets": args.targets}
     config = FeedConfig(args.resume, lengths, args.batch, seed=0, cache_dir=args.cache_dir)
-    rows = []
     for position in args.positions:
-        rows.append({"mode": "resume", "task": args.resume, "batch": args.batch,
-                     "inputs": args.inputs, "targets": args.targets,
-                     "source": "cache" if args.cache_dir else "live", "position": position,
-                     "first_batch_s": round(time_to_first_batch(config, position), 3)})
-    return rows
+        yield {"mode": "resume", "task": args.resume, "batch": args.batch,
+               "inputs": args.inputs, "targets": args.targets,
+               "source": "cache" if args.cache_dir else "live", "position": position,
+               "first_batch_s": round(time_to_first_batch(config, position), 3)}
