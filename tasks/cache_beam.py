@@ -1,4 +1,4 @@
-"""Cache a task offline with Apache Beam: shards written in parallel, committed last.
+"""Cache a task or mixture offline with Apache Beam: shards written in parallel, committed last.
 
     cache_task(CacheRequest(...), ["--runner=DirectRunner"])   # or Dataflow, Flink, Spark
 
@@ -8,15 +8,18 @@ else (task, split, lengths, packing, vocabularies, preprocessing, task settings,
 shard count) is refused naming the difference; leftovers of an unfinished job (shards
 without an info file) are removed. The pipeline writes one shard per element
 (tasks/cache_write.py), then one step gathers the shards' reports and writes
-`cache_info.json`, which alone makes the cache readable.
+`cache_info.json`, which alone makes the cache readable. A mixture is cached as each of its
+tasks with a positive rate, in one pipeline, then its rates (`mixture_info.json`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
-from tasks.cache_layout import (INFO, IncompleteCache, read_info, shard_files, write_info)
+from tasks.cache_layout import (INFO, MIXTURE_INFO, IncompleteCache, read_info,
+                                read_mixture_info, shard_files, write_info)
 from tasks.cache_spec import differences, task_spec
 from tasks.cache_write import CacheRequest, shard_seed, write_shard
 
@@ -88,21 +91,63 @@ def commit(reports: list, request: CacheRequest, plan: dict) -> dict:
     return info
 
 
+def parts(request: CacheRequest) -> tuple[list[CacheRequest], dict | None]:
+    """(one request per task to cache, the mixture's info or None for a task)."""
+    import seqio
+
+    from tasks import settings_scope
+    from tasks.feeding import lookup
+
+    provider = lookup(request.task)
+    if not isinstance(provider, seqio.Mixture):
+        return [request], None
+    with settings_scope.active(request.task_settings):
+        rates = {t.name: float(provider.get_rate(t)) for t in provider.tasks}
+    rates = {name: rate for name, rate in rates.items() if rate > 0}
+    subs = [dataclasses.replace(request, task=name,
+                                cache_dir=os.path.join(request.cache_dir, name))
+            for name in rates]
+    return subs, {"mixture": request.task, "rates": rates}
+
+
+def _check_mixture(request: CacheRequest, mixture: dict) -> bool:
+    """True if this mixture is cached there already; ValueError if another one is."""
+    if not os.path.exists(os.path.join(request.cache_dir, MIXTURE_INFO)):
+        return False
+    diff = differences(read_mixture_info(request.cache_dir), mixture)
+    if diff:
+        raise ValueError(f"{request.cache_dir} already holds another mixture cache ("
+                         + "; ".join(diff) + "). Cache into another directory, or remove this "
+                         "one. Nothing was written.")
+    return True
+
+
 def cache_task(request: CacheRequest, pipeline_args: list[str]) -> dict:
-    """Cache `request` with Beam (`pipeline_args`: Beam's own flags); returns the info."""
+    """Cache `request` with Beam (`pipeline_args`: Beam's own flags); returns the info (a
+    mixture's: its rates and each task's info under 'tasks')."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    plan = planned(request)
-    done = check_target(request, plan)
-    if done is not None:
+    subs, mixture = parts(request)
+    mixture_done = mixture is not None and _check_mixture(request, mixture)
+    plans = [planned(r) for r in subs]
+    todo = [(r, plan) for r, plan in zip(subs, plans, strict=True)
+            if check_target(r, plan) is None]
+    for r, _ in todo:
+        os.makedirs(r.cache_dir, exist_ok=True)
+    if todo:
+        shards = [(k, i) for k, (r, _) in enumerate(todo) for i in range(r.num_shards)]
+        with beam.Pipeline(options=PipelineOptions(pipeline_args)) as p:
+            _ = (p | "shards" >> beam.Create(shards)
+                 | "spread" >> beam.Reshuffle()
+                 | "write" >> beam.Map(lambda ki, t: (ki[0], write_shard(t[ki[0]][0], ki[1])),
+                                       todo)
+                 | "by task" >> beam.GroupByKey()
+                 | "commit" >> beam.Map(lambda kv, t: commit(list(kv[1]), *t[kv[0]]), todo))
+    else:
         logging.info("%s already holds this cache", request.cache_dir)
-        return done
-    os.makedirs(request.cache_dir, exist_ok=True)
-    with beam.Pipeline(options=PipelineOptions(pipeline_args)) as p:
-        _ = (p | "shards" >> beam.Create(range(request.num_shards))
-             | "spread" >> beam.Reshuffle()
-             | "write" >> beam.Map(lambda i, r: write_shard(r, i), request)
-             | "gather" >> beam.combiners.ToList()
-             | "commit" >> beam.Map(commit, request, plan))
-    return read_info(request.cache_dir)
+    if mixture is None:
+        return read_info(request.cache_dir)
+    if not mixture_done:
+        write_info(request.cache_dir, mixture, MIXTURE_INFO)
+    return {**mixture, "tasks": {r.task: read_info(r.cache_dir) for r in subs}}

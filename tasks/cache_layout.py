@@ -3,6 +3,9 @@
     CACHE_DIR/shard-00000-of-00008.array_record ...   ArrayRecord files (group_size 1)
     CACHE_DIR/cache_info.json                          written last, atomically
 
+A mixture's cache is one such directory per task, CACHE_DIR/TASK/, and
+CACHE_DIR/mixture_info.json (its rates), written after every task's.
+
 A record is one converted (packed) row: each feature's fixed-shape array, in the order and
 dtypes `cache_info.json` lists, as raw bytes. The info file also holds the cache's spec
 (tasks/cache_spec.py) and every shard's name, record count and byte size. It is written
@@ -20,6 +23,7 @@ import re
 import numpy as np
 
 INFO = "cache_info.json"
+MIXTURE_INFO = "mixture_info.json"
 SHARD = re.compile(r"shard-(\d{5})-of-(\d{5})\.array_record$")
 
 
@@ -66,14 +70,30 @@ def decoder(features: list):
     return decode
 
 
-def write_info(cache_dir: str, info: dict) -> None:
+def write_info(cache_dir: str, info: dict, name: str = INFO) -> None:
     """Commit the cache: the info file appears whole, after every shard it names."""
-    tmp = os.path.join(cache_dir, INFO + ".tmp")
+    tmp = os.path.join(cache_dir, name + ".tmp")
     with open(tmp, "w") as f:
         json.dump(info, f, indent=1, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(cache_dir, INFO))
+    os.replace(tmp, os.path.join(cache_dir, name))
+
+
+def read_mixture_info(cache_dir: str) -> dict:
+    """A complete mixture cache's info ({'mixture', 'rates'}), else IncompleteCache."""
+    path = os.path.join(cache_dir, MIXTURE_INFO)
+    if not os.path.exists(path):
+        raise IncompleteCache(f"{cache_dir} is not a complete mixture cache: it has no "
+                              f"{MIXTURE_INFO} (its caching job did not finish, or it caches "
+                              "a task); rerun python -m tools.cache_tasks")
+    try:
+        with open(path) as f:
+            info = json.load(f)
+        dict(info["rates"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise IncompleteCache(f"{path} is not a t5pod mixture info file ({e})") from None
+    return info
 
 
 def shard_files(cache_dir: str) -> list[str]:

@@ -239,10 +239,9 @@ def _shown(key: str, value) -> str:
 def _cache_fingerprint(config: FeedConfig) -> str | None:
     if not config.cache_dir:
         return None
-    from tasks.cache_layout import fingerprint
-    from tasks.cached_feed import open_cache
+    from tasks.cached_feed import cache_fingerprint
 
-    return fingerprint(open_cache(config, lookup(config.mixture_or_task_name)))
+    return cache_fingerprint(config, lookup(config.mixture_or_task_name))
 
 
 def prefetch_global(batches: Iterator[dict], sharding, size: int = 2) -> Iterator[dict]:

@@ -1,13 +1,16 @@
-"""Offline caching with Apache Beam (DirectRunner): the cache command writes
-demo_span_corruption; a run trains from it, is killed late and resumes with exactly the
+"""Offline caching with Apache Beam (DirectRunner): the cache command writes the demo
+mixture (demo_span_corruption and demo_prefix_lm, a cache per task); a run trains from the
+demo_span_corruption one, is killed late and resumes with exactly the
 batches of the uninterrupted feed; each host's feed state is in the checkpoint step and its
 manifest, and a damaged one falls back; a cache of other data is refused naming the
-difference; a partial cache is never read as complete."""
+difference; a partial cache is never read as complete; the mixture's cache mixes its tasks
+and resumes exactly."""
 
 import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 
 import tasks  # noqa: F401
@@ -27,14 +30,22 @@ TASK = "demo_span_corruption"
 LENGTHS = {"inputs": 32, "targets": 16}
 
 
+MIXTURE = "demo_span_corruption_and_prefix_lm"
+
+
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
+def mixture_dir(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("beam") / "demo")
-    summary = cache_tasks.main([f"--task={TASK}", "--inputs=32", "--targets=16",
+    summary = cache_tasks.main([f"--task={MIXTURE}", "--inputs=32", "--targets=16",
                                 f"--cache_dir={path}", "--num_shards=2",
                                 "--runner=DirectRunner"])
-    assert summary["shards"] == 2 and summary["records"] > 100
+    assert summary["tasks"] == ["demo_prefix_lm", TASK] and summary["shards"] == 4
     return path
+
+
+@pytest.fixture(scope="module")
+def cache_dir(mixture_dir):
+    return os.path.join(mixture_dir, TASK)
 
 
 class Recording:
@@ -162,3 +173,25 @@ def test_a_partial_cache_is_never_read_as_complete(cache_dir, tmp_path):
     assert shard_files(str(partial)) == []
     with pytest.raises(IncompleteCache, match="does not exist"):
         HostFeed(FeedConfig(TASK, LENGTHS, 4, cache_dir=str(tmp_path / "none")), 0, 1)
+
+
+def test_a_cached_mixture_mixes_its_tasks_and_resumes_exactly(mixture_dir):
+    config = FeedConfig(MIXTURE, LENGTHS, batch_size=8, seed=2, cache_dir=mixture_dir)
+    feed = HostFeed(config, 0, 1)
+    batches = [next(feed) for _ in range(40)]
+    state = json.loads(json.dumps(feed.state()))
+    want = next(feed)
+    assert same(next(HostFeed.restore(config, state, 0, 1)), want)
+    # span corruption puts sentinels (the top 100 ids) into its inputs; prefix LM never does
+    with_sentinels = [bool((row >= 2000).any()) for b in batches
+                      for row in b["encoder_input_tokens"]]
+    assert 0.3 < np.mean(with_sentinels) < 0.7  # rates 1:1
+    info = os.path.join(mixture_dir, "mixture_info.json")
+    saved = open(info).read()
+    try:
+        with open(info, "w") as f:
+            f.write(saved.replace('"demo_prefix_lm": 1.0', '"demo_prefix_lm": 2.0'))
+        assert "rates.demo_prefix_lm: cache 2.0, this run 1.0" in refusal(config)
+    finally:
+        with open(info, "w") as f:
+            f.write(saved)

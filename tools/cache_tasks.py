@@ -1,4 +1,4 @@
-"""Cache a run's task offline with Apache Beam, for constant-time exact resume.
+"""Cache a run's task or mixture offline with Apache Beam, for constant-time exact resume.
 
     python -m tools.cache_tasks --gin_file=runs/demo_pretrain.gin --cache_dir=/data/cache/demo \
         [--num_shards=16] [--seed=0] [BEAM FLAGS, default --runner=DirectRunner]
@@ -47,7 +47,7 @@ def main(argv=None) -> dict:
     p.add_argument("--cache_dir", required=True)
     p.add_argument("--num_shards", type=int, default=16)
     p.add_argument("--seed", type=int, default=0, help="seeds the random preprocessing")
-    p.add_argument("--task", help="a task (without --gin_file)")
+    p.add_argument("--task", help="a task or mixture (without --gin_file)")
     p.add_argument("--inputs", type=int)
     p.add_argument("--targets", type=int)
     p.add_argument("--byte_inputs", type=int, help="a hybrid task's byte inputs length")
@@ -62,10 +62,12 @@ def main(argv=None) -> dict:
     from tasks.cache_beam import cache_task
 
     info = cache_task(request, beam_args)
-    summary = {"cache_dir": request.cache_dir, "task": info["spec"]["task"],
-               "shards": len(info["shards"]),
-               "records": sum(s["records"] for s in info["shards"]),
-               "bytes": sum(s["bytes"] for s in info["shards"])}
+    caches = info["tasks"] if "mixture" in info else {request.task: info}
+    shards = [s for c in caches.values() for s in c["shards"]]
+    summary = {"cache_dir": request.cache_dir, "cached": request.task,
+               "tasks": sorted(caches), "shards": len(shards),
+               "records": sum(s["records"] for s in shards),
+               "bytes": sum(s["bytes"] for s in shards)}
     print(json.dumps(summary))
     return summary
 
