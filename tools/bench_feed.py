@@ -13,9 +13,10 @@ real run shares the cores between them.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
+
+from tools.fresh_process import run_fresh
 
 
 def _feed_rate(config, cores: int, batches: int, queue) -> None:
@@ -37,13 +38,7 @@ def _feed_rate(config, cores: int, batches: int, queue) -> None:
 
 def feed_rate(config, cores: int, batches: int) -> tuple[float, float]:
     """(batches/s, non-padding tokens per batch) of one host's feed on `cores` cores."""
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_feed_rate, args=(config, cores, batches, queue))
-    child.start()
-    result = queue.get()
-    child.join()
-    return result
+    return run_fresh(_feed_rate, config, cores, batches)
 
 
 def core_counts() -> list[int]:

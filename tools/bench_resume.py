@@ -9,8 +9,9 @@ replays N batches.
 
 from __future__ import annotations
 
-import multiprocessing
 import time
+
+from tools.fresh_process import run_fresh
 
 
 def _first_batch_seconds(config, position: int, queue) -> None:
@@ -23,13 +24,7 @@ def _first_batch_seconds(config, position: int, queue) -> None:
 
 
 def time_to_first_batch(config, position: int) -> float:
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_first_batch_seconds, args=(config, position, queue))
-    child.start()
-    seconds = queue.get()
-    child.join()
-    return seconds
+    return run_fresh(_first_batch_seconds, config, position)
 
 
 def bench_resume(args):
