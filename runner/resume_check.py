@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 
+import jax
+
 from runner.run import Run
 from tasks.feeding import HostFeed
-from training.checkpoints.verify import DamagedCheckpoint, read_json
+from training.checkpoints.host_state import read as read_host_state
+from training.checkpoints.verify import DamagedCheckpoint
 from training.checkpoints.manager import Checkpointer
 
 
@@ -44,8 +47,9 @@ def checkpointed_step(run: Run, model_dir: str, identity: dict) -> int | None:
 def _check_input_position(run: Run, ckpt: Checkpointer, steps: list[int]) -> None:
     for step in reversed(steps):
         try:
-            position = read_json(os.path.join(ckpt.step_dir(step), "input", "metadata"))
-        except DamagedCheckpoint:
+            position = read_host_state(os.path.join(ckpt.step_dir(step), "input"),
+                                       jax.process_index(), jax.process_count())
+        except (OSError, ValueError):
             continue  # the restore reports it (and falls back)
         if position:
             try:

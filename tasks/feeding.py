@@ -1,10 +1,14 @@
 """Per-host input feeding with a saveable position.
 
-Each process reads its own shard of a task or mixture (seqio ShardInfo from the process
-index and count), converts it with seqio's encoder-decoder feature converter (packing gives
-segment ids and positions) and batches its rows of the global batch. The position is the
-number of batches consumed, a plain int: restoring rebuilds the same deterministic pipeline
-and skips that many batches, so a resumed run sees exactly the examples it would have seen.
+Each process reads its own shard of a task or mixture, converted with seqio's encoder-decoder
+feature converter (packing gives segment ids and positions), and batches its rows of the
+global batch. The position is the number of batches consumed, a plain int, and a resumed run
+sees exactly the batches it would have seen. Two sources:
+
+- a task cache (`FeedConfig.cache_dir`, written offline by tools.cache_tasks): batch k is
+  read by index (tasks/cached_feed.py), so resuming at step 500k costs what step 0 does;
+- the live seqio pipeline (seqio ShardInfo from the process index and count): restoring
+  rebuilds it and skips `position` batches, which costs as much as reading them.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import seqio
 
 from fields.integers import require_int
 from tasks import settings_scope
+from tasks.host_shards import host_shards
 from tasks.hybrid_features import converter, is_hybrid
 from tasks.settings import TaskSettings, from_mapping
 from tasks.tf_setup import tf
@@ -29,7 +34,8 @@ from tasks.tfds_prepared import check_tfds_dataset_prepared, under_tfds_mock
 
 RESUME_MODES = ("exact", "approximate")
 # what "approximate" resumes across; any other change makes a saved position meaningless
-RESCALABLE = ("process_count", "batch_size")
+# (and the source: the live pipeline or a cache, or another cache of the same task)
+RESCALABLE = ("process_count", "batch_size", "cache")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +56,12 @@ class FeedConfig:
     # what the task code reads (benchmark dirs, corpus files, formats, mixing, sizes): a
     # TaskSettings, or a mapping {setting: {parameter: value}} read by tasks.settings
     task_settings: TaskSettings = TaskSettings()
+    # a directory written by tools.cache_tasks for this task, split, lengths and packing:
+    # read instead of the live pipeline (constant-time exact resume)
+    cache_dir: str | None = None
+    # threads preprocessing (live: tf.data's thread pool; cache: Grain's reader threads);
+    # None: tf.data's default (every core) and 4 Grain threads
+    read_threads: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "task_settings", from_mapping(self.task_settings))
@@ -57,6 +69,13 @@ class FeedConfig:
         require_int("FeedConfig", "seed", self.seed)
         if self.num_epochs is not None:
             require_int("FeedConfig", "num_epochs", self.num_epochs, meaning="or None: repeat")
+        if self.read_threads is not None:
+            require_int("FeedConfig", "read_threads", self.read_threads, 1,
+                        meaning="preprocessing threads; None: the default")
+        if self.cache_dir is not None and (not isinstance(self.cache_dir, str)
+                                           or not self.cache_dir):
+            raise ValueError(f"FeedConfig.cache_dir={self.cache_dir!r} must be a directory "
+                             "path or None")
         if self.resume not in RESUME_MODES:
             raise ValueError(f"FeedConfig.resume={self.resume!r}; valid: {RESUME_MODES}")
         bad = {k: v for k, v in self.task_feature_lengths.items()
@@ -109,6 +128,8 @@ def dataset(config: FeedConfig, process_index: int = 0, process_count: int = 1):
                             if hybrid else "has no byte_inputs: drop 'byte_inputs' from ")
                          + f"task_feature_lengths={dict(config.task_feature_lengths)}")
     with settings_scope.active(config.task_settings):
+        if process_count > 1:
+            host_shards(provider, config.split, process_index, process_count)  # says if shared
         return seqio.get_dataset(
             provider, task_feature_lengths=dict(config.task_feature_lengths),
             feature_converter=converter(provider, config.pack),
@@ -133,8 +154,29 @@ class HostFeed:
                              f"{self.process_count} hosts feeding it")
         self.local_batch = config.batch_size // self.process_count
         self.position = int(position)
+        self.cache = None  # the cache's fingerprint when reading one
+        self.files: list[str] = []  # the input files (or shards) this host reads
+        if config.cache_dir:
+            from tasks import cached_feed
+
+            self._iterator, self.cache, self.files = cached_feed.batches(
+                config, lookup(config.mixture_or_task_name), self.process_index,
+                self.process_count, self.local_batch, self.position,
+                threads=config.read_threads or 4)
+            return
+        if self.position:
+            logging.warning("resuming the live input pipeline of %s replays its first %d "
+                            "batches; cache the task (python -m tools.cache_tasks) to resume "
+                            "in constant time", config.mixture_or_task_name, self.position)
         ds = dataset(config, self.process_index, self.process_count)
+        with settings_scope.active(config.task_settings):
+            self.files = host_shards(lookup(config.mixture_or_task_name), config.split,
+                                     self.process_index, self.process_count)
         ds = ds.batch(self.local_batch, drop_remainder=config.num_epochs is None)
+        if config.read_threads:
+            options = tf.data.Options()
+            options.threading.private_threadpool_size = config.read_threads
+            ds = ds.with_options(options)
         self._iterator = ds.skip(self.position).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 
     def __iter__(self) -> Iterator[dict]:
@@ -151,7 +193,8 @@ class HostFeed:
                 self.config.mixture_or_task_name, "seed": self.config.seed,
                 "batch_size": self.config.batch_size, "process_count": self.process_count,
                 "task_feature_lengths": dict(self.config.task_feature_lengths),
-                "pack": self.config.pack, "split": self.config.split}
+                "pack": self.config.pack, "split": self.config.split,
+                "process_index": self.process_index, "cache": self.cache}
 
     @classmethod
     def restore(cls, config: FeedConfig, state: dict, process_index: int | None = None,
@@ -159,25 +202,43 @@ class HostFeed:
         import jax
 
         count = jax.process_count() if process_count is None else process_count
-        now = {**dataclasses.asdict(config), "process_count": count}
-        changed = {key: (state[key], now[key]) for key in (
+        now = {**dataclasses.asdict(config), "process_count": count,
+               "cache": _cache_fingerprint(config)}
+        saved = {"cache": None, **state}  # a position saved before caches: the live pipeline
+        changed = {key: (saved[key], now[key]) for key in (
             "mixture_or_task_name", "seed", "batch_size", "process_count",
-            "task_feature_lengths", "pack", "split") if key in state and state[key] != now[key]}
+            "task_feature_lengths", "pack", "split", "cache")
+            if key in saved and saved[key] != now[key]}
         position = state["position"]
         rescalable = set(changed) <= set(RESCALABLE)
         if changed and not (rescalable and config.resume == "approximate"):
-            key, (saved, have) = next(iter(changed.items()))
+            key, (before, have) = next(iter(changed.items()))
             raise ValueError(
-                f"the saved input position was for {key}={saved!r}, but this run has "
-                f"{key}={have!r}: resuming would not replay the same examples. Restore the "
-                "original value" + (", set tasks.FeedConfig.resume='approximate' to go on "
-                                    "from the same example count on the new shards"
-                                    if rescalable else "") + " or start a new model_dir.")
+                f"the saved input position was for {_shown(key, before)}, but this run has "
+                f"{_shown(key, have)}: resuming would not replay the same examples. Restore "
+                "the original value" + (", set tasks.FeedConfig.resume='approximate' to go on "
+                                        "from the same example count on the new shards"
+                                        if rescalable else "") + " or start a new model_dir.")
         if changed:
             position = position * state.get("batch_size", config.batch_size) // config.batch_size
             logging.warning("input position saved under %s resumes approximately at batch %d "
                             "of this run's shards", changed, position)
         return cls(config, process_index, count, position=position)
+
+
+def _shown(key: str, value) -> str:
+    if key != "cache":
+        return f"{key}={value!r}"
+    return ("the live pipeline (no cache)" if value is None
+            else f"the cache with fingerprint {value}")
+
+
+def _cache_fingerprint(config: FeedConfig) -> str | None:
+    if not config.cache_dir:
+        return None
+    from tasks.cached_feed import cache_fingerprint
+
+    return cache_fingerprint(config, lookup(config.mixture_or_task_name))
 
 
 def prefetch_global(batches: Iterator[dict], sharding, size: int = 2) -> Iterator[dict]:

@@ -45,7 +45,7 @@ def _demo_dataset(split: str, shuffle_files: bool = False, seed: int | None = No
 
 
 DEMO_SOURCE = seqio.FunctionDataSource(_demo_dataset, splits=("train", "validation"))
-TEXT_SOURCE = seqio.FunctionDataSource(text_files.text_dataset, splits=("train", "validation"))
+TEXT_SOURCE = text_files.TextFilesSource()
 C4_SOURCE = seqio.TfdsDataSource(tfds_name=C4)
 
 

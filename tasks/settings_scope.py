@@ -12,6 +12,7 @@ import contextlib
 import contextvars
 
 _ACTIVE: contextvars.ContextVar = contextvars.ContextVar("task_settings", default=None)
+_READ: contextvars.ContextVar = contextvars.ContextVar("task_settings_read", default=None)
 
 
 @contextlib.contextmanager
@@ -24,7 +25,21 @@ def active(settings):
         _ACTIVE.reset(token)
 
 
+@contextlib.contextmanager
+def recording():
+    """`with recording() as names:` the setting names task code reads in the block (a set)."""
+    names: set = set()
+    token = _READ.set(names)
+    try:
+        yield names
+    finally:
+        _READ.reset(token)
+
+
 def get(name: str, default):
     """The active settings' `name` part, or `default()` when none are active."""
     settings = _ACTIVE.get()
+    read = _READ.get()
+    if read is not None:
+        read.add(name)
     return default() if settings is None else getattr(settings, name)

@@ -3,6 +3,9 @@
     tasks.text_corpus.train = '/data/my_corpus/*.txt'
     tasks.text_corpus.validation = '/data/held_out.jsonl'
     tasks.text_corpus.field = 'text'          # JSONL key
+
+The files are the source's shards: with at least as many files as hosts, seqio gives each
+host its own files (host i reads files i, i + n, ...) and no host opens another's.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import glob
 import json
 import os
 from typing import Iterable
+
+import seqio
 
 from tasks import settings_scope
 from tasks.tf_setup import tf
@@ -86,11 +91,37 @@ def split_patterns(config, split: str, task: str, binding: str, example: str) ->
     return patterns
 
 
-def text_dataset(split: str, shuffle_files: bool = False, seed: int | None = None):
-    """tf.data of {'text'} from the gin-bound corpus; a seqio FunctionDataSource dataset_fn."""
+def _corpus_files(split: str) -> tuple[TextCorpus, list[str]]:
     corpus = settings_scope.get("text_corpus", TextCorpus)
     patterns = split_patterns(corpus, split, "text_span_corruption", "tasks.text_corpus",
                               "/path/to/*.txt")
-    texts = read_texts(patterns, corpus.field)
+    return corpus, resolve_files(patterns)
+
+
+def text_dataset(split: str, shuffle_files: bool = False, seed: int | None = None,
+                 files: list[str] | None = None):
+    """tf.data of {'text'} from the gin-bound corpus (or these of its `files`)."""
+    corpus, every = _corpus_files(split)
+    texts = [t for path in (every if files is None else files)
+             for t in _texts_of(path, corpus.field)]
+    if not texts:
+        raise ValueError(f"corpus files {files or every} hold no text")
     ds = tf.data.Dataset.from_tensor_slices({"text": tf.constant(texts)})
     return ds.shuffle(len(texts), seed=seed) if shuffle_files else ds
+
+
+class TextFilesSource(seqio.FunctionDataSource):
+    """The corpus files as a seqio source whose shards are the files."""
+
+    def __init__(self):
+        super().__init__(text_dataset, splits=("train", "validation"))
+
+    def list_shards(self, split: str) -> list[str]:
+        return _corpus_files(split)[1]
+
+    def get_dataset(self, split: str = "train", shuffle: bool = True,
+                    seed: int | None = None, shard_info=None, **unused):
+        files = self.list_shards(split)
+        if shard_info is not None and shard_info.num_shards > 1:
+            files = files[shard_info.index::shard_info.num_shards]
+        return text_dataset(split, shuffle, seed, files)

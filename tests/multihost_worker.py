@@ -3,6 +3,7 @@
     python -m tests.multihost_worker train PROCESS_ID PORT MODEL_DIR REFERENCE_DIR OUT_JSON
     python -m tests.multihost_worker collectives PROCESS_ID PORT
     python -m tests.multihost_worker infer PROCESS_ID PORT MODEL_DIR BATCH_NPZ OUT_JSON
+    python -m tests.multihost_worker files PROCESS_ID PORT CORPUS_GLOB CACHE_DIR OUT_JSON
 
 `train`: first a run in the default multi-process mode (the coordination service's
 preemption sync point, batches prefetched, nothing logged or saved before the end): host 1
@@ -16,7 +17,8 @@ this 2-process mesh and compared with this run's state. `collectives`: an endles
 cross-process sums, for the failure test to kill. `infer`: tools.infer, then greedy and beam
 predictions and scores of a t5pod model_dir by `inference.predictor.Predictor` on a mesh of data
 across the 2 hosts x fsdp x tensor inside each (test_sharded_inference compares them with
-1 process).
+1 process). `files`: the corpus files this host's live feed opens, and the cache files its
+cached feed reads (test_multihost_files checks they are disjoint and cover all).
 """
 
 from __future__ import annotations
@@ -190,6 +192,28 @@ def infer(process_id: int, port: str, model_dir: str, batch: str, out: str) -> N
                    "rows": [rows.start, rows.stop], **results}, f)
 
 
+def files(process_id: int, port: str, corpus: str, cache_dir: str, out: str) -> None:
+    join(process_id, port, heartbeat=30)
+    import json
+
+    import jax
+
+    from tasks import text_files
+    from tasks.feeding import FeedConfig, HostFeed
+
+    opened, read = [], text_files._texts_of
+    text_files._texts_of = lambda path, field: opened.append(path) or read(path, field)
+    config = FeedConfig("text_span_corruption", {"inputs": 32, "targets": 16}, batch_size=4,
+                        task_settings={"text_corpus": {"train": corpus}})
+    live = HostFeed(config)
+    next(live), next(live)
+    cached = HostFeed(FeedConfig(**{**config.__dict__, "cache_dir": cache_dir}))
+    next(cached), next(cached)
+    with open(out, "w") as f:
+        json.dump({"process_index": jax.process_index(), "opened": sorted(set(opened)),
+                   "live_files": live.files, "cache_files": cached.files}, f)
+
+
 def collectives(process_id: int, port: str) -> None:
     join(process_id, port, heartbeat=5)
     import time
@@ -219,6 +243,8 @@ if __name__ == "__main__":  # set before jax is imported (the functions import i
     what, args = sys.argv[1], sys.argv[2:]
     if what == "train":
         train(int(args[0]), args[1], args[2], args[3], args[4])
+    elif what == "files":
+        files(int(args[0]), args[1], args[2], args[3], args[4])
     elif what == "infer":
         infer(int(args[0]), args[1], args[2], args[3], args[4])
     else:

@@ -67,3 +67,20 @@ def test_the_hf_peer_of_a_switch_preset_is_switch_transformers(capsys):
     peer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert peer["hf_model"] == "SwitchTransformersForConditionalGeneration"
     assert peer["tokens_per_s"] > 0 and peer["ratio_tokens_per_s"] > 0
+
+
+def test_bench_feed_and_resume_modes_time_a_cached_feed(capsys, tmp_path, monkeypatch):
+    from tests.test_feed_resume import write_cache
+    from tools import bench_feed
+
+    write_cache(tmp_path, 1, "demo_span_corruption", {"inputs": 32, "targets": 16})
+    monkeypatch.setattr(bench_feed, "core_counts", lambda: [1])  # one child, not three
+    shapes = ["--batch", "4", "--inputs", "32", "--targets", "16", "--cache_dir", str(tmp_path)]
+    bench.main(["--feed", "demo_span_corruption", *shapes, "--mesh", "data=2", "--steps", "1",
+                "--warmup", "0", "--feed_batches", "2"])
+    bench.main(["--resume", "demo_span_corruption", *shapes, "--positions", "1000"])
+    feed, resume = (json.loads(x) for x in capsys.readouterr().out.strip().splitlines()[-2:])
+    assert feed["mode"] == "feed" and feed["cores"] == 1 and feed["source"] == "cache"
+    assert feed["feed_tokens_per_s"] > 0 and feed["feed_vs_step"] == pytest.approx(
+        feed["feed_batches_per_s"] / feed["step_batches_per_s"], rel=0.05)
+    assert resume["position"] == 1000 and resume["first_batch_s"] > 0

@@ -82,8 +82,8 @@ def test_damaged_latest_step_resumes_from_the_previous_one(trainer, tmp_path, ca
     # what eval/infer/convert call: the damaged step is refused with the file named
     ckpt = Checkpointer(str(tmp_path / "checkpoints"), async_save=False)
     assert ckpt.verify(10) is True
-    os.remove(tmp_path / "checkpoints/10/input/metadata")
-    with pytest.raises(Exception, match="10/input/metadata: missing"):
+    os.remove(tmp_path / "checkpoints/10/input/process_0-of-1.json")
+    with pytest.raises(Exception, match="10/input/process_0-of-1.json: missing"):
         ckpt.verify(10)
 
 

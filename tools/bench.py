@@ -17,7 +17,11 @@ eval "$(python -m tools.xla_flags gpu)"; each row records them (`xla_profile`, `
 `--data TASK` instead times that task's input pipeline (examples/s, tokens/s; this mode
 imports TensorFlow). `--loop TASK` times the whole train loop fed by that task (prefetch,
 logging, preemption agreement) against the bare step in the same run, as `loop_vs_step`
-(tools/bench_loop.py; imports TensorFlow).
+(tools/bench_loop.py; imports TensorFlow). `--resume TASK --positions 0,1000,10000
+[--cache_dir DIR]` times the first batch of that task's feed resumed at each position, each
+in a fresh process (tools/bench_resume.py). `--feed TASK [--cache_dir DIR]` times one
+host's feed of that task on 1, 2 and all cores against the --preset step in the same run
+(`feed_vs_step`, tools/bench_feed.py).
 """
 
 from __future__ import annotations
@@ -181,6 +185,14 @@ def main(argv=None):
     p.add_argument("--loop", metavar="TASK",
                    help="time the train loop fed by this task against the bare step")
     p.add_argument("--prefetch", type=int, default=2, help="--loop: batches placed ahead")
+    p.add_argument("--resume", metavar="TASK",
+                   help="time to first batch when this task's feed resumes at --positions")
+    p.add_argument("--positions", type=lambda s: [int(x) for x in s.split(",")],
+                   default=[0, 1000, 10000], help="--resume: batch positions, e.g. 0,1000")
+    p.add_argument("--feed", metavar="TASK", help="this task's feed per host for 1, 2 and all "
+                   "cores against the step of --preset")
+    p.add_argument("--feed_batches", type=int, default=20, help="--feed: batches timed")
+    p.add_argument("--cache_dir", help="--resume/--feed: read this task cache")
     p.add_argument("--vs", choices=["hf"], help="also time HF transformers on the same shapes")
     p.add_argument("--hf_compile", action=argparse.BooleanOptionalAction, default=True,
                    help="torch.compile the HF peer (default on)")
@@ -198,7 +210,19 @@ def main(argv=None):
     if args.data:
         emit(bench_data(args))
         return
+    if args.resume:
+        from tools.bench_resume import bench_resume
+
+        for row in bench_resume(args):
+            emit(row)
+        return
     for name in args.preset or ["t5_1_1_tiny"]:
+        if args.feed:
+            from tools.bench_feed import bench_feed
+
+            for row in bench_feed(args, name):
+                emit(row)
+            continue
         if args.loop:
             from tools.bench_loop import bench_loop
 

@@ -29,8 +29,10 @@ def synthetic_batch(batch: int, inputs: int, targets: int, vocab: int, seed: int
 def setup(args, preset_name: str, moe_dispatch: str | None = None):
     """(model config, Trainer, synthetic numpy batch) for one preset under the step flags;
     an MoE preset takes `moe_dispatch` (None: its own) and `--moe_experts`."""
+    vocab = getattr(args, "vocab_size", None)
     cfg = preset(preset_name, dtype=args.dtype, remat_policy=args.remat,
-                 attention_impl=args.attention, dropout_rate=0.0)
+                 attention_impl=args.attention, dropout_rate=0.0,
+                 **({"vocab_size": vocab} if vocab else {}))
     if cfg.moe is not None:  # steps run without dropout: route with the train capacity factor
         changes = {"eval_capacity_factor": cfg.moe.train_capacity_factor}
         if moe_dispatch:
@@ -51,6 +53,8 @@ def setup(args, preset_name: str, moe_dispatch: str | None = None):
 def add_step_flags(p: argparse.ArgumentParser) -> None:
     """The flags that fix one train step: shapes, precision, mesh, remat, attention, loss."""
     p.add_argument("--preset", action="append", help="model preset (repeatable)")
+    p.add_argument("--vocab_size", type=int, help="override the preset's (e.g. 2176: the demo "
+                   "model's, gin/models/t5_1_1/tiny.gin)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--inputs", type=int, default=64)
     p.add_argument("--targets", type=int, default=16)

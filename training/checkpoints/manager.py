@@ -1,4 +1,4 @@
-"""Orbax checkpoints of the train state plus the input position and the model's identity.
+"""Orbax checkpoints of the train state, each host's input position and the model's identity.
 
 A CheckpointManager writes asynchronously. Orbax finalises a step by renaming its
 temporary directory, so a write that was cut off is never listed. Just before that rename
@@ -23,6 +23,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from model_zoo.identity import from_stored
+from training.checkpoints.host_state import HostStateRestore, HostStateSave
 from training.checkpoints.verify import (MANIFEST, DamagedCheckpoint, has_manifest, read_json,
                                        verify_step, write_manifest)
 from training.finite import all_finite, nonfinite_leaves
@@ -140,7 +141,7 @@ class Checkpointer:
         self._pending = step
         saved = self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            input=ocp.args.JsonSave(input_state or {}),
+            input=HostStateSave(input_state or {}),
             identity=ocp.args.JsonSave(self.identity)), force=force)
         if not saved:
             self._pending = None
@@ -222,7 +223,7 @@ class Checkpointer:
             abstract_state, loss_scale=LegacyLossScaleState.of(abstract_state.loss_scale))
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target), input=ocp.args.JsonRestore()))
+                state=ocp.args.StandardRestore(target), input=HostStateRestore()))
         except Exception as e:  # noqa: BLE001
             if verified:  # the files are as written: not damage, a real error
                 raise

@@ -1,0 +1,83 @@
+"""Write one shard of a task cache: the unit of work a Beam worker runs (tasks/cache_beam.py).
+
+Shard i of n is seqio's shard i of n of the task's split (by file where the source has at
+least n files, else by example), preprocessed, converted and packed at the cache's lengths,
+unshuffled, one pass. Its random preprocessing is seeded with the cache seed and the shard
+index, so shards do not repeat each other's noise. The shard is written under a temporary
+name and renamed when whole; the info file that makes the cache readable comes after all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+
+from tasks.cache_layout import encode, features_of, shard_name
+from tasks.settings import TaskSettings
+
+WRITER_OPTIONS = "group_size:1"  # one record per chunk: random access, as Grain reads it
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheRequest:
+    """What to cache, where, in how many shards (plain values: Beam pickles it to workers)."""
+
+    task: str
+    task_feature_lengths: dict
+    cache_dir: str
+    num_shards: int
+    split: str = "train"
+    pack: bool = True
+    seed: int = 0
+    task_settings: TaskSettings = TaskSettings()
+
+    def __post_init__(self):
+        if (not isinstance(self.num_shards, int) or isinstance(self.num_shards, bool)
+                or self.num_shards < 1):
+            raise ValueError(f"num_shards={self.num_shards!r} must be an integer >= 1")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**31:
+            raise ValueError(f"seed={self.seed!r} must be an integer in [0, 2**31)")
+
+    def feed_config(self, seed: int):
+        from tasks.feeding import FeedConfig
+
+        return FeedConfig(self.task, dict(self.task_feature_lengths), batch_size=1,
+                          split=self.split, shuffle=False, seed=seed, pack=self.pack,
+                          num_epochs=1, task_settings=self.task_settings)
+
+
+def shard_seed(seed: int, index: int) -> int:
+    return (seed * 1_000_003 + index) % 2**31
+
+
+def write_shard(request: CacheRequest, index: int) -> dict:
+    """Write shard `index`; {'file', 'records', 'bytes', 'features', 'settings_read'}."""
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    import tasks  # noqa: F401  (registers the tasks on a fresh Beam worker)
+    from tasks import settings_scope
+    from tasks.feeding import dataset
+
+    config = request.feed_config(shard_seed(request.seed, index))
+    with settings_scope.recording() as read:
+        ds = dataset(config, index, request.num_shards)
+    name = shard_name(index, request.num_shards)
+    final = os.path.join(request.cache_dir, name)
+    tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
+    features, records = None, 0
+    writer = ArrayRecordWriter(tmp, WRITER_OPTIONS)
+    try:
+        for example in ds.as_numpy_iterator():
+            features = features or features_of(example)
+            writer.write(encode(example, features))
+            records += 1
+    finally:
+        writer.close()
+    if not records:
+        os.remove(tmp)
+        raise ValueError(f"shard {index} of {request.num_shards} of {request.task!r} "
+                         f"({request.split}) holds no example: use fewer shards")
+    os.replace(tmp, final)
+    return {"file": name, "records": records, "bytes": os.path.getsize(final),
+            "features": features, "settings_read": sorted(read)}
