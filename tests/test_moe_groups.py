@@ -214,7 +214,8 @@ def test_batch_prioritized_routing_is_refused_in_the_decoder():
 @pytest.mark.parametrize("value", [0, -4, 2.5, True, "4096"])
 def test_bad_group_size(value):
     with pytest.raises(ValueError, match=rf"MoEConfig.group_size={value!r} is invalid: "
-                                         r"expected None .* or an integer >= 1"):
+                                         r"expected an integer >= 1 \(.*None makes each "
+                                         r"sequence a routing group\)"):
         MoEConfig(group_size=value)
 
 

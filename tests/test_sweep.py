@@ -71,7 +71,7 @@ def test_three_member_sweep_runs_resumes_and_reports(tmp_path, capsys, monkeypat
     assert [p for p in os.listdir(dirs[2] / "checkpoints") if p.isdigit()] == ["2"]
     state = ocp.PyTreeCheckpointer().restore(str(dirs[2] / "checkpoints" / "2" / "state"))
     assert int(state["step"]) == 2 and int(state["opt_state"][0]["count"]) == 2
-    with open(dirs[2] / "checkpoints" / "2" / "input" / "metadata") as f:
+    with open(dirs[2] / "checkpoints" / "2" / "input" / "process_0-of-1.json") as f:
         assert json.load(f)["position"] == 2
     start = ocp.PyTreeCheckpointer().restore(str(dirs[0] / "checkpoints" / "3" / "state"))
     assert int(start["opt_state"][0]["count"]) == 3
