@@ -13,6 +13,7 @@ import dataclasses
 import os
 import uuid
 
+from fields.integers import require_int
 from tasks.cache_layout import encode, features_of, shard_name
 from tasks.settings import TaskSettings
 
@@ -33,11 +34,8 @@ class CacheRequest:
     task_settings: TaskSettings = TaskSettings()
 
     def __post_init__(self):
-        if (not isinstance(self.num_shards, int) or isinstance(self.num_shards, bool)
-                or self.num_shards < 1):
-            raise ValueError(f"num_shards={self.num_shards!r} must be an integer >= 1")
-        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**31:
-            raise ValueError(f"seed={self.seed!r} must be an integer in [0, 2**31)")
+        require_int("CacheRequest", "num_shards", self.num_shards, 1)
+        require_int("CacheRequest", "seed", self.seed, 0, 2**31 - 1)
 
     def feed_config(self, seed: int):
         from tasks.feeding import FeedConfig
