@@ -128,8 +128,6 @@ def dataset(config: FeedConfig, process_index: int = 0, process_count: int = 1):
                             if hybrid else "has no byte_inputs: drop 'byte_inputs' from ")
                          + f"task_feature_lengths={dict(config.task_feature_lengths)}")
     with settings_scope.active(config.task_settings):
-        if process_count > 1:
-            host_shards(provider, config.split, process_index, process_count)  # says if shared
         return seqio.get_dataset(
             provider, task_feature_lengths=dict(config.task_feature_lengths),
             feature_converter=converter(provider, config.pack),
