@@ -35,20 +35,7 @@ def run_study(tmp_path, name, members, extra=()):
     return report, table, (out / "study.md").read_text()
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One compilation cache for the module: the dense member of the switch test, the
-    scaling study's 64-wide member and the precision study's float32 member are one model
-    (t5_1_1_tiny, one layer per stack), compiled once."""
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    yield
-    jax.config.update("jax_compilation_cache_dir", None)
-
-
-def test_switch_vs_dense(tmp_path, cache):
+def test_switch_vs_dense(tmp_path):
     report, table, md = run_study(
         tmp_path, "switch_vs_dense", ["moe=None", "num_experts=2"],
         ["--gin.model_zoo.model.mlp_activations=('gelu', 'linear')",  # dense = t5_1_1_tiny
@@ -65,7 +52,7 @@ def test_switch_vs_dense(tmp_path, cache):
     assert "speedup_steps" in table[0] and "Target" in md
 
 
-def test_scaling_fits_a_power_law(tmp_path, cache):
+def test_scaling_fits_a_power_law(tmp_path):
     widths = [(32, 64, 8), (64, 128, 16)]
     names = [f"preset_name=t5_1_1_tiny,d_model={d},d_ff={f},d_kv={k}" for d, f, k in widths]
     report, table, md = run_study(tmp_path, "scaling", names)
@@ -77,7 +64,7 @@ def test_scaling_fits_a_power_law(tmp_path, cache):
     assert f"{fit.b:.4f}" in md and math.isfinite(report.fits["dense"]["params"].b)
 
 
-def test_precision_logs_the_loss_scale(tmp_path, cache):
+def test_precision_logs_the_loss_scale(tmp_path):
     report, table, _ = run_study(tmp_path, "precision", ["dtype=float32,dynamic=False",
                                                          "dtype=float16,dynamic=True"])
     fp32, fp16 = report.rows
