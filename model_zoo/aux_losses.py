@@ -24,22 +24,28 @@ def ponder(config: ModelConfig, enc: dict, dec: dict) -> dict | None:
 
 
 def router(config: ModelConfig, enc: dict, dec: dict, moe_layers: dict) -> dict | None:
-    """Router losses (each stack's mean over its MoE layers, summed over the stacks, as HF
-    sums encoder and decoder), weighted, plus per-layer router metrics.
+    """Router losses, reduced over the MoE layers by `MoEConfig.router_loss_reduction`
+    ("layers_mean": t5x's mean over every MoE layer of both stacks; "stacks_sum": each
+    stack's mean, summed, as HF), weighted, plus per-stack and per-layer router metrics.
 
     `moe_layers`: {"encoder"/"decoder": that stack's MoE layer indices}.
     """
     moe = config.moe
     if moe is None:
         return None
-    out = {}
+    out, stacks = {}, [aux for aux in (enc, dec) if "router_logits" in aux]
     for side, aux in (("encoder", enc), ("decoder", dec)):
         if "router_logits" in aux:
             out.update(summarize(side, aux, moe_layers[side]))
-    zero = jnp.zeros((), jnp.float32)
-    balance = sum((out.get(f"{s}_load_balancing_loss", zero) for s in ("encoder", "decoder")),
-                  zero)
-    z = sum((out.get(f"{s}_router_z_loss", zero) for s in ("encoder", "decoder")), zero)
+
+    def reduce(name):
+        if not stacks:
+            return jnp.zeros((), jnp.float32)
+        if moe.router_loss_reduction == "layers_mean":
+            return jnp.mean(jnp.concatenate([jnp.reshape(a[name], (-1,)) for a in stacks]))
+        return sum(jnp.mean(a[name]) for a in stacks)
+
+    balance, z = reduce("load_balancing_loss"), reduce("router_z_loss")
     return {**out, "load_balancing_loss": balance, "router_z_loss": z,
             "loss": moe.load_balancing_loss_weight * balance + moe.router_z_loss_weight * z}
 

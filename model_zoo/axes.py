@@ -136,3 +136,9 @@ def shard_count(names: tuple[str | None, ...], dim: int = 0) -> int:
     for axis in axes:
         count *= sharding.mesh.shape[axis]
     return count
+
+
+def mesh_size() -> int:
+    """Devices in the mesh the activation rules resolve to (1 without rules)."""
+    resolve = _RULES.get()
+    return 1 if resolve is None else resolve(("batch",)).mesh.size

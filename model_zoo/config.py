@@ -17,6 +17,8 @@ REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attention_out")
 ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
 ROUTINGS = ("tokens_choose", "experts_choose")
 DISPATCHES = ("einsum", "index", "dropless")
+ROUTER_LOSS_REDUCTIONS = ("layers_mean", "stacks_sum")
+ROUTER_LOSS_PADDINGS = ("excluded", "flaxformer")
 NORMS = ("rms", "kl")
 
 
@@ -64,22 +66,38 @@ class MoEConfig:
 
     Every `*_sparse_step`-th feed-forward layer of a stack is an MoE layer (0: none), laid
     out as in HF SwitchTransformers: layers 1, 1+N, 1+2N, ... (every layer when N = 1).
-    Routing groups: the batch's tokens are split into groups of consecutive tokens, at most
-    `group_size` each (flaxformer's `max_group_size`; the group count divides the tokens
-    and is a multiple of the batch's shard count, so no group spans devices); None makes
-    each sequence a group (HF SwitchTransformers). An expert takes at most `capacity`
-    tokens of each group, capacity = ceil(capacity_factor * tokens_per_group /
-    num_experts), at least `min_expert_capacity` (the train factor applies when dropout is
-    on, i.e. with `deterministic=False`, the eval factor otherwise); a fixed
+
+    Routing groups. With `group_size` set, flaxformer's MoeLayer rule (its
+    `max_group_size`): the batch is padded (rows or positions, whichever adds fewer tokens)
+    until its tokens divide by num_experts x expert replicas (replicas: the mesh's devices
+    over its expert and model shards), then cut into G groups of consecutive tokens, G the
+    smallest count >= max(tokens // group_size, experts x replicas) that divides the tokens
+    and is a multiple of experts x replicas (and of the batch's shard count, so no group
+    spans devices); `strict_group_size` refuses a group smaller than `group_size`. The
+    capacity is round(factor x tokens_per_group / num_experts) (Python's round, as
+    flaxformer), at least `min_expert_capacity`. With `group_size=None` each sequence is a
+    group (HF SwitchTransformers) and the capacity is ceil(factor x S / E). The train factor
+    applies when dropout is on (`deterministic=False`), the eval factor otherwise; a fixed
     `expert_capacity` (HF's config field) overrides the factors. A decoding step (one
-    position) routes each row alone. `ignore_padding_tokens` keeps padding (token id 0
-    outside a packed segment) out of routing, where it takes no capacity, and out of the
-    router losses and metrics (False routes it, as HF does). Tokens-choose routing (k =
-    `num_selected_experts`: 1 is Switch, 2 GShard/ST-MoE) drops overflow tokens to the
-    residual by position (or, with `batch_prioritized_routing`, by router probability,
-    encoder-only); experts-choose routing (Zhou et al. 2022) is encoder-only. The router
-    runs in float32; `init_scale` scales the experts' and router's init variance (Switch:
-    0.1).
+    position) routes each row alone, so decoding never drops.
+
+    Routing. `ignore_padding_tokens` keeps padding (token id 0 outside a packed segment, and
+    the rows the layer pads) out of routing, where it takes no capacity (False routes it, as
+    HF and flaxformer's t5x configs do). Tokens-choose routing (k = `num_selected_experts`:
+    1 is Switch, 2 GShard/ST-MoE) drops overflow tokens to the residual by position, or by
+    router probability with `encoder_batch_prioritized_routing` (Riquelme et al. 2021;
+    flaxformer's t5x configs set it in the encoder; the decoder has no such flag, since
+    ranking by probability lets later tokens decide which earlier ones drop); experts-choose
+    routing (Zhou et al. 2022) is encoder-only. The router runs in float32, its kernel drawn
+    from normal(`router_init_stddev`) (flaxformer's 0.02); `init_scale` scales the experts'
+    init variance (Switch 2.4: 0.1).
+
+    Router losses (`load_balancing_loss_weight` x Switch's balancing loss +
+    `router_z_loss_weight` x ST-MoE's z-loss). `router_loss_reduction`: "layers_mean" (t5x:
+    the mean over every MoE layer of both stacks) or "stacks_sum" (HF: each stack's mean,
+    summed, so both stacks' losses weigh twice). `router_loss_padding`: "excluded" (t5pod:
+    means over real tokens, and over the groups that hold any) or "flaxformer" (padding's
+    router logits and probabilities zeroed, every mean over all tokens of a group).
 
     `dispatch` moves tokens to their experts: "einsum" multiplies one-hot [G, S, E, C]
     masks (flaxformer's way, the reference); "index" gathers each expert slot's token and
@@ -98,14 +116,18 @@ class MoEConfig:
     min_expert_capacity: int = 4
     expert_capacity: int | None = None
     group_size: int | None = None
+    strict_group_size: bool = False
     ignore_padding_tokens: bool = True
     encoder_routing: str = "tokens_choose"
     decoder_routing: str = "tokens_choose"
-    batch_prioritized_routing: bool = False
+    encoder_batch_prioritized_routing: bool = False
     router_jitter_noise: float = 0.0
     load_balancing_loss_weight: float = 0.01
     router_z_loss_weight: float = 0.001
+    router_loss_reduction: str = "layers_mean"
+    router_loss_padding: str = "excluded"
     expert_dropout_rate: float | None = None
+    router_init_stddev: float = 0.02
     init_scale: float = 0.1
     dispatch: str = "einsum"
 
@@ -127,9 +149,14 @@ class MoEConfig:
             require_int("MoEConfig", "group_size", self.group_size, 1,
                         meaning="the most tokens per group, e.g. 4096; None makes each "
                         "sequence a routing group")
-        if not isinstance(self.ignore_padding_tokens, bool):
-            raise ValueError(f"MoEConfig.ignore_padding_tokens={self.ignore_padding_tokens!r} "
-                             "is invalid: expected a bool")
+        for name in ("strict_group_size", "ignore_padding_tokens",
+                     "encoder_batch_prioritized_routing"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"MoEConfig.{name}={getattr(self, name)!r} is invalid: "
+                                 "expected a bool")
+        if self.strict_group_size and self.group_size is None:
+            raise ValueError("MoEConfig.strict_group_size=True is invalid with group_size=None "
+                             "(a sequence per group): give the group_size it enforces")
         for name in ("encoder_routing", "decoder_routing"):
             if getattr(self, name) not in ROUTINGS:
                 raise ValueError(f"MoEConfig.{name}={getattr(self, name)!r} is invalid: "
@@ -138,13 +165,12 @@ class MoEConfig:
             raise ValueError("MoEConfig.decoder_routing='experts_choose' is invalid: experts "
                              "choosing among a sequence's tokens sees future tokens, so it is "
                              "encoder-only; use 'tokens_choose' in the decoder")
-        if self.batch_prioritized_routing and self.decoder_sparse_step:
-            raise ValueError("MoEConfig.batch_prioritized_routing=True is invalid with MoE "
-                             f"layers in the decoder (decoder_sparse_step="
-                             f"{self.decoder_sparse_step}): ranking a group's tokens by router "
-                             "probability lets later tokens decide whether earlier ones are "
-                             "dropped, a causal leak; batch-prioritised routing is encoder-only: "
-                             "set decoder_sparse_step=0 or batch_prioritized_routing=False")
+        choices = {"router_loss_reduction": ROUTER_LOSS_REDUCTIONS,
+                   "router_loss_padding": ROUTER_LOSS_PADDINGS}
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise ValueError(f"MoEConfig.{name}={getattr(self, name)!r} is invalid: "
+                                 f"expected one of {valid}")
         rates = {"router_jitter_noise": self.router_jitter_noise,
                  "expert_dropout_rate": self.expert_dropout_rate}
         for name, value in rates.items():
@@ -153,8 +179,10 @@ class MoEConfig:
         for name in ("load_balancing_loss_weight", "router_z_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"MoEConfig.{name}={getattr(self, name)!r} must be >= 0")
-        if not self.init_scale > 0:
-            raise ValueError(f"MoEConfig.init_scale={self.init_scale!r} must be > 0")
+        for name in ("init_scale", "router_init_stddev"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"MoEConfig.{name}={value!r} is invalid: expected a float > 0")
         self._check_dispatch()
 
     def _check_dispatch(self) -> None:
@@ -166,8 +194,9 @@ class MoEConfig:
         refused = []
         if self.encoder_routing == "experts_choose":
             refused.append("encoder_routing='experts_choose' (each expert takes a fixed count)")
-        if self.batch_prioritized_routing:
-            refused.append("batch_prioritized_routing=True (it only decides which tokens drop)")
+        if self.encoder_batch_prioritized_routing:
+            refused.append("encoder_batch_prioritized_routing=True (it only decides which "
+                           "tokens drop)")
         if self.expert_capacity is not None:
             refused.append(f"expert_capacity={self.expert_capacity!r} (a fixed capacity)")
         if refused:
@@ -180,6 +209,20 @@ class MoEConfig:
 
     def routing(self, side: str) -> str:
         return self.encoder_routing if side == "encoder" else self.decoder_routing
+
+    def batch_prioritized(self, side: str) -> bool:
+        return side == "encoder" and self.encoder_batch_prioritized_routing
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> "MoEConfig":
+        """A MoEConfig from its saved fields (model.json, an HF config's `t5pod_moe`),
+        including those written before `batch_prioritized_routing` became per stack (it was
+        encoder-only already) and before `router_loss_reduction` (they summed the stacks)."""
+        fields = dict(fields)
+        if "batch_prioritized_routing" in fields:
+            fields["encoder_batch_prioritized_routing"] = fields.pop("batch_prioritized_routing")
+        fields.setdefault("router_loss_reduction", "stacks_sum")
+        return cls(**fields)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,7 +364,7 @@ class ModelConfig:
 
     def _check_moe(self):
         if isinstance(self.moe, dict):  # from JSON / gin dicts
-            object.__setattr__(self, "moe", MoEConfig(**self.moe))
+            object.__setattr__(self, "moe", MoEConfig.from_dict(self.moe))
         if self.moe is None:
             return
         if not isinstance(self.moe, MoEConfig):

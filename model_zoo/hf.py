@@ -188,7 +188,7 @@ def _hf_sparse_step(layers: int, sparse_layers: int) -> int:
 
 def _moe_from_hf(hf: dict, source: str) -> MoEConfig:
     if "t5pod_moe" in hf:
-        return MoEConfig(**hf["t5pod_moe"])
+        return MoEConfig.from_dict(hf["t5pod_moe"])
     if hf.get("router_bias", False):
         raise ValueError(f"{source}: router_bias=True is not supported (t5pod routers have no "
                          "bias, like the released Switch checkpoints)")
@@ -202,6 +202,7 @@ def _moe_from_hf(hf: dict, source: str) -> MoEConfig:
             dec_layers, hf.get("num_sparse_decoder_layers", 3))),
         expert_capacity=hf.get("expert_capacity", 64),
         group_size=None, ignore_padding_tokens=False,  # HF: a sequence per group, padding routed
+        router_loss_reduction="stacks_sum",  # HF adds the encoder's and decoder's losses
         router_jitter_noise=float(hf.get("router_jitter_noise", 0.01)),
         router_z_loss_weight=float(hf.get("router_z_loss_coef", 0.001)),
         load_balancing_loss_weight=float(hf.get("router_aux_loss_coef", 0.001)))
@@ -245,7 +246,8 @@ def _switch_config_to_hf(cfg: ModelConfig) -> dict:
                          "SwitchTransformers equivalent (HF's experts have one projection, wi)")
     problems = {"moe.num_selected_experts": (moe.num_selected_experts, 1),
                 "moe.encoder_routing": (moe.encoder_routing, "tokens_choose"),
-                "moe.batch_prioritized_routing": (moe.batch_prioritized_routing, False)}
+                "moe.encoder_batch_prioritized_routing": (moe.encoder_batch_prioritized_routing,
+                                                         False)}
     for name, (value, want) in problems.items():
         if value != want:
             raise ValueError(f"hf.save: {name}={value!r} has no SwitchTransformers equivalent "

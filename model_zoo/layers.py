@@ -52,7 +52,7 @@ def _attention(cfg: ModelConfig, rngs: nnx.Rngs) -> MultiHeadAttention:
 
 def _mlp(cfg: ModelConfig, rngs: nnx.Rngs, sparse: bool = False, side: str = "encoder"):
     if sparse:
-        return MoEFeedForward(cfg, cfg.moe.routing(side), rngs)
+        return MoEFeedForward(cfg, side, rngs)
     return MLP(cfg.d_model, cfg.d_ff, cfg.mlp_activations, cfg.compute_dtype, cfg.dropout_rate,
                rngs)
 

@@ -1,38 +1,46 @@
 """The mixture-of-experts feed-forward layer: fp32 router, dispatch, experts, combine.
 
-Tokens [B, S, d] are regrouped into G routing groups [G, S_g, d] of consecutive tokens
-(`MoEConfig.group_size` tokens at most, as flaxformer's `max_group_size`; one sequence each
-when it is None), G a multiple of the batch's shard count so that a group never spans
-devices: the regrouping is local and the group axis keeps the `batch` sharding. One
-decoding step (S = 1) keeps one group per row, so decoding never drops. Groups are
-dispatched to an [E, G, C, d] tensor whose sharding hint puts experts on the `expert`
-logical axis and the groups on the remaining batch axes, so with expert parallelism XLA
-moves tokens between devices all-to-all; the experts' weights [E, ...] are sharded on
-`expert` too. `MoEConfig.dispatch` says how tokens reach it: by one-hot einsums (the
-reference, as flaxformer), by gather (`dispatch_index`), or, with no capacity, sorted by
-expert into a grouped matmul (`dispatch_dropless`). Gradients are JAX's, through the same
-ops, so nothing needs rescaling by hand. With `ignore_padding_tokens`, the stack's token
-mask keeps padding out of routing (no slot), the router losses and the metrics.
+Tokens [B, S, d] are regrouped into G routing groups [G, S_g, d] of consecutive tokens by
+`moe_groups` (with `MoEConfig.group_size`: flaxformer's rule, the batch padded first when its
+tokens do not divide; without: one sequence each), G a multiple of the batch's shard count
+so that a group never spans devices: the regrouping is local and the group axis keeps the
+`batch` sharding. One decoding step (S = 1) keeps one group per row, so decoding never
+drops. Groups are dispatched to an [E, G, C, d] tensor whose sharding hint puts experts on
+the `expert` logical axis and the groups on the remaining batch axes, so with expert
+parallelism XLA moves tokens between devices all-to-all; the experts' weights [E, ...] are
+sharded on `expert` too. `MoEConfig.dispatch` says how tokens reach it: by one-hot einsums
+(the reference, as flaxformer), by gather (`dispatch_index`), or, with no capacity, sorted
+by expert into a grouped matmul (`dispatch_dropless`). Gradients are JAX's, through the
+same ops, so nothing needs rescaling by hand. With `ignore_padding_tokens`, the stack's
+token mask (and the layer's own padding) keeps padding out of routing (no slot), the router
+losses (or, with `router_loss_padding="flaxformer"`, counts it as zeros) and the metrics.
+
+Against flaxformer's MoeLayer with its t5x configs (checked in tests/test_moe_flaxformer.py):
+the same groups, padding, capacity, BPR and losses. Differences: a decoding step is routed
+a row per group; expert replicas come from the mesh the activation rules resolve to, where
+flaxformer divides `jax.device_count()`.
 
 Against HF SwitchTransformers (checked in tests/test_moe_hf.py, which reads HF's settings:
-`group_size=None`, padding routed): same routing groups (a sequence), position priority,
-drops (a dropped token's MoE output is 0), router logits and z-loss. Differences: (1)
-capacity comes from factors (ceil(cf * S / E), HF takes a fixed `expert_capacity`, which
-`MoEConfig.expert_capacity` reproduces); (2) with several MoE layers in a stack the
-balancing loss is the mean of the per-layer Switch losses, where HF pools all layers'
-tokens before multiplying f and P (equal with one MoE layer per stack); (3) jitter
-multiplies the router's input only (HF's in-place multiply also reaches the experts' input
-in float32 training).
+`group_size=None`, padding routed, `router_loss_reduction="stacks_sum"`): same routing
+groups (a sequence), position priority, drops (a dropped token's MoE output is 0), router
+logits and z-loss. Differences: (1) capacity comes from factors (ceil(cf * S / E), HF takes
+a fixed `expert_capacity`, which `MoEConfig.expert_capacity` reproduces); (2) with several
+MoE layers in a stack the balancing loss is the mean of the per-layer Switch losses, where
+HF pools all layers' tokens before multiplying f and P (equal with one MoE layer per
+stack); (3) jitter multiplies the router's input only (HF's in-place multiply also reaches
+the experts' input in float32 training).
 """
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from model_zoo import dispatch_dropless, dispatch_index, routing
-from model_zoo.axes import constrain, param, shard_count
+from model_zoo import dispatch_dropless, dispatch_index, moe_groups, routing
+from model_zoo.axes import constrain, mesh_size, param, shard_count
 from model_zoo.config import ModelConfig
 from model_zoo.dropout import fold
 from model_zoo.ffn import feed_forward, projection_names
@@ -43,30 +51,43 @@ SLOT_AXES = ("batch", "expert", "length", "embed")  # [G, E, C, d] on the groups
 
 
 class MoEFeedForward(nnx.Module):
-    def __init__(self, cfg: ModelConfig, routing_kind: str, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, side: str, rngs: nnx.Rngs):
+        """The MoE feed-forward of the `side` ("encoder"/"decoder") stack."""
         moe = cfg.moe
         d, f, e = cfg.d_model, cfg.d_ff, moe.num_experts
         normal = jax.nn.initializers.normal
         s = moe.init_scale  # Switch section 2.4: reduced init scale, std = sqrt(s / fan_in)
-        self.router = param(rngs, normal((s / d) ** 0.5), (d, e), ("embed", "expert"))
+        self.router = param(rngs, normal(moe.router_init_stddev), (d, e), ("embed", "expert"))
         for name in projection_names(cfg.mlp_activations):
             setattr(self, name, param(rngs, normal((s / d) ** 0.5), (e, d, f),
                                       ("expert", "embed", "mlp")))
         self.wo = param(rngs, normal((s / f) ** 0.5), (e, f, d), ("expert", "mlp", "embed"))
         self.config = moe
-        self.routing_kind = routing_kind
+        self.routing_kind = moe.routing(side)
+        self.batch_prioritized = moe.batch_prioritized(side)
         self.activations = cfg.mlp_activations
         self.dtype = cfg.compute_dtype
         self.dropout_rate = (cfg.dropout_rate if moe.expert_dropout_rate is None
                              else moe.expert_dropout_rate)
 
+    def grouping(self, rows: int, length: int) -> tuple[int, int, int]:
+        """(extra rows, extra positions, groups G) for a [rows, length] batch: flaxformer's
+        padding and group count with `group_size` (G a multiple of experts x expert replicas
+        and of the batch's shard count); a row per group, unpadded, when `group_size` is
+        None or when decoding one position (length 1)."""
+        moe = self.config
+        if moe.group_size is None or length == 1:
+            return 0, 0, rows
+        replicas = max(1, mesh_size() // (shard_count(("expert",)) * shard_count(("mlp",))))
+        multiple = math.lcm(moe.num_experts * replicas, shard_count(("batch",)))
+        extra_rows, extra_positions = moe_groups.batch_padding(rows, length, multiple)
+        tokens = (rows + extra_rows) * (length + extra_positions)
+        return extra_rows, extra_positions, moe_groups.num_groups(
+            tokens, moe.group_size, multiple, moe.strict_group_size)
+
     def num_groups(self, rows: int, length: int) -> int:
-        """Routing groups for a [rows, length] batch: at most `group_size` tokens each, a
-        multiple of the batch axis's shard count; rows when `group_size` is None or when
-        decoding one position (length 1)."""
-        size = self.config.group_size
-        size = length if size is None or length == 1 else size
-        return routing.num_groups(rows * length, size, shard_count(("batch",)))
+        """Routing groups for a [rows, length] batch (after any padding)."""
+        return self.grouping(rows, length)[2]
 
     def router_logits(self, x: jax.Array, *, rng=None, deterministic: bool = True):
         """float32 router logits [G, S, E] for groups x [G, S, d] (jitter when training)."""
@@ -76,8 +97,9 @@ class MoEFeedForward(nnx.Module):
     def capacity(self, tokens: int, deterministic: bool) -> int:
         moe = self.config
         factor = moe.eval_capacity_factor if deterministic else moe.train_capacity_factor
-        return routing.capacity(tokens, moe.num_experts, factor, moe.min_expert_capacity,
-                                moe.expert_capacity)
+        return moe_groups.capacity(tokens, moe.num_experts, factor, moe.min_expert_capacity,
+                                   moe.expert_capacity,
+                                   "ceil" if moe.group_size is None else "round")
 
     def route(self, x: jax.Array, valid: jax.Array | None = None, *, rng=None,
               deterministic: bool = True):
@@ -91,7 +113,7 @@ class MoEFeedForward(nnx.Module):
             dispatch, combine = routing.experts_choose(probs, cap, valid)
             return dispatch, combine, logits, None
         dispatch, combine, index = routing.tokens_choose(probs, moe.num_selected_experts, cap,
-                                                         moe.batch_prioritized_routing, valid)
+                                                         self.batch_prioritized, valid)
         return dispatch, combine, logits, index
 
     def experts(self, xe: jax.Array, *, rng=None, deterministic: bool = True,
@@ -127,7 +149,7 @@ class MoEFeedForward(nnx.Module):
             slot_token = jnp.where(filled, token_index, tokens)
         else:
             expert_index, position, gates, keep = routing.tokens_choose_slots(
-                probs, moe.num_selected_experts, cap, moe.batch_prioritized_routing, valid)
+                probs, moe.num_selected_experts, cap, self.batch_prioritized, valid)
             slot_token = dispatch_index.slot_tokens(expert_index, position, keep,
                                                     moe.num_experts, cap)
         xe = constrain(dispatch_index.gather_slots(xg, slot_token), SLOT_AXES)
@@ -169,23 +191,32 @@ class MoEFeedForward(nnx.Module):
                 deterministic: bool = True):
         """(y [B, S, d], aux) for x [B, S, d]; aux holds the router's losses, metrics and
         logits [B, S, E]. `token_mask` [B, S]: real tokens (for `ignore_padding_tokens`)."""
+        moe = self.config
         rows, length, d = x.shape
-        groups = self.num_groups(rows, length)
+        extra_rows, extra_positions, groups = self.grouping(rows, length)
+        mask = token_mask if moe.ignore_padding_tokens else None
+        if extra_rows or extra_positions:  # zero tokens, as flaxformer pads (padding if masked)
+            pad = ((0, extra_rows), (0, extra_positions))
+            x = jnp.pad(x, pad + ((0, 0),))
+            if moe.ignore_padding_tokens:
+                mask = jnp.pad(jnp.ones((rows, length), bool) if mask is None
+                               else mask.astype(bool), pad)
         xg = constrain(x.reshape(groups, -1, d), ("batch", "length", "embed"))
-        valid = (token_mask.reshape(groups, -1).astype(bool)
-                 if token_mask is not None and self.config.ignore_padding_tokens else None)
+        valid = None if mask is None else mask.reshape(groups, -1).astype(bool)
         move = {"einsum": self.by_einsum, "index": self.by_index,
-                "dropless": self.by_sorting}[self.config.dispatch]
+                "dropless": self.by_sorting}[moe.dispatch]
         y, logits, index, processed, load = move(xg, valid, rng=rng,
                                                  deterministic=deterministic)
-        y = constrain(constrain(y, ("batch", "length", "embed")).reshape(rows, length, d),
-                      ("batch", "length", "embed"))
+        shape = (rows + extra_rows, length + extra_positions)
+        y = constrain(y, ("batch", "length", "embed")).reshape(shape + (d,))[:rows, :length]
+        y = constrain(y, ("batch", "length", "embed"))
         probs = jax.nn.softmax(logits, axis=-1)
+        padding = moe.router_loss_padding
         balance = (jnp.zeros((), jnp.float32) if index is None  # experts-choose: balanced
-                   else routing.load_balancing_loss(probs, index, valid))
+                   else routing.load_balancing_loss(probs, index, valid, padding))
         aux = {"load_balancing_loss": balance,
-               "router_z_loss": routing.router_z_loss(logits, valid),
-               "router_logits": logits.reshape(rows, length, -1),
+               "router_z_loss": routing.router_z_loss(logits, valid, padding),
+               "router_logits": logits.reshape(shape + (-1,))[:rows, :length],
                **routing.load_metrics(processed, load, valid)}
         return y, aux
 

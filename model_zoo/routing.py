@@ -2,13 +2,13 @@
 
 Shapes: G routing groups, S tokens per group, E experts, C expert capacity. A group is
 a run of consecutive tokens of the batch (one sequence, several, or part of one; see
-`num_groups`). A routing is a `dispatch` mask [G, S, E, C] (token s fills slot c of expert
+`moe_groups`). A routing is a `dispatch` mask [G, S, E, C] (token s fills slot c of expert
 e) and `combine` weights of the same shape (the router probability on kept slots, 0
 elsewhere); the `*_slots` functions return the decisions the masks are built from, which
 index and dropless dispatch use directly. Everything here is float32 (selective
 precision, Switch Transformer 2.4).
 `valid` [G, S] (optional, True = a real token) keeps padding out: it takes no slot and
-counts in no loss or metric.
+counts in no loss or metric (the losses' "flaxformer" padding counts it as zeros instead).
 
 Tokens choose (Switch k=1, GShard/ST-MoE k=2): each token picks its top-k experts; an
 expert keeps the first `capacity` tokens that picked it, ordered by position within the
@@ -21,39 +21,8 @@ tokens of the group; a token may get 0..E experts.
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
-
-
-def capacity(tokens_per_group: int, num_experts: int, factor: float, minimum: int,
-             fixed: int | None = None) -> int:
-    """Slots per expert per group: ceil(factor * S / E), at least `minimum`, at most S.
-
-    `fixed` (HF SwitchTransformers' `expert_capacity`) replaces the formula.
-    """
-    if factor <= 0:
-        raise ValueError(f"capacity factor={factor!r} is invalid: expected a float > 0")
-    c = fixed if fixed is not None else max(minimum, math.ceil(factor * tokens_per_group
-                                                               / num_experts))
-    return max(1, min(c, tokens_per_group))
-
-
-def num_groups(tokens: int, max_group_size: int, multiple_of: int = 1) -> int:
-    """The fewest groups G with at most `max_group_size` tokens each, G dividing `tokens`
-    and a multiple of `multiple_of` (the batch's shard count, so no group spans devices).
-
-    As flaxformer's MoeLayer picks `num_groups`, but rounding the size bound up: the group
-    size tokens / G never exceeds `max_group_size`.
-    """
-    if tokens % multiple_of:
-        raise ValueError(f"{tokens} tokens do not split over {multiple_of} batch shards")
-    g = max(multiple_of, -(-tokens // max_group_size))
-    g += -g % multiple_of
-    while tokens % g:
-        g += multiple_of
-    return g
 
 
 def router_logits(x: jax.Array, kernel: jax.Array, jitter: float = 0.0,
@@ -136,27 +105,35 @@ def _weights(x: jax.Array, valid: jax.Array | None) -> jax.Array:
 
 
 def load_balancing_loss(probs: jax.Array, expert_index: jax.Array,
-                        valid: jax.Array | None = None) -> jax.Array:
+                        valid: jax.Array | None = None, padding: str = "excluded") -> jax.Array:
     """Switch eq. 4 per group, averaged: E * sum_e f_e P_e (1 when perfectly balanced).
 
     f_e: fraction of the group's tokens that chose expert e (any of their k choices, before
-    capacity); P_e: mean router probability of expert e. With `valid`, over real tokens
-    only, and the mean over groups that hold any.
+    capacity); P_e: mean router probability of expert e. With `valid` and padding
+    "excluded", over real tokens only, and the mean over groups that hold any; with
+    "flaxformer", padding's choices and probabilities count as 0 and every mean is over all
+    tokens and groups.
     """
     num_experts = probs.shape[-1]
     w = _weights(probs, valid)
-    count = jnp.sum(w, axis=1)                                               # [G]
     chose = jnp.max(jax.nn.one_hot(expert_index, num_experts, dtype=jnp.float32), axis=-2)
-    f = jnp.einsum("gse,gs->ge", chose, w) / jnp.maximum(count, 1.0)[:, None]
-    p = jnp.einsum("gse,gs->ge", probs, w) / jnp.maximum(count, 1.0)[:, None]
+    f = jnp.einsum("gse,gs->ge", chose, w)
+    p = jnp.einsum("gse,gs->ge", probs, w)
+    if padding == "flaxformer":
+        return jnp.mean(jnp.sum(f * p, axis=-1)) * num_experts / probs.shape[1] ** 2
+    count = jnp.sum(w, axis=1)                                               # [G]
+    per_group = jnp.sum(f * p, axis=-1) * num_experts / jnp.maximum(count, 1.0) ** 2
     filled = (count > 0).astype(jnp.float32)
-    per_group = jnp.sum(f * p, axis=-1) * num_experts
     return jnp.sum(per_group * filled) / jnp.maximum(jnp.sum(filled), 1.0)
 
 
-def router_z_loss(logits: jax.Array, valid: jax.Array | None = None) -> jax.Array:
-    """ST-MoE eq. 5: mean over (real) tokens of logsumexp(logits)^2."""
+def router_z_loss(logits: jax.Array, valid: jax.Array | None = None,
+                  padding: str = "excluded") -> jax.Array:
+    """ST-MoE eq. 5: mean over (real) tokens of logsumexp(logits)^2. With `valid` and padding
+    "flaxformer", padding's logits count as 0 (log(E)^2 each) in a mean over all tokens."""
     w = _weights(logits, valid)
+    if padding == "flaxformer":
+        return jnp.mean(jnp.square(jax.nn.logsumexp(logits * w[..., None], axis=-1)))
     z = jnp.square(jax.nn.logsumexp(logits, axis=-1))
     return jnp.sum(z * w) / jnp.maximum(jnp.sum(w), 1.0)
 

@@ -17,8 +17,8 @@ CFG = TINY.replace(moe=MOE)
 
 
 def make_layer(routing="tokens_choose", **changes):
-    cfg = CFG.replace(moe=MoEConfig(**{**MOE.__dict__, **changes}))
-    return MoEFeedForward(cfg, routing, nnx.Rngs(0))
+    cfg = CFG.replace(moe=MoEConfig(**{**MOE.__dict__, "encoder_routing": routing, **changes}))
+    return MoEFeedForward(cfg, "encoder", nnx.Rngs(0))
 
 
 def run(layer, x):
@@ -77,9 +77,8 @@ def test_dispatch_and_combine_equal_a_per_expert_loop_with_ample_capacity(k, rou
 
 @pytest.mark.parametrize("k,bpr", [(1, False), (2, False), (1, True)])
 def test_tight_capacity_drops_exactly_the_overflow(k, bpr):
-    extra = dict(decoder_sparse_step=0) if bpr else {}  # BPR is encoder-only
-    layer = make_layer(num_selected_experts=k, expert_capacity=2, batch_prioritized_routing=bpr,
-                       **extra)
+    layer = make_layer(num_selected_experts=k, expert_capacity=2,
+                       encoder_batch_prioritized_routing=bpr)
     x = tokens()
     y, aux = run(layer, x)
     want, processed = loop_reference(layer, x, k, capacity=2, by_probability=bpr)

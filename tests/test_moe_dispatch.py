@@ -19,15 +19,14 @@ E, B, S = 4, 8, 8  # groups of 8 tokens: one per device on the 8-device mesh
 MOE = MoEConfig(num_experts=E, min_expert_capacity=1, group_size=S, eval_capacity_factor=1.0)
 ROUTINGS = {"top1": ("tokens_choose", {}),
             "top2": ("tokens_choose", {"num_selected_experts": 2}),
-            "batch_prioritized": ("tokens_choose", {"batch_prioritized_routing": True,
-                                                    "decoder_sparse_step": 0}),
+            "batch_prioritized": ("tokens_choose", {"encoder_batch_prioritized_routing": True}),
             "experts_choose": ("experts_choose", {})}
 
 
 def make_layer(name, **changes):
     routing, extra = ROUTINGS[name]
-    moe = MoEConfig(**{**MOE.__dict__, **extra, **changes})
-    return MoEFeedForward(TINY.replace(moe=moe), routing, nnx.Rngs(0))
+    moe = MoEConfig(**{**MOE.__dict__, "encoder_routing": routing, **extra, **changes})
+    return MoEFeedForward(TINY.replace(moe=moe), "encoder", nnx.Rngs(0))
 
 
 def inputs():
@@ -113,8 +112,8 @@ def test_dropless_refuses_expert_parallelism(mesh):
     (dict(dispatch="dropless", encoder_routing="experts_choose"),
      r"dispatch='dropless' has no expert capacity, so it cannot serve "
      r"encoder_routing='experts_choose'"),
-    (dict(dispatch="dropless", batch_prioritized_routing=True, decoder_sparse_step=0),
-     r"cannot serve batch_prioritized_routing=True"),
+    (dict(dispatch="dropless", encoder_batch_prioritized_routing=True),
+     r"cannot serve encoder_batch_prioritized_routing=True"),
     (dict(dispatch="dropless", expert_capacity=3), r"cannot serve expert_capacity=3"),
 ])
 def test_bad_dispatch(changes, match):

@@ -1,10 +1,8 @@
-"""MoE routing groups across sequences, padding kept out of routing, BPR refused in the decoder.
+"""MoE routing groups across sequences, padding kept out of routing, BPR in the encoder only.
 
 The references are written out here in numpy (the batch flattened, cut into consecutive
 groups, the routing rule as a loop over tokens), independent of model_zoo.routing.
 """
-
-import math
 
 import jax
 import numpy as np
@@ -17,17 +15,16 @@ from model_zoo.axes import activation_rules
 from model_zoo.config import MoEConfig
 from model_zoo.model_def import split_params
 from model_zoo.moe import MoEFeedForward
-from model_zoo.routing import num_groups
 from tests.train_helpers import TINY
 
-E, B, S = 4, 4, 8           # experts, rows, tokens per row
+E, B, S = 4, 8, 8           # experts, rows, tokens per row
 GROUP = 2 * S               # a routing group = two sequences
 MOE = MoEConfig(num_experts=E, min_expert_capacity=1, init_scale=1.0, group_size=GROUP)
 
 
 def make_layer(routing="tokens_choose", **changes):
-    moe = MoEConfig(**{**MOE.__dict__, **changes})
-    return MoEFeedForward(TINY.replace(moe=moe), routing, nnx.Rngs(0))
+    moe = MoEConfig(**{**MOE.__dict__, "encoder_routing": routing, **changes})
+    return MoEFeedForward(TINY.replace(moe=moe), "encoder", nnx.Rngs(0))
 
 
 def run(layer, x, mask=None):
@@ -76,25 +73,19 @@ def group_loop(layer, x, k, cap, group, valid=None, by_probability=False, expert
 
 
 def test_number_of_groups():
-    assert num_groups(B * S, GROUP) == 2
-    assert num_groups(B * S, GROUP, multiple_of=4) == 4     # never across a device
-    assert num_groups(24, 10) == 3                           # 8 tokens each, <= 10
-    assert num_groups(28, 8) == 4                            # 7 each
-    assert num_groups(30, 8, multiple_of=2) == 6             # 5 each
-    with pytest.raises(ValueError, match="30 tokens do not split over 4 batch shards"):
-        num_groups(30, 8, multiple_of=4)
     layer = make_layer()
-    assert layer.num_groups(B, S) == 2
+    assert layer.num_groups(B, S) == 4                       # 64 tokens, groups of 16
     assert layer.num_groups(B, 1) == B                       # a decoding step: a row each
     assert make_layer(group_size=None).num_groups(B, S) == B  # HF: a sequence each
+    assert make_layer(group_size=64).num_groups(B, S) == E   # never fewer groups than experts
 
 
 def test_capacity_per_group_of_several_sequences():
     layer = make_layer(train_capacity_factor=1.25)
-    xg = tokens().reshape(2, GROUP, -1)
+    xg = tokens().reshape(4, GROUP, -1)
     dispatch, *_ = layer.route(xg, deterministic=False)
-    cap = math.ceil(1.25 * GROUP / E)                        # 5, where a sequence gives 3
-    assert dispatch.shape == (2, GROUP, E, cap)
+    cap = round(1.25 * GROUP / E)                            # 5, where a sequence gives 2
+    assert dispatch.shape == (4, GROUP, E, cap)
     per_expert = np.asarray(dispatch).sum(axis=(1, 3))       # [G, E] tokens kept
     assert per_expert.max() == cap and (per_expert <= cap).all()
 
@@ -104,10 +95,9 @@ def test_capacity_per_group_of_several_sequences():
                                            (1, "tokens_choose", True),
                                            (1, "experts_choose", False)])
 def test_grouped_dispatch_equals_a_per_group_loop(k, routing, bpr):
-    extra = dict(decoder_sparse_step=0) if bpr else {}
     layer = make_layer(routing, num_selected_experts=k, eval_capacity_factor=1.0,
-                       batch_prioritized_routing=bpr, **extra)
-    cap = math.ceil(1.0 * GROUP / E)                         # 4: tight, so tokens drop
+                       encoder_batch_prioritized_routing=bpr)
+    cap = round(1.0 * GROUP / E)                             # 4: tight, so tokens drop
     x = tokens()
     y, aux = run(layer, x)
     want, processed = group_loop(layer, x, k, cap, GROUP, by_probability=bpr,
@@ -119,20 +109,21 @@ def test_grouped_dispatch_equals_a_per_group_loop(k, routing, bpr):
     assert aux["router_logits"].shape == (B, S, E)
 
 
-def test_groups_follow_the_batch_shards_and_match_one_device():
-    """On data=2 each device's two rows form one group: the same groups as one device."""
+def test_groups_follow_the_expert_replicas_and_the_batch_shards():
+    """On data=2 each expert has 2 replicas, so (as flaxformer) the groups are a multiple of
+    experts x replicas = 8: each device's 4 rows make 4 groups of 8 tokens."""
     layer = make_layer()
     mesh = partitioning.make_mesh(partitioning.MeshConfig(ici={"data": 2}),
                                   devices=jax.devices()[:2])
     rules = partitioning.rule_set("data_parallel")
     x = tokens()
-    want = run(layer, x)[0]
     mdef, params = split_params(layer)
     with jax.set_mesh(mesh), activation_rules(partitioning.activation_resolver(rules, mesh)):
-        assert layer.num_groups(B, S) == 2
+        assert layer.num_groups(B, S) == 8
         got = jax.jit(lambda p, x: mdef.bind(p).forward(x)[0])(params, x)
-        assert make_layer(group_size=64).num_groups(B, S) == 2   # one device: 1 group
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
+    cap = max(1, round(2.0 * 8 / E))                         # the eval factor, 8-token groups
+    want, _ = group_loop(layer, x, 1, cap, 8)
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
 
 
 # Padding ----------------------------------------------------------------------------
@@ -162,7 +153,7 @@ def real_token_reference(layer, x, valid, k):
 @pytest.mark.parametrize("k", [1, 2])
 def test_padding_takes_no_capacity_and_counts_in_no_loss(k):
     layer = make_layer(num_selected_experts=k, eval_capacity_factor=1.0)
-    cap = math.ceil(1.0 * GROUP / E)
+    cap = round(1.0 * GROUP / E)
     x, valid = tokens(), padding_mask()
     y, aux = run(layer, x, valid)
     want, processed = group_loop(layer, x, k, cap, GROUP, valid=valid)
@@ -203,12 +194,20 @@ def test_model_threads_the_token_mask_to_every_moe_layer():
 
 # Bad input ------------------------------------------------------------------------
 
-def test_batch_prioritized_routing_is_refused_in_the_decoder():
-    with pytest.raises(ValueError, match=r"batch_prioritized_routing=True is invalid with MoE "
-                                         r"layers in the decoder \(decoder_sparse_step=2\).*"
-                                         r"set decoder_sparse_step=0"):
-        MoEConfig(batch_prioritized_routing=True)
-    assert MoEConfig(batch_prioritized_routing=True, decoder_sparse_step=0).encoder_sparse_step
+def test_batch_prioritized_routing_is_the_encoders_alone():
+    """flaxformer's t5x default: BPR in the encoder, position priority in the decoder (where
+    ranking by probability would let later tokens decide which earlier ones drop)."""
+    moe = MoEConfig(encoder_batch_prioritized_routing=True)
+    cfg = TINY.replace(moe=moe)
+    assert MoEFeedForward(cfg, "encoder", nnx.Rngs(0)).batch_prioritized
+    assert not MoEFeedForward(cfg, "decoder", nnx.Rngs(0)).batch_prioritized
+    # a config saved before the flag was per stack (it was refused with decoder MoE layers)
+    old = {**{k: v for k, v in moe.__dict__.items() if not k.startswith("encoder_batch")},
+           "batch_prioritized_routing": True}
+    old.pop("router_loss_reduction")
+    loaded = MoEConfig.from_dict(old)
+    assert loaded.encoder_batch_prioritized_routing
+    assert loaded.router_loss_reduction == "stacks_sum"      # what such a run trained with
 
 
 @pytest.mark.parametrize("value", [0, -4, 2.5, True, "4096"])

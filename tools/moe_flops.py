@@ -21,7 +21,7 @@ import json
 import jax
 import jax.numpy as jnp
 
-from model_zoo import preset, routing
+from model_zoo import moe_groups, preset
 from model_zoo.config import DISPATCHES
 from model_zoo.ffn import projection_names
 from model_zoo.model_def import model_def
@@ -31,10 +31,11 @@ from model_zoo.moe import MoEFeedForward
 def layer_flops(preset_name: str, group: int, dispatch: str, dtype: str = "float32") -> dict:
     """XLA's FLOPs for one MoE layer's forward and backward on one group, and the ratio."""
     cfg = preset(preset_name, dtype=dtype, dropout_rate=0.0)
-    moe = dataclasses.replace(cfg.moe, dispatch=dispatch, group_size=group,
+    # one row of `group` tokens with a row per group: exactly one routing group
+    moe = dataclasses.replace(cfg.moe, dispatch=dispatch, group_size=None,
                               eval_capacity_factor=cfg.moe.train_capacity_factor)
     cfg = cfg.replace(moe=moe)
-    mdef = model_def(lambda r: MoEFeedForward(cfg, moe.encoder_routing, r))
+    mdef = model_def(lambda r: MoEFeedForward(cfg, "encoder", r))
     x = jax.ShapeDtypeStruct((1, group, cfg.d_model), cfg.compute_dtype)
 
     def objective(params, x):
@@ -45,8 +46,8 @@ def layer_flops(preset_name: str, group: int, dispatch: str, dtype: str = "float
         mdef.abstract_params(), x).compile()
     cost = compiled.cost_analysis()
     flops = float((cost[0] if isinstance(cost, list) else cost)["flops"])
-    cap = routing.capacity(group, moe.num_experts, moe.train_capacity_factor,
-                           moe.min_expert_capacity, moe.expert_capacity)
+    cap = moe_groups.capacity(group, moe.num_experts, moe.train_capacity_factor,
+                              moe.min_expert_capacity, moe.expert_capacity, "ceil")
     matrices = len(projection_names(cfg.mlp_activations)) + 1
     experts = 3 * 2 * moe.num_experts * cap * cfg.d_model * cfg.d_ff * matrices
     return {"model": preset_name, "group": group, "dispatch": dispatch, "dtype": dtype,
