@@ -234,7 +234,10 @@ def collectives(process_id: int, port: str) -> None:
 
 
 if __name__ == "__main__":  # set before jax is imported (the functions import it lazily)
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={LOCAL_DEVICES}"
+    kept = [f for f in os.environ.get("XLA_FLAGS", "").split()  # conftest's others stay
+            if not f.startswith("--xla_force_host_platform_device_count")]
+    os.environ["XLA_FLAGS"] = " ".join(kept + [
+        f"--xla_force_host_platform_device_count={LOCAL_DEVICES}"])
     os.environ["JAX_PLATFORMS"] = "cpu"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import faulthandler

@@ -16,6 +16,7 @@ from training.checkpoints.manager import Checkpointer
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--gin_file=runs/demo_pretrain.gin", "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, "
          "'targets': 16}", "--gin.BATCH_SIZE=8", "--gin.EVAL_EVERY=0",
+         "--gin.run.train.eval_feed=None",
          "--gin.training.LoopConfig.log_every=1", "--gin.training.ScheduleConfig.warmup_steps=2",
          "--gin.model_zoo.model.dtype=float32"]
 
@@ -27,8 +28,8 @@ def train_cmd(model_dir, steps, every, *extra):
 
 
 def env():
-    e = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
-             XLA_FLAGS="--xla_force_host_platform_device_count=8", TF_CPP_MIN_LOG_LEVEL="3")
+    e = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,  # XLA_FLAGS: conftest's
+             TF_CPP_MIN_LOG_LEVEL="3")
     return e
 
 
