@@ -73,7 +73,7 @@ class MoEConfig:
     over its expert and model shards), then cut into G groups of consecutive tokens, G the
     smallest count >= max(tokens // group_size, experts x replicas) that divides the tokens
     and is a multiple of experts x replicas (and of the batch's shard count, so no group
-    spans devices); `strict_group_size` refuses a group smaller than `group_size`. The
+    spans devices); `strict_group_size` refuses groups of any other size than `group_size`. The
     capacity is round(factor x tokens_per_group / num_experts) (Python's round, as
     flaxformer), at least `min_expert_capacity`. With `group_size=None` each sequence is a
     group (HF SwitchTransformers) and the capacity is ceil(factor x S / E). The train factor
