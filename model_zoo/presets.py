@@ -35,10 +35,11 @@ _TINY = dict(d_model=64, d_ff=128, num_heads=4, d_kv=16, mlp_activations=GATED_G
              tie_word_embeddings=False, dropout_rate=0.0)
 
 
-# Tokens per MoE routing group (flaxformer's recommendation, about 4096): on 8 devices at
-# 512/114 tokens it costs no XLA temporaries over one-sequence groups up to 32 rows per
-# device (docs/scaling.md), and holds the capacity factor where a 114-token sequence would
-# get min_expert_capacity slots per expert.
+# Tokens per MoE routing group (flaxformer's recommendation, about 4096; its rule, so never
+# fewer groups than experts x expert replicas): at 512/114 tokens it costs no XLA
+# temporaries over one-sequence groups up to 32 rows per device (docs/scaling.md, measured
+# with the earlier ceil rule), and holds the capacity factor where a 114-token sequence
+# would get min_expert_capacity slots per expert once the batch fills the groups.
 GROUP_SIZE = 4096
 # MoE dispatch by gather (docs/performance.md): the same routing as the einsum reference at
 # 1.02x the experts' FLOPs instead of 1.9x (switch_base_128, 4096-token groups), no token
