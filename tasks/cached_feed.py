@@ -76,9 +76,9 @@ def rows(config, info: dict, process_index: int, process_count: int, seed: int):
     return ds.repeat(config.num_epochs).map(decoder(info["features"])), paths
 
 
-def _mixture_rows(config, mixture, process_index: int, process_count: int):
-    import grain
-
+def _mixture_parts(config, mixture):
+    """(each task's feed config, its cache info, its rate), tasks sorted by name, refused
+    unless the cache holds this mixture at its current rates."""
     stored = read_mixture_info(config.cache_dir)
     with settings_scope.active(config.task_settings):
         rates = {t.name: float(mixture.get_rate(t)) for t in mixture.tasks}
@@ -88,19 +88,30 @@ def _mixture_rows(config, mixture, process_index: int, process_count: int):
         raise ValueError(f"the cache {config.cache_dir} holds another mixture: "
                          + "; ".join(diff) + ". Cache this mixture into another directory.")
     tasks = {t.name: t for t in mixture.tasks}
-    parts, paths, prints = [], [], []
-    for k, name in enumerate(sorted(wanted["rates"])):
+    parts = []
+    for name in sorted(wanted["rates"]):
         sub = dataclasses.replace(config, mixture_or_task_name=name,
                                   cache_dir=os.path.join(config.cache_dir, name))
-        info = open_cache(sub, tasks[name])
+        parts.append((sub, open_cache(sub, tasks[name]), wanted["rates"][name]))
+    return parts
+
+
+def _mixture_fingerprint(parts) -> str:
+    text = json.dumps([[fingerprint(info) for _, info, _ in parts], [r for *_, r in parts]])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _mixture_rows(config, mixture, process_index: int, process_count: int):
+    import grain
+
+    parts = _mixture_parts(config, mixture)
+    datasets, paths = [], []
+    for k, (sub, info, _) in enumerate(parts):
         ds, files = rows(sub, info, process_index, process_count, (config.seed + k) % 2**32)
-        parts.append(ds)
+        datasets.append(ds)
         paths += files
-        prints.append(fingerprint(info))
-    weights = [wanted["rates"][n] for n in sorted(wanted["rates"])]
-    mixed = grain.MapDataset.mix(parts, weights)
-    text = json.dumps([prints, weights])
-    return mixed, paths, hashlib.sha256(text.encode()).hexdigest()[:16]
+    mixed = grain.MapDataset.mix(datasets, [rate for *_, rate in parts])
+    return mixed, paths, _mixture_fingerprint(parts)
 
 
 def batches(config, provider, process_index: int, process_count: int, local_batch: int,
@@ -125,9 +136,10 @@ def batches(config, provider, process_index: int, process_count: int, local_batc
 
 
 def cache_fingerprint(config, provider) -> str:
-    """What `batches` reports as the fingerprint, without building the reader."""
+    """What `batches` reports as the fingerprint, from the cache's info files alone (no
+    shard file is opened)."""
     import seqio
 
     if isinstance(provider, seqio.Mixture):
-        return _mixture_rows(config, provider, 0, 1)[2]
+        return _mixture_fingerprint(_mixture_parts(config, provider))
     return fingerprint(open_cache(config, provider))
