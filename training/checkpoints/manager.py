@@ -45,6 +45,21 @@ class NoGoodCheckpoint(RuntimeError):
     """Every checkpoint step in the directory is damaged (nothing was changed)."""
 
 
+def _write_replicas_whole_on_cpu() -> None:
+    """On CPU, each replicated array is written whole by its first replica.
+
+    Orbax's default splits a replicated array among its replicas, which then write their
+    slices in parallel (orbax already turns this off on GPUs). On CPU every slice is a
+    separately compiled op: a tiny T5's first save on 8 CPU devices took 3.5 s, 0.6 s
+    without it. What is restored is the same either way. Orbax takes this choice only
+    globally, for every jax.Array it saves in this process.
+    """
+    if jax.default_backend() == "cpu":
+        ocp.type_handlers.register_type_handler(
+            jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
+            override=True)
+
+
 class Checkpointer:
     def __init__(self, directory: str, keep: int = 3, async_save: bool = True,
                  identity: dict | None = None, read_only: bool = False):
@@ -64,6 +79,7 @@ class Checkpointer:
         self.read_only = read_only
         if not read_only:
             self._check_writable()
+            _write_replicas_whole_on_cpu()
         # Always orbax's async checkpointer (its commit hook writes the manifest); a
         # synchronous Checkpointer waits inside save. Eviction is ours (max_to_keep=None).
         self.manager = ocp.CheckpointManager(
