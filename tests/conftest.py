@@ -1,14 +1,16 @@
 """Test setup: 8 fake CPU devices, float32 matmuls at full precision, no GPU for TF, XLA's
-CPU backend at LLVM -O0, and one JAX compilation cache for the whole run (both workers and
+CPU backend at LLVM -O0 with its loop emitters, and one JAX compilation cache for the whole run (both workers and
 every CLI subprocess a test starts), so a program many tests build compiles once."""
 
 import os
 import tempfile
 
-# LLVM's optimisation level 0: XLA's HLO passes are unchanged; the CPU code it emits runs
-# slower, but the tests' tiny programs compile about a third faster, which is what they cost.
+# LLVM's optimisation level 0 and XLA:CPU's loop emitters instead of its MLIR fusion
+# emitters: XLA's HLO passes are unchanged; the CPU code it emits runs slower, but the tests'
+# tiny programs cost what they take to compile: a tiny T5's init and train step on 8
+# devices compile in 3.3 s instead of 8.2 s (4.8 s with -O0 alone).
 TEST_XLA_FLAGS = ("--xla_force_host_platform_device_count=8",
-                  "--xla_backend_optimization_level=0")
+                  "--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
 _given = os.environ.get("XLA_FLAGS", "").split()
 os.environ["XLA_FLAGS"] = " ".join(_given + [f for f in TEST_XLA_FLAGS
                                              if f.split("=")[0] not in str(_given)])
