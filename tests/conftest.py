@@ -1,6 +1,7 @@
 """Test setup: 8 fake CPU devices, float32 matmuls at full precision, no GPU for TF, XLA's
-CPU backend at LLVM -O0 with its loop emitters, and one JAX compilation cache for the whole run (both workers and
-every CLI subprocess a test starts), so a program many tests build compiles once."""
+CPU backend at LLVM -O0 with its loop emitters, and one JAX compilation cache for the whole
+run (both workers and every CLI subprocess a test starts), so a program many tests build
+compiles once."""
 
 import os
 import tempfile
