@@ -84,3 +84,18 @@ def test_bench_feed_and_resume_modes_time_a_cached_feed(capsys, tmp_path, monkey
     assert feed["feed_tokens_per_s"] > 0 and feed["feed_vs_step"] == pytest.approx(
         feed["feed_batches_per_s"] / feed["step_batches_per_s"], rel=0.05)
     assert resume["position"] == 1000 and resume["first_batch_s"] > 0
+
+
+def test_bench_checkpoint_mode_times_t5pods_writes_against_replica_parallel_ones(capsys):
+    bench.main(["--checkpoint", "--preset", "t5_1_1_tiny", "--vocab_size", "64", "--mesh",
+                "data=8", "--saves", "2"])
+    ours, peer = (json.loads(x) for x in capsys.readouterr().out.strip().splitlines()[-2:])
+    assert (ours["policy"], peer["policy"]) == ("t5pod", "replica_parallel")
+    assert ours["devices"] == peer["devices"] == 8
+    assert ours["state_bytes"] == peer["state_bytes"] > 0
+    for key in ("first_save_s", "save_s", "restore_s"):
+        assert ours[key] > 0 and peer[key] > 0
+        assert ours[f"{key}_vs_replica_parallel"] == pytest.approx(ours[key] / peer[key],
+                                                                 rel=0.05, abs=0.01)
+    with pytest.raises(ValueError, match="--saves=1 must be >= 2"):
+        bench.main(["--checkpoint", "--saves", "1"])

@@ -218,3 +218,22 @@ def test_sigterm_before_the_first_step_exits_cleanly(trainer, tmp_path, monkeypa
     assert not outside and result["preempted"] and result["step"] == 0
     assert "SIGTERM before the first step: nothing was trained yet" in capfd.readouterr().err
     assert steps_of(tmp_path) == []
+
+
+def test_whole_and_sliced_replica_writes_restore_the_same_state_anywhere(trainer, tmp_path):
+    import jax
+
+    state = trainer.init_state()
+    want = jax.device_get(state)
+    wider = make_trainer({"data": 8}).abstract_state()
+    for replica_parallel in (False, True, None):  # whole, sliced, t5pod's (whole on CPU)
+        ckpt = Checkpointer(str(tmp_path / str(replica_parallel)), async_save=False,
+                            replica_parallel=replica_parallel)
+        ckpt.save(1, state)
+        for abstract in (trainer.abstract_state(), wider):
+            restored, _ = Checkpointer(ckpt.directory, async_save=False).restore(abstract)
+            assert restored.params["shared"].sharding == abstract.params["shared"].sharding
+            jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), want)
+    with pytest.raises(ValueError, match=r"replica_parallel='whole'; valid: None"):
+        Checkpointer(str(tmp_path / "bad"), replica_parallel="whole")
+    assert not (tmp_path / "bad").exists()

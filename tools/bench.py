@@ -21,7 +21,9 @@ logging, preemption agreement) against the bare step in the same run, as `loop_v
 [--cache_dir DIR]` times the first batch of that task's feed resumed at each position, each
 in a fresh process (tools/bench_resume.py). `--feed TASK [--cache_dir DIR]` times one
 host's feed of that task on 1, 2 and all cores against the --preset step in the same run
-(`feed_vs_step`, tools/bench_feed.py).
+(`feed_vs_step`, tools/bench_feed.py). `--checkpoint` times saving and restoring the
+--preset's train state on --mesh, t5pod's replica writes against orbax's replica-parallel
+ones, each in a fresh process (tools/bench_checkpoint.py).
 """
 
 from __future__ import annotations
@@ -193,6 +195,11 @@ def main(argv=None):
                    "cores against the step of --preset")
     p.add_argument("--feed_batches", type=int, default=20, help="--feed: batches timed")
     p.add_argument("--cache_dir", help="--resume/--feed: read this task cache")
+    p.add_argument("--checkpoint", action="store_true",
+                   help="time checkpoint saves and a restore of the --preset's train state")
+    p.add_argument("--saves", type=int, default=3, help="--checkpoint: saves timed (>= 2)")
+    p.add_argument("--checkpoint_dir", help="--checkpoint: write under this directory "
+                   "(default: the system's temporary directory)")
     p.add_argument("--vs", choices=["hf"], help="also time HF transformers on the same shapes")
     p.add_argument("--hf_compile", action=argparse.BooleanOptionalAction, default=True,
                    help="torch.compile the HF peer (default on)")
@@ -217,6 +224,12 @@ def main(argv=None):
             emit(row)
         return
     for name in args.preset or ["t5_1_1_tiny"]:
+        if args.checkpoint:
+            from tools.bench_checkpoint import bench_checkpoint
+
+            for row in bench_checkpoint(args, name):
+                emit(row)
+            continue
         if args.feed:
             from tools.bench_feed import bench_feed
 

@@ -13,6 +13,7 @@ take target shardings, so a checkpoint written on one mesh loads onto any other.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shutil
 import sys
@@ -45,29 +46,47 @@ class NoGoodCheckpoint(RuntimeError):
     """Every checkpoint step in the directory is damaged (nothing was changed)."""
 
 
-def _write_replicas_whole_on_cpu() -> None:
-    """On CPU, each replicated array is written whole by its first replica.
+def _choose_replica_writes(replica_parallel: bool | None) -> None:
+    """Who writes a replicated array: its first replica whole, or each replica a slice.
 
-    Orbax's default splits a replicated array among its replicas, which then write their
-    slices in parallel (orbax already turns this off on GPUs). On CPU every slice is a
-    separately compiled op: a tiny T5's first save on 8 CPU devices took 3.5 s, 0.6 s
-    without it. The handler keeps no per-array metadata file, which orbax reads back only
-    for typed PRNG keys (the train state holds raw key data): what is restored is the same.
-    Orbax takes this choice only globally, for every jax.Array it saves in this process.
+    Orbax's default splits a replicated array among its replicas, which write their slices
+    in parallel (orbax already turns this off on GPUs). On CPU every slice is a separately
+    compiled op: a tiny T5's first save on 8 CPU devices took 3.5 s, 0.6 s without it, so
+    None (the default) writes whole replicas on CPU and keeps orbax's choice elsewhere;
+    True / False force it (tools.bench --checkpoint times both). A forced or CPU handler
+    keeps no per-array metadata file, which orbax reads back only for typed PRNG keys (the
+    train state holds raw key data): what is restored is the same. Orbax takes this choice
+    only globally, for every jax.Array it saves in this process.
     """
-    if jax.default_backend() == "cpu":
-        ocp.type_handlers.register_type_handler(
-            jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
-            override=True)
+    if replica_parallel not in (None, True, False):
+        raise ValueError(f"replica_parallel={replica_parallel!r}; valid: None (t5pod's "
+                         "choice), True, False")
+    if replica_parallel is None:
+        if jax.default_backend() != "cpu":
+            return
+        replica_parallel = False
+    handler = ocp.type_handlers.ArrayHandler(use_replica_parallel=replica_parallel)
+    log = logging.getLogger("absl")  # orbax warns of every override, i.e. on every CPU run
+    log.addFilter(_not_an_override)
+    try:
+        ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+    finally:
+        log.removeFilter(_not_an_override)
+
+
+def _not_an_override(record: logging.LogRecord) -> bool:
+    return "overriding" not in record.getMessage()
 
 
 class Checkpointer:
     def __init__(self, directory: str, keep: int = 3, async_save: bool = True,
-                 identity: dict | None = None, read_only: bool = False):
+                 identity: dict | None = None, read_only: bool = False,
+                 replica_parallel: bool | None = None):
         """`identity` (e.g. the model config) is stored with every step and checked on restore.
 
         `read_only`: restore only (e.g. a pretrained checkpoint on a read-only mount); nothing
-        is created, saved, evicted or set aside."""
+        is created, saved, evicted or set aside. `replica_parallel`: see
+        _choose_replica_writes."""
         if keep < 1:
             raise ValueError(f"keep={keep} must be >= 1 checkpoints")
         self.directory = os.path.abspath(directory)
@@ -80,7 +99,7 @@ class Checkpointer:
         self.read_only = read_only
         if not read_only:
             self._check_writable()
-            _write_replicas_whole_on_cpu()
+            _choose_replica_writes(replica_parallel)
         # Always orbax's async checkpointer (its commit hook writes the manifest); a
         # synchronous Checkpointer waits inside save. Eviction is ours (max_to_keep=None).
         self.manager = ocp.CheckpointManager(
