@@ -22,6 +22,7 @@ POLICIES = (("t5pod", None), ("replica_parallel", True))
 def _measure(flags: dict, preset_name: str, replica_parallel, directory: str, queue) -> None:
     import jax
 
+    import partitioning
     from tools.bench_step import setup
     from training.checkpoints.manager import Checkpointer
 
@@ -38,7 +39,7 @@ def _measure(flags: dict, preset_name: str, replica_parallel, directory: str, qu
     jax.block_until_ready(ckpt.restore(trainer.abstract_state())[0])
     mesh = trainer.mesh
     queue.put({"devices": mesh.devices.size, "device_kind": mesh.devices.flat[0].device_kind,
-               "mesh": {k: int(v) for k, v in mesh.shape.items()},
+               "mesh": partitioning.mesh_shape(mesh),
                "state_bytes": int(sum(x.nbytes for x in jax.tree.leaves(state))),
                "first_save_s": saves[0], "save_s": statistics.median(saves[1:]),
                "restore_s": time.perf_counter() - t0})
