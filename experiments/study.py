@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import os
 import sys
 from typing import Callable
@@ -24,6 +23,7 @@ import numpy as np
 from experiments import sweep as sweep_lib
 from runner.gin_flags import resolve_gin_file
 from experiments.sweep_config import read
+from training.metrics_log import read_records
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,14 +75,12 @@ def _cumulative_seconds(steps: np.ndarray, rates: np.ndarray) -> np.ndarray:
 
 
 def read_curves(model_dir: str) -> tuple[dict, dict]:
-    """(train, eval) arrays from model_dir/metrics.jsonl."""
+    """(train, eval) arrays from model_dir's metrics (training/metrics_log.py)."""
     train, evals = [], []
-    with open(os.path.join(model_dir, "metrics.jsonl")) as f:
-        for line in f:
-            record = json.loads(line)
-            (evals if "eval/loss" in record else train).append(record)
+    for record in read_records(model_dir):
+        (evals if "eval/loss" in record else train).append(record)
     if not train or not evals:
-        raise ValueError(f"{model_dir}/metrics.jsonl has no {'train' if not train else 'eval'} "
+        raise ValueError(f"{model_dir}'s metrics have no {'train' if not train else 'eval'} "
                          "records; a study needs both (set EVAL_EVERY and an eval feed)")
     steps = np.array([r["step"] for r in train], np.float64)
     seconds = _cumulative_seconds(steps, np.array([r["seconds_per_step"] for r in train]))

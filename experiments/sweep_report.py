@@ -4,8 +4,9 @@ against each swept value)."""
 from __future__ import annotations
 
 import csv
-import json
 import os
+
+from training.metrics_log import read_records
 
 # Columns after the swept values, when any member has them.
 METRICS = ("step", "train/loss", "eval/loss", "eval/accuracy", "heldout/accuracy",
@@ -13,17 +14,15 @@ METRICS = ("step", "train/loss", "eval/loss", "eval/accuracy", "heldout/accuracy
 
 
 def final_metrics(model_dir: str) -> dict:
-    """The last logged train and eval metrics of a run (from DIR/metrics.jsonl)."""
+    """The last logged train and eval metrics of a run (training/metrics_log.py)."""
     out = {}
-    with open(os.path.join(model_dir, "metrics.jsonl")) as f:
-        for line in f:
-            record = json.loads(line)
-            if "eval/loss" in record:
-                out.update({k: v for k, v in record.items() if k.startswith("eval/")})
-            elif "loss" in record:
-                out["step"], out["train/loss"] = record["step"], record["loss"]
-                if "accuracy" in record:
-                    out["train/accuracy"] = record["accuracy"]
+    for record in read_records(model_dir):
+        if "eval/loss" in record:
+            out.update({k: v for k, v in record.items() if k.startswith("eval/")})
+        elif "loss" in record:
+            out["step"], out["train/loss"] = record["step"], record["loss"]
+            if "accuracy" in record:
+                out["train/accuracy"] = record["accuracy"]
     return out
 
 

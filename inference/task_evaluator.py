@@ -18,11 +18,11 @@ FALLBACK_LENGTHS = {"inputs": 512, "targets": 64}   # a model_dir that records n
 
 def default_lengths(model_dir: str) -> dict:
     """The model's own task_feature_lengths (model.json), else 512/64."""
-    import os
+    from fields import paths
+    from training.checkpoints.model_json import trained_lengths
+    from training.run_dir import RunDir
 
-    from training.checkpoints.model_json import MODEL_JSON, trained_lengths
-
-    if os.path.isfile(os.path.join(model_dir, MODEL_JSON)):
+    if paths.isfile(RunDir.of(model_dir).model_json):
         lengths = trained_lengths(model_dir)
         if lengths:
             return {k: lengths[k] for k in ("inputs", "targets")}

@@ -8,15 +8,15 @@ position is cheap (JSON); a step's checksums are read only when the run would en
 
 from __future__ import annotations
 
-import os
-
 import jax
 
+from fields import paths
 from runner.run import Run
 from tasks.feeding import HostFeed
 from training.checkpoints.host_state import read as read_host_state
 from training.checkpoints.verify import DamagedCheckpoint
 from training.checkpoints.manager import Checkpointer
+from training.run_dir import RunDir
 
 
 class _Position(HostFeed):
@@ -29,8 +29,8 @@ class _Position(HostFeed):
 def checkpointed_step(run: Run, model_dir: str, identity: dict) -> int | None:
     """The step this run would resume from (None: nothing to resume), or a ValueError that
     says why the model_dir's checkpoints refuse it. Writes nothing."""
-    directory = os.path.join(model_dir, "checkpoints")
-    if not os.path.isdir(directory):
+    directory = RunDir.of(model_dir).checkpoints
+    if not paths.isdir(directory):
         return None
     ckpt = Checkpointer(directory, async_save=False, identity=identity)
     try:
@@ -47,7 +47,7 @@ def checkpointed_step(run: Run, model_dir: str, identity: dict) -> int | None:
 def _check_input_position(run: Run, ckpt: Checkpointer, steps: list[int]) -> None:
     for step in reversed(steps):
         try:
-            position = read_host_state(os.path.join(ckpt.step_dir(step), "input"),
+            position = read_host_state(paths.join(ckpt.step_dir(step), "input"),
                                        jax.process_index(), jax.process_count())
         except (OSError, ValueError):
             continue  # the restore reports it (and falls back)

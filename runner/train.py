@@ -17,16 +17,31 @@ from __future__ import annotations
 import os
 import sys
 
+from fields import paths
 from runner.resume_check import checkpointed_step
 from runner.run import Run
 from runner.startup_sigterm import forward as forward_sigterm
 from runner.startup_sigterm import requested as sigterm_requested
 from runner.startup_sigterm import startup_sigterm
+from training.run_dir import RunDir
 
 
-def check_model_dir(model_dir: str) -> None:
+def check_model_dir(model_dir) -> None:
+    """Refuse a model_dir nothing can be written into: a local directory that refuses a
+    write, a bucket that does not exist or refuses this run, or s3:// (no checkpoints)."""
     import jax
 
+    model_dir = RunDir.of(model_dir).path
+    if paths.is_bucket(model_dir):
+        from fields.conditional_writes import bucket_problem
+        from training.checkpoints.manager import refuse_s3
+
+        refuse_s3(model_dir, "--model_dir")
+        problem = bucket_problem(model_dir)
+        if problem:
+            raise OSError(f"model_dir {model_dir} cannot be written: {problem}; nothing was "
+                          "started and no checkpoint touched")
+        return
     os.makedirs(model_dir, exist_ok=True)
     probe = os.path.join(model_dir, f".t5pod_write_test.{jax.process_index()}")
     try:
@@ -42,10 +57,13 @@ def check_model_dir(model_dir: str) -> None:
             os.remove(probe)
 
 
-def new_dirs(model_dir: str) -> list[str]:
-    """The directories a fresh run creates (model_dir, its checkpoints/), outermost first."""
-    return [d for d in (model_dir, os.path.join(model_dir, "checkpoints"))
-            if not os.path.exists(d)]
+def new_dirs(model_dir) -> list[str]:
+    """The local directories a fresh run creates (model_dir, its checkpoints/), outermost
+    first (a bucket has no directories)."""
+    run_dir = RunDir.of(model_dir)
+    if run_dir.on_bucket:
+        return []
+    return [d for d in (run_dir.path, run_dir.checkpoints) if not os.path.exists(d)]
 
 
 def remove_if_empty(created: list[str]) -> None:
@@ -68,8 +86,7 @@ def make_feed_of(run: Run):
 
 def _write(model_dir: str, texts: dict[str, str]) -> None:
     for name, text in texts.items():
-        with open(os.path.join(model_dir, name), "w") as f:
-            f.write(text)
+        paths.write_text(RunDir.of(model_dir).file(name), text)
 
 
 def train(run: Run, model_dir: str, progress: bool | None = None,
@@ -81,6 +98,7 @@ def train(run: Run, model_dir: str, progress: bool | None = None,
     """
     from partitioning.cpu_devices import request_cpu_devices
 
+    model_dir = RunDir.of(model_dir).path  # a bad path is refused before anything starts
     request_cpu_devices(run.mesh)  # before JAX starts its backends
 
     import jax
@@ -145,7 +163,7 @@ def _train(run: Run, model_dir: str, progress, records: dict, primary: bool) -> 
 def _summary(model_dir: str, result: dict) -> dict:
     train_metrics = {k: v for k, v in result.get("metrics", {}).items()
                      if k in ("loss", "accuracy")}
-    return {"model_dir": os.path.abspath(model_dir), "step": result["step"],
+    return {"model_dir": model_dir, "step": result["step"],
             "preempted": result["preempted"], "resumed": result["resumed"],
             **train_metrics, **result.get("eval_metrics", {})}
 
@@ -154,5 +172,5 @@ def _nothing_trained(model_dir: str, step: int | None) -> dict:
     print(f"SIGTERM before training started: nothing was trained yet and nothing written in "
           f"{model_dir}" + (f" (its checkpoints stay at step {step})" if step else ""),
           file=sys.stderr)
-    return {"model_dir": os.path.abspath(model_dir), "step": step or 0, "preempted": True,
+    return {"model_dir": model_dir, "step": step or 0, "preempted": True,
             "resumed": False}

@@ -28,6 +28,8 @@ import os
 
 import seqio
 
+from fields import paths
+
 from tasks import hybrid_features, macro_average, settings_scope
 from tasks.instructions import COT_ANSWER, COT_PROMPT, answer_of
 from tasks.metrics import exact_match
@@ -77,7 +79,8 @@ def _data_dir() -> str:
         raise ValueError("BBH's data directory is not set: pass --gin.BBH_DIR=/path/to/"
                          "BIG-Bench-Hard (holding bbh/ and cot-prompts/) with "
                          "--gin_file=runs/eval_bbh.gin, or bind tasks.bbh.data_dir")
-    if not os.path.isdir(data_dir):
+    data_dir = paths.user_path(data_dir, "tasks.bbh.data_dir")
+    if not paths.isdir(data_dir):
         raise FileNotFoundError(f"BBH data directory {data_dir} does not exist "
                                 "(tasks.bbh.data_dir / BBH_DIR)")
     return data_dir
@@ -88,10 +91,9 @@ def _config() -> BBHConfig:
 
 
 def _json(path: str, what: str):
-    if not os.path.isfile(path):
+    if not paths.isfile(path):
         raise FileNotFoundError(f"BBH {what} {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    text = paths.read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -115,10 +117,9 @@ def read_examples(path: str) -> list[dict]:
 
 def read_cot_prompt(path: str) -> str:
     """The worked examples of a cot-prompts file (what follows its "-----" line)."""
-    if not os.path.isfile(path):
+    if not paths.isfile(path):
         raise FileNotFoundError(f"BBH chain-of-thought prompt {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    lines = paths.read_text(path).splitlines()
     if PROMPT_SEPARATOR in lines:
         lines = lines[lines.index(PROMPT_SEPARATOR) + 1:]
     text = "\n".join(lines).strip()
@@ -175,8 +176,8 @@ def direct_input(prompt: str, question: str) -> str:
 
 def _prompt(data_dir: str, task: str, prompting: str) -> str:
     if prompting == "_direct" and _config().direct_prompts == "codex_outputs":
-        return read_codex_direct_prompt(os.path.join(data_dir, CODEX_DIRECT.format(task=task)))
-    path = os.path.join(data_dir, "cot-prompts", f"{task}.txt")
+        return read_codex_direct_prompt(paths.join(data_dir, CODEX_DIRECT.format(task=task)))
+    path = paths.join(data_dir, "cot-prompts", f"{task}.txt")
     prompt = read_cot_prompt(path)
     return direct_prompt(prompt, path) if prompting == "_direct" else prompt
 
@@ -184,7 +185,7 @@ def _prompt(data_dir: str, task: str, prompting: str) -> str:
 def examples(task: str, prompting: str) -> list[dict]:
     """{input, target} of `task` prompted per `prompting` ('', '_direct' or '_cot')."""
     data_dir = _data_dir()
-    rows = read_examples(os.path.join(data_dir, "bbh", f"{task}.json"))
+    rows = read_examples(paths.join(data_dir, "bbh", f"{task}.json"))
     if not prompting:
         return rows
     prompt = _prompt(data_dir, task, prompting)

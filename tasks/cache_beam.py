@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 
+from fields import paths
 from tasks.cache_layout import (INFO, MIXTURE_INFO, IncompleteCache, read_info,
                                 read_mixture_info, shard_files, write_info)
 from tasks.cache_spec import differences, task_spec
@@ -38,8 +38,7 @@ def planned(request: CacheRequest) -> dict:
 
 
 def _existing(cache_dir: str) -> dict | None:
-    path = os.path.join(cache_dir, INFO)
-    if not os.path.exists(path):
+    if not paths.exists(paths.join(cache_dir, INFO)):
         return None
     try:
         return read_info(cache_dir)
@@ -59,10 +58,9 @@ def check_target(request: CacheRequest, plan: dict) -> dict | None:
                              "this one. Nothing was written.")
         return existing
     stale = shard_files(request.cache_dir) + [
-        n for n in (os.listdir(request.cache_dir) if os.path.isdir(request.cache_dir) else [])
-        if ".array_record.tmp-" in n]
+        n for n in paths.listdir(request.cache_dir) if ".array_record.tmp-" in n]
     for name in stale:
-        os.remove(os.path.join(request.cache_dir, name))
+        paths.remove(paths.join(request.cache_dir, name))
     if stale:
         logging.warning("removed %d file(s) of an unfinished caching job in %s", len(stale),
                         request.cache_dir)
@@ -105,14 +103,14 @@ def parts(request: CacheRequest) -> tuple[list[CacheRequest], dict | None]:
         rates = {t.name: float(provider.get_rate(t)) for t in provider.tasks}
     rates = {name: rate for name, rate in rates.items() if rate > 0}
     subs = [dataclasses.replace(request, task=name,
-                                cache_dir=os.path.join(request.cache_dir, name))
+                                cache_dir=paths.join(request.cache_dir, name))
             for name in rates]
     return subs, {"mixture": request.task, "rates": rates}
 
 
 def _check_mixture(request: CacheRequest, mixture: dict) -> bool:
     """True if this mixture is cached there already; ValueError if another one is."""
-    if not os.path.exists(os.path.join(request.cache_dir, MIXTURE_INFO)):
+    if not paths.exists(paths.join(request.cache_dir, MIXTURE_INFO)):
         return False
     diff = differences(read_mixture_info(request.cache_dir), mixture)
     if diff:
@@ -134,7 +132,7 @@ def cache_task(request: CacheRequest, pipeline_args: list[str]) -> dict:
     todo = [(r, plan) for r, plan in zip(subs, plans, strict=True)
             if check_target(r, plan) is None]
     for r, _ in todo:
-        os.makedirs(r.cache_dir, exist_ok=True)
+        paths.makedirs(r.cache_dir)
     if todo:
         shards = [(k, i) for k, (r, _) in enumerate(todo) for i in range(r.num_shards)]
         with beam.Pipeline(options=PipelineOptions(pipeline_args)) as p:

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 
 import numpy as np
+
+from fields import paths
 
 INFO = "cache_info.json"
 MIXTURE_INFO = "mixture_info.json"
@@ -72,24 +73,18 @@ def decoder(features: list):
 
 def write_info(cache_dir: str, info: dict, name: str = INFO) -> None:
     """Commit the cache: the info file appears whole, after every shard it names."""
-    tmp = os.path.join(cache_dir, name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(info, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(cache_dir, name))
+    paths.write_text(paths.join(cache_dir, name), json.dumps(info, indent=1, sort_keys=True))
 
 
 def read_mixture_info(cache_dir: str) -> dict:
     """A complete mixture cache's info ({'mixture', 'rates'}), else IncompleteCache."""
-    path = os.path.join(cache_dir, MIXTURE_INFO)
-    if not os.path.exists(path):
+    path = paths.join(cache_dir, MIXTURE_INFO)
+    if not paths.exists(path):
         raise IncompleteCache(f"{cache_dir} is not a complete mixture cache: it has no "
                               f"{MIXTURE_INFO} (its caching job did not finish, or it caches "
                               "a task); rerun python -m tools.cache_tasks")
     try:
-        with open(path) as f:
-            info = json.load(f)
+        info = json.loads(paths.read_text(path))
         dict(info["rates"])
     except (ValueError, KeyError, TypeError) as e:
         raise IncompleteCache(f"{path} is not a t5pod mixture info file ({e})") from None
@@ -98,35 +93,34 @@ def read_mixture_info(cache_dir: str) -> dict:
 
 def shard_files(cache_dir: str) -> list[str]:
     """The shard files present (complete or not), sorted."""
-    if not os.path.isdir(cache_dir):
-        return []
-    return sorted(n for n in os.listdir(cache_dir) if SHARD.match(n))
+    return [n for n in paths.listdir(cache_dir) if SHARD.match(n)]
 
 
 def read_info(cache_dir: str) -> dict:
     """The info of a complete cache; IncompleteCache naming what is missing or wrong."""
-    path = os.path.join(cache_dir, INFO)
-    if not os.path.isdir(cache_dir):
+    path = paths.join(cache_dir, INFO)
+    if not paths.isdir(cache_dir):
         raise IncompleteCache(f"cache directory {cache_dir} does not exist: cache the task "
                               "first (python -m tools.cache_tasks)")
-    if not os.path.exists(path):
+    if not paths.exists(path):
         present = shard_files(cache_dir)
         raise IncompleteCache(
             f"{cache_dir} is not a complete cache: it has no {INFO}"
             + (f" but {len(present)} shard file(s), so its caching job did not finish; rerun "
                "python -m tools.cache_tasks" if present else " (not a t5pod cache)"))
     try:
-        with open(path) as f:
-            info = json.load(f)
+        info = json.loads(paths.read_text(path))
         shards = info["shards"]
     except (ValueError, KeyError, TypeError) as e:
         raise IncompleteCache(f"{path} is not a t5pod cache info file ({e})") from None
+    present = set(paths.listdir(cache_dir))
     for shard in shards:
-        file = os.path.join(cache_dir, shard["file"])
-        if not os.path.isfile(file):
+        file = paths.join(cache_dir, shard["file"])
+        if shard["file"] not in present:
             raise IncompleteCache(f"{file} is missing from the cache {cache_dir}")
-        if os.path.getsize(file) != shard["bytes"]:
-            raise IncompleteCache(f"{file} has {os.path.getsize(file)} bytes, {shard['bytes']} "
+        size = paths.getsize(file)
+        if size != shard["bytes"]:
+            raise IncompleteCache(f"{file} has {size} bytes, {shard['bytes']} "
                                   "when cached: truncated or overwritten; cache again")
     return info
 

@@ -4,15 +4,18 @@ Shard i of n is seqio's shard i of n of the task's split (by file where the sour
 least n files, else by example), preprocessed, converted and packed at the cache's lengths,
 unshuffled, one pass. Its random preprocessing is seeded with the cache seed and the shard
 index, so shards do not repeat each other's noise. The shard is written under a temporary
-name and renamed when whole; the info file that makes the cache readable comes after all.
+name and renamed when whole (on a bucket: written locally, then uploaded in one piece); the
+info file that makes the cache readable comes after all.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 import uuid
 
+from fields import paths
 from fields.integers import require_int
 from tasks.cache_layout import encode, features_of, shard_name
 from tasks.settings import TaskSettings
@@ -61,8 +64,9 @@ def write_shard(request: CacheRequest, index: int) -> dict:
     with settings_scope.recording() as read:
         ds = dataset(config, index, request.num_shards)
     name = shard_name(index, request.num_shards)
-    final = os.path.join(request.cache_dir, name)
-    tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
+    final = paths.join(request.cache_dir, name)
+    local = final if not paths.is_bucket(final) else os.path.join(tempfile.gettempdir(), name)
+    tmp = f"{local}.tmp-{uuid.uuid4().hex[:8]}"
     features, records = None, 0
     writer = ArrayRecordWriter(tmp, WRITER_OPTIONS)
     try:
@@ -76,6 +80,13 @@ def write_shard(request: CacheRequest, index: int) -> dict:
         os.remove(tmp)
         raise ValueError(f"shard {index} of {request.num_shards} of {request.task!r} "
                          f"({request.split}) holds no example: use fewer shards")
-    os.replace(tmp, final)
-    return {"file": name, "records": records, "bytes": os.path.getsize(final),
+    size = os.path.getsize(tmp)
+    if paths.is_bucket(final):  # one upload: the object appears whole or not at all
+        try:
+            paths.upload(tmp, final)
+        finally:
+            os.remove(tmp)
+    else:
+        os.replace(tmp, final)
+    return {"file": name, "records": records, "bytes": size,
             "features": features, "settings_read": sorted(read)}

@@ -15,8 +15,8 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 
+from fields import paths
 from tasks import settings_scope
 from tasks.cache_layout import (IncompleteCache, decoder, fingerprint, read_info,
                                 read_mixture_info)
@@ -62,18 +62,18 @@ def rows(config, info: dict, process_index: int, process_count: int, seed: int):
     import grain
 
     shards, by_record = host_files(info, process_index, process_count, config.cache_dir)
-    paths = [os.path.join(config.cache_dir, s["file"]) for s in shards]
-    source = grain.sources.ArrayRecordDataSource(paths)
+    files = [paths.join(config.cache_dir, s["file"]) for s in shards]
+    source = grain.sources.ArrayRecordDataSource(files)  # local files or gs:// objects
     expected = sum(s["records"] for s in shards)
     if len(source) != expected:
-        raise IncompleteCache(f"the cache files {paths} hold {len(source)} records, "
+        raise IncompleteCache(f"the cache files {files} hold {len(source)} records, "
                               f"{expected} when cached: cache again")
     ds = grain.MapDataset.source(source)
     if by_record:
         ds = ds[process_index::process_count]
     if config.shuffle:
         ds = ds.shuffle(seed=seed)
-    return ds.repeat(config.num_epochs).map(decoder(info["features"])), paths
+    return ds.repeat(config.num_epochs).map(decoder(info["features"])), files
 
 
 def _mixture_parts(config, mixture):
@@ -91,7 +91,7 @@ def _mixture_parts(config, mixture):
     parts = []
     for name in sorted(wanted["rates"]):
         sub = dataclasses.replace(config, mixture_or_task_name=name,
-                                  cache_dir=os.path.join(config.cache_dir, name))
+                                  cache_dir=paths.join(config.cache_dir, name))
         parts.append((sub, open_cache(sub, tasks[name]), wanted["rates"][name]))
     return parts
 

@@ -23,6 +23,7 @@ from typing import Iterator
 import numpy as np
 import seqio
 
+from fields import paths
 from fields.integers import require_int
 from tasks import settings_scope
 from tasks.host_shards import host_shards
@@ -72,10 +73,16 @@ class FeedConfig:
         if self.read_threads is not None:
             require_int("FeedConfig", "read_threads", self.read_threads, 1,
                         meaning="preprocessing threads; None: the default")
-        if self.cache_dir is not None and (not isinstance(self.cache_dir, str)
-                                           or not self.cache_dir):
-            raise ValueError(f"FeedConfig.cache_dir={self.cache_dir!r} must be a directory "
-                             "path or None")
+        if self.cache_dir is not None:
+            if not isinstance(self.cache_dir, str) or not self.cache_dir:
+                raise ValueError(f"FeedConfig.cache_dir={self.cache_dir!r} must be a directory "
+                                 "path or None")
+            cache_dir = paths.user_path(self.cache_dir, "FeedConfig.cache_dir")
+            if paths.scheme(cache_dir) == "s3":
+                raise ValueError(f"FeedConfig.cache_dir={cache_dir}: Grain's ArrayRecord "
+                                 "reader reads local paths and gs:// only; copy the cache to "
+                                 "a local disk or gs:// (tools.cache_tasks writes s3:// too)")
+            object.__setattr__(self, "cache_dir", cache_dir)
         if self.resume not in RESUME_MODES:
             raise ValueError(f"FeedConfig.resume={self.resume!r}; valid: {RESUME_MODES}")
         bad = {k: v for k, v in self.task_feature_lengths.items()

@@ -44,6 +44,7 @@ from typing import Iterator, Mapping
 
 import seqio
 
+from fields import paths
 from fields.integers import require_int
 from tasks import flan_collection_files as files_
 from tasks import flan_rule, settings_scope
@@ -135,8 +136,12 @@ def flan2022(directory: str | None = None, rates=None, mixing: str = "as_exporte
                     _overrides("caps", caps, CAPS), types, validation_fraction, shuffle_buffer)
 
 
-def _stamp(paths: list[str]) -> tuple:
-    return tuple((p, os.path.getsize(p), os.path.getmtime(p)) for p in paths)
+def _stamp(files: list[str]) -> tuple:
+    """What identifies the shards' contents for the caches below: local files by size and
+    modification time, bucket objects by size (a rewrite under the same name and size on a
+    bucket is not seen within one process)."""
+    return tuple((p, paths.getsize(p), 0.0 if paths.is_bucket(p) else os.path.getmtime(p))
+                 for p in files)
 
 
 @functools.lru_cache(maxsize=256)

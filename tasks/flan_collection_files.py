@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import io
 import json
-import os
 from typing import Iterator
+
+from fields import paths
 
 SUB_MIXTURES = ("flan", "t0", "niv2", "cot", "dialog")
 SOURCE_SPELLINGS = {"flan2021": "flan", "flan": "flan", "t0": "t0", "p3": "t0",
@@ -66,15 +68,13 @@ def find_files(directory: str | None) -> list[str]:
     if not directory:
         raise ValueError("no Flan 2022 export directory: set --gin.FLAN2022_DIR=/path/to/export "
                          "(or tasks.flan2022.directory in gin)")
-    directory = os.path.expanduser(directory)
-    if not os.path.isdir(directory):
+    directory = paths.user_path(directory, "tasks.flan2022.directory")
+    if not paths.isdir(directory):
         raise FileNotFoundError(f"Flan 2022 export directory {directory!r} does not exist or is "
                                 "not a directory (FLAN2022_DIR / tasks.flan2022.directory)")
     files, others = [], []
-    for root, dirs, names in os.walk(directory):
-        dirs.sort()
-        for name in sorted(names):
-            (files if name.endswith(SUFFIXES) else others).append(os.path.join(root, name))
+    for rel in paths.walk_files(directory):
+        (files if rel.endswith(SUFFIXES) else others).append(paths.join(directory, rel))
     if not files:
         raise FileNotFoundError(f"Flan 2022 export directory {directory!r} holds no "
                                 f"{'/'.join('*' + s for s in SUFFIXES)} files"
@@ -115,9 +115,10 @@ def _record(row: dict, where: str) -> Record:
 
 
 def _jsonl_rows(path: str) -> Iterator[tuple[str, dict]]:
-    opener = gzip.open if path.endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
+        with paths.open_read(path) as raw, (gzip.open(raw, "rt", encoding="utf-8")
+                                            if path.endswith(".gz") else
+                                            io.TextIOWrapper(raw, encoding="utf-8")) as f:
             for number, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -136,7 +137,9 @@ def parquet_schema_check(path: str):
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(path)
+        # a bucket object through a file object pyarrow reads ranges of (never whole)
+        parquet = pq.ParquetFile(paths.epath_of(path).open("rb") if paths.is_bucket(path)
+                                 else path)
     except (pa.ArrowException, OSError) as e:
         raise ValueError(f"{path} is not a readable Parquet file: {e}") from None
     schema = parquet.schema_arrow

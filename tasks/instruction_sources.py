@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import json
 from typing import Callable
+
+from fields import paths
 
 from tasks import corpus, settings_scope, text_files, wikispell
 from tasks.instructions import InstructionTask, Template
@@ -102,7 +105,7 @@ def jsonl_rows(split: str) -> list[dict]:
 def _jsonl_rows(patterns: tuple[str, ...], fields: tuple[tuple[str, str], ...]) -> tuple:
     rows = []
     for path in text_files.resolve_files(patterns):
-        with open(path, encoding="utf-8") as f:
+        with io.StringIO(paths.read_text(path)) as f:
             for number, line in enumerate(f, 1):
                 if not line.strip():
                     continue

@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import re
 
 import seqio
 
+from fields import paths
 from fields.integers import require_int
 from tasks import hybrid_features, mmlu_files, settings_scope
 from tasks import rank_classification as rank
@@ -84,7 +84,7 @@ def _config() -> MMLUConfig:
                          "(hendrycks' dev/, val/ and test/ CSV folders, or cais/mmlu's "
                          "Parquet files) with --gin_file=runs/eval_mmlu.gin, or bind "
                          "tasks.mmlu.data_dir")
-    if not os.path.isdir(config.data_dir):
+    if not paths.isdir(paths.user_path(config.data_dir, "tasks.mmlu.data_dir")):
         raise FileNotFoundError(f"MMLU data directory {config.data_dir} does not exist "
                                 "(tasks.mmlu.data_dir / MMLU_DIR)")
     return config

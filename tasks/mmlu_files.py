@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import glob
-import os
+import io
+
+from fields import paths
 
 LETTERS = ("A", "B", "C", "D")
 CSV_DIRS = {"dev": "dev", "validation": "val", "test": "test"}
@@ -46,7 +47,7 @@ def _answer(text: str, header: bool, where: str) -> int:
 def read_csv(path: str) -> list[Question]:
     """The questions of one MMLU CSV file, in file order (either CSV layout)."""
     out, header = [], False
-    with open(path, newline="", encoding="utf-8") as f:
+    with io.StringIO(paths.read_text(path), newline="") as f:
         reader = csv.reader(f)
         for record in reader:
             where = f"{path}:{reader.line_num}"
@@ -67,7 +68,7 @@ def read_csv(path: str) -> list[Question]:
 def parquet_files(data_dir: str, split: str) -> list[str]:
     """The Parquet shards of `split` ('dev', 'validation', 'test'), or [] if none."""
     for folder in PARQUET_DIRS:
-        found = sorted(glob.glob(os.path.join(data_dir, folder, f"{split}-*.parquet")))
+        found = paths.glob(paths.join(data_dir, folder, f"{split}-*.parquet"))
         if found:
             return found
     return []
@@ -86,15 +87,15 @@ def _parquet_question(row: dict, where: str) -> Question:
     return Question(row["question"], tuple(choices), answer)
 
 
-def read_parquet(paths: list[str]) -> dict[str, list[Question]]:
+def read_parquet(files: list[str]) -> dict[str, list[Question]]:
     """{subject: its questions in file order} of Parquet shards in the cais/mmlu layout."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     out: dict[str, list[Question]] = {}
-    for path in paths:
+    for path in files:
         try:
-            table = pq.read_table(path)
+            table = pq.read_table(pa.BufferReader(paths.read_bytes(path)))
         except (pa.ArrowException, OSError) as e:
             raise ValueError(f"{path} is not a readable Parquet file: {e}") from None
         missing = [c for c in PARQUET_COLUMNS if c not in table.column_names]
@@ -109,12 +110,13 @@ def read_parquet(paths: list[str]) -> dict[str, list[Question]]:
 
 def load(data_dir: str, split: str) -> dict[str, list[Question]]:
     """{subject: questions} of `split` ('dev', 'validation', 'test') in either layout."""
-    folder = os.path.join(data_dir, CSV_DIRS[split])
+    data_dir = paths.user_path(data_dir, "tasks.mmlu.data_dir")
+    folder = paths.join(data_dir, CSV_DIRS[split])
     suffix = f"_{CSV_DIRS[split]}.csv"
-    if os.path.isdir(folder):
-        names = sorted(f for f in os.listdir(folder) if f.endswith(suffix))
+    if paths.isdir(folder):
+        names = [f for f in paths.listdir(folder) if f.endswith(suffix)]
         if names:
-            return {name[: -len(suffix)]: read_csv(os.path.join(folder, name))
+            return {name[: -len(suffix)]: read_csv(paths.join(folder, name))
                     for name in names}
     shards = parquet_files(data_dir, split)
     if shards:

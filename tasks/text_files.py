@@ -1,7 +1,7 @@
 """A user's own corpus: plain text (one example per line) or JSONL files, bound by gin.
 
     tasks.text_corpus.train = '/data/my_corpus/*.txt'
-    tasks.text_corpus.validation = '/data/held_out.jsonl'
+    tasks.text_corpus.validation = 'gs://bucket/held_out.jsonl'   # or s3://, a local path
     tasks.text_corpus.field = 'text'          # JSONL key
 
 The files are the source's shards: with at least as many files as hosts, seqio gives each
@@ -11,13 +11,13 @@ host its own files (host i reads files i, i + n, ...) and no host opens another'
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import os
 from typing import Iterable
 
 import seqio
 
+from fields import paths
 from tasks import settings_scope
 from tasks.tf_setup import tf
 
@@ -39,13 +39,14 @@ def resolve_files(patterns: Iterable[str]) -> list[str]:
     """Files matching `patterns`; every pattern must match a non-empty readable file."""
     files = []
     for pattern in patterns:
-        matched = sorted(glob.glob(os.path.expanduser(pattern)))
+        pattern = paths.user_path(pattern, "tasks.text_corpus") if pattern.strip() else pattern
+        matched = paths.glob(pattern)
         if not matched:
             raise FileNotFoundError(f"corpus pattern {pattern!r} matches no file")
         for path in matched:
-            if not os.access(path, os.R_OK):
+            if not paths.is_bucket(path) and not os.access(path, os.R_OK):
                 raise PermissionError(f"corpus file {path} is not readable")
-            if os.path.getsize(path) == 0:
+            if paths.getsize(path) == 0:
                 raise ValueError(f"corpus file {path} is empty")
         files.extend(matched)
     return files
@@ -54,8 +55,9 @@ def resolve_files(patterns: Iterable[str]) -> list[str]:
 def _texts_of(path: str, field: str):
     jsonl = path.endswith((".jsonl", ".json"))
     try:
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
+        with paths.open_read(path, "rb") as f:
+            for number, raw in enumerate(f, 1):
+                line = raw.decode("utf-8").replace("\r\n", "\n")
                 if not line.strip():
                     continue
                 if not jsonl:

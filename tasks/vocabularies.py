@@ -6,6 +6,8 @@ import os
 
 import seqio
 
+from fields import paths
+
 from tasks import tf_setup  # noqa: F401  (TF set up before seqio uses it)
 
 # ByT5: pad 0, eos 1, unk 2, byte b -> b + 3; 125 extra ids pad the vocab to 384, and
@@ -26,10 +28,11 @@ def byte_vocabulary() -> seqio.ByteVocabulary:
 
 
 def sentencepiece_vocabulary(path: str, extra_ids: int = T5_EXTRA_IDS):
-    if not os.path.isfile(path):
+    """A SentencePiece model file: local, or on gs:// / s3:// (read from a local copy)."""
+    if not paths.isfile(path):
         raise FileNotFoundError(f"SentencePiece model {path} does not exist; train one with "
                                 "`python -m tools.train_vocab --input FILES --out PREFIX`")
-    return seqio.SentencePieceVocabulary(path, extra_ids=extra_ids)
+    return seqio.SentencePieceVocabulary(paths.downloaded(path), extra_ids=extra_ids)
 
 
 def demo_vocabulary():

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import logging
-import os
 
 import numpy as np
+
+from fields import paths
 
 from tasks import settings_scope
 
@@ -80,11 +82,11 @@ def read_word_list(path: str) -> tuple[list[str], np.ndarray, dict]:
     assume the letters-only list the paper used). Without counts, frequencies follow
     Zipf's law (1 / rank). Duplicates keep their first (most frequent) rank.
     """
-    if not os.path.isfile(path):
+    if not paths.isfile(path):
         raise FileNotFoundError(f"WikiSpell word_list {path} does not exist")
     words, counts, seen = [], [], set()
     skipped = {"empty": 0, "not_ascii_letters": 0, "duplicate": 0}
-    with open(path, encoding="utf-8") as f:
+    with io.StringIO(paths.read_text(path)) as f:
         for number, line in enumerate(f, 1):
             word, _, count = line.rstrip("\n").partition("\t")
             word = word.strip()

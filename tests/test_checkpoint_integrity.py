@@ -21,6 +21,7 @@ from tests.train_helpers import copy_batch, make_trainer
 from training.checkpoints import lock as run_lock
 from training.checkpoints.manager import Checkpointer, CheckpointSaveError, NonFiniteState
 from training.loop import LoopConfig, run
+from training.run_dir import LOCK
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +105,12 @@ def test_nan_state_is_never_saved_and_never_evicts_the_last_good_step(trainer, t
         train(trainer, tmp_path, 10, keep=1)
     ckpt = Checkpointer(str(tmp_path / "checkpoints"), async_save=False)
     assert ckpt.all_steps() == [2] and ckpt.verify(2)
-    assert not os.path.exists(tmp_path / run_lock.LOCK_FILE)  # released on the error
+    assert not os.path.exists(tmp_path / LOCK)  # released on the error
 
 
 def _write_lock(model_dir, **holder):
     os.makedirs(model_dir, exist_ok=True)
-    path = os.path.join(model_dir, run_lock.LOCK_FILE)
+    path = os.path.join(model_dir, LOCK)
     with open(path, "w") as f:
         json.dump({"host": socket.gethostname(), "time": time.time(), **holder}, f)
     return path

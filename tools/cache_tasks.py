@@ -39,6 +39,7 @@ def _request(p, args, files, bindings):
 
 
 def main(argv=None) -> dict:
+    from fields import paths
     from runner import gin_flags
 
     argv = sys.argv[1:] if argv is None else argv
@@ -54,6 +55,10 @@ def main(argv=None) -> dict:
     p.add_argument("--split", default="train")
     p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=True)
     args, beam_args = p.parse_known_args(rest)
+    try:  # local, gs:// or s3:// (fields/paths.py); nothing is written before this passes
+        args.cache_dir = paths.user_path(args.cache_dir, "--cache_dir")
+    except paths.BadPath as e:
+        p.error(str(e))
     request = _request(p, args, files, bindings)
     if not any(a.startswith("--runner") for a in beam_args):
         beam_args = ["--runner=DirectRunner", *beam_args]

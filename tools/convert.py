@@ -17,10 +17,12 @@ config.json and the weights) are replaced once the source has loaded; other file
 from __future__ import annotations
 
 import argparse
-import glob
+import fnmatch
 import os
-import shutil
 import sys
+import tempfile
+
+from fields import paths
 
 SOURCES = {"hf_dir": "an HF directory", "t5x_checkpoint": "a t5x checkpoint",
            "model_dir": "a t5pod model_dir"}
@@ -33,11 +35,13 @@ _HF_MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors",
 def check_target(target: str, overwrite: bool, source: str) -> None:
     """Refuse a target that is a file, the source itself, or (without `overwrite`) a
     directory that is not empty; nothing is read or written before this passes."""
-    if os.path.exists(target) and not os.path.isdir(target):
+    if paths.isfile(target):
         raise NotADirectoryError(f"target {target} is a file, not a directory")
-    if os.path.realpath(target) == os.path.realpath(source):
+    same = (target == source if paths.is_bucket(target) or paths.is_bucket(source)
+            else os.path.realpath(target) == os.path.realpath(source))
+    if same:
         raise ValueError(f"target {target} is the source; convert into another directory")
-    present = sorted(os.listdir(target)) if os.path.isdir(target) else []
+    present = paths.listdir(target)
     if present and not overwrite:
         shown = present[:6] + (["..."] if len(present) > 6 else [])
         raise FileExistsError(f"target {target} is not empty ({shown}); convert into a new or "
@@ -47,13 +51,26 @@ def check_target(target: str, overwrite: bool, source: str) -> None:
 
 def _clear(target: str, to: str) -> None:
     if to == "to_model_dir":
-        shutil.rmtree(os.path.join(target, "checkpoints"), ignore_errors=True)
+        paths.rmtree(paths.join(target, "checkpoints"))
         patterns = ("model.json",)
     else:
         patterns = _HF_MODEL_FILES
-    for pattern in patterns:
-        for path in glob.glob(os.path.join(target, pattern)):
-            os.remove(path)
+    for name in paths.listdir(target):
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+            paths.remove(paths.join(target, name))
+
+
+def _save_hf(model, target: str) -> None:
+    """hf.save into `target`; on a bucket through a local directory, uploaded file by file."""
+    from model_zoo import hf
+
+    if not paths.is_bucket(target):
+        hf.save(model, target)
+        return
+    with tempfile.TemporaryDirectory(prefix="t5pod_export_") as local:
+        hf.save(model, local)
+        for name in sorted(os.listdir(local)):
+            paths.upload(os.path.join(local, name), paths.join(target, name))
 
 
 def convert(source: str, target: str, to: str = "to_model_dir", *, model=None,
@@ -69,7 +86,6 @@ def convert(source: str, target: str, to: str = "to_model_dir", *, model=None,
     import numpy as np
 
     import partitioning
-    from model_zoo import hf
     from model_zoo.identity import identity_of
     from training.checkpoints import loader
     from training.checkpoints.model_json import write_model_json
@@ -78,6 +94,11 @@ def convert(source: str, target: str, to: str = "to_model_dir", *, model=None,
 
     if to not in TARGETS:
         raise ValueError(f"to={to!r}: expected one of {TARGETS}")
+    source, target = paths.user_path(source, what), paths.user_path(target, f"--{to}")
+    if to == "to_model_dir":
+        from training.checkpoints.manager import refuse_s3
+
+        refuse_s3(target, "--to_model_dir")
     check_target(target, overwrite, source)
     ckpt = loader.open_checkpoint(source, what, model=model, step=step)
     if model is not None:
@@ -90,15 +111,15 @@ def convert(source: str, target: str, to: str = "to_model_dir", *, model=None,
     if to == "to_hf_dir":
         if overwrite:
             _clear(target, to)
-        hf.save(mdef.bind(params), target)
+        _save_hf(mdef.bind(params), target)
         return
-    os.makedirs(target, exist_ok=True)
+    paths.makedirs(target)
     with hold(target):  # no run writes this model_dir meanwhile
         if overwrite:
             _clear(target, to)
-        ckpt_dir = Checkpointer(os.path.join(target, "checkpoints"), async_save=False,
+        ckpt_dir = Checkpointer(paths.join(target, "checkpoints"), async_save=False,
                                 identity=identity_of(cfg))
-        ckpt_dir.save(0, {"params": params}, {"converted_from": os.path.abspath(source)})
+        ckpt_dir.save(0, {"params": params}, {"converted_from": source})
         ckpt_dir.close()
         write_model_json(target, cfg, task or ckpt.task)
 
@@ -148,6 +169,12 @@ def main(argv=None):
     source, to = getattr(args, given[0]), targets[0]
     if args.step is not None and given[0] != "model_dir":
         p.error("--step applies to --model_dir")
+    try:
+        for flag in (given[0], to):
+            setattr(args, flag, paths.user_path(getattr(args, flag), f"--{flag}"))
+    except paths.BadPath as e:
+        p.error(str(e))
+    source = getattr(args, given[0])
     model = _model(p, args, gin_files, gin_bindings)
     target = getattr(args, to)
     convert(source, target, to, model=model, step=args.step, task=args.task,

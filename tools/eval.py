@@ -33,6 +33,7 @@ from tools.distributed_flags import add_distributed_flags, start_distributed
 
 
 def main(argv=None):
+    from fields.paths import BadPath, user_path
     from partitioning.distributed import is_primary
     from runner import gin_flags
     from tasks import settings_scope
@@ -63,6 +64,12 @@ def main(argv=None):
     p.add_argument("--step", type=int, default=0, help="the step --metrics_dir records")
     add_distributed_flags(p)
     args = p.parse_args(argv)
+    try:  # local, gs:// or s3:// (fields/paths.py), refused before anything is loaded
+        for flag in ("model_dir", "metrics_dir", "vocab"):
+            if getattr(args, flag) is not None:
+                setattr(args, flag, user_path(getattr(args, flag), f"--{flag}"))
+    except BadPath as e:
+        p.error(str(e))
     start_distributed(p, args)
     task = args.task or read_model_json(args.model_dir)[1]
     model = model_from_gin_for(args.model_dir, gin_files, gin_bindings)

@@ -32,6 +32,8 @@ def decode_config_from(args, gin_files, gin_bindings) -> DecodeConfig:
 
 
 def main(argv=None):
+    from fields import paths
+    from fields.paths import BadPath, user_path
     from runner import gin_flags
     from inference.predictor import Predictor
 
@@ -61,6 +63,12 @@ def main(argv=None):
     args = p.parse_args(argv)
     if bool(args.prompt) == bool(args.input):
         p.error("give --prompt TEXT or --input FILE.jsonl")
+    try:  # local, gs:// or s3:// (fields/paths.py), refused before anything is loaded
+        for flag in ("model_dir", "input", "output", "vocab"):
+            if getattr(args, flag) is not None:
+                setattr(args, flag, user_path(getattr(args, flag), f"--{flag}"))
+    except BadPath as e:
+        p.error(str(e))
     cfg = decode_config_from(args, gin_files, gin_bindings)
     if args.max_input_length < 2:
         p.error(f"--max_input_length={args.max_input_length} must be >= 2 (a token and EOS)")
@@ -75,21 +83,25 @@ def main(argv=None):
     if args.prompt:
         records = [{args.field: t} for t in args.prompt]
     else:
-        with open(args.input) as f:
-            records = [json.loads(line) for line in f if line.strip()]
+        records = [json.loads(line) for line in paths.read_text(args.input).splitlines()
+                   if line.strip()]
         missing = [i for i, r in enumerate(records) if args.field not in r]
         if missing:
             p.error(f"{args.input}: lines {missing[:5]} have no field {args.field!r}")
     primary = is_primary()  # every host decodes every batch; host 0 alone writes
-    out = (open(args.output, "w") if args.output else sys.stdout) if primary else None
+    lines = []
     for start in range(0, len(records), args.batch_size):
         chunk = records[start:start + args.batch_size]
         preds = predictor.predict([r[args.field] for r in chunk])
         if primary:
             for record, pred in zip(chunk, preds, strict=True):
-                out.write(json.dumps({**record, "prediction": pred}) + "\n")
-    if args.output and primary:
-        out.close()
+                line = json.dumps({**record, "prediction": pred}) + "\n"
+                if args.output:
+                    lines.append(line)
+                else:
+                    sys.stdout.write(line)
+    if args.output and primary:  # one shot: a bucket takes no appends
+        paths.write_text(args.output, "".join(lines))
 
 
 if __name__ == "__main__":

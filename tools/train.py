@@ -29,6 +29,7 @@ def main(argv=None) -> dict:
 
 
 def _main(argv) -> dict:
+    from fields.paths import BadPath, user_path
     from runner import gin_flags
     from runner.train import train
 
@@ -40,6 +41,10 @@ def _main(argv) -> dict:
                    help="default: a bar on a terminal, a line per log step otherwise")
     add_distributed_flags(p)
     args = p.parse_args(rest)
+    try:  # local, gs:// or s3://, refused here before gin, devices or files are touched
+        args.model_dir = user_path(args.model_dir, "--model_dir")
+    except BadPath as e:
+        p.error(str(e))
     if not files:
         p.error("give at least one --gin_file")
     start_distributed(p, args)

@@ -11,8 +11,6 @@ loop's eval loss; the decoding and scoring ones are in inference/.
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Protocol, runtime_checkable
 
 
@@ -47,20 +45,12 @@ def run_one(ev: Evaluator, step: int, params) -> dict[str, float]:
 
 
 def logged_at(model_dir: str, step: int, prefix: str) -> bool:
-    """Whether metrics.jsonl holds metrics of `step` whose names start with `prefix` (a kill
-    during the final eval leaves a run at TRAIN_STEPS without them)."""
-    path = os.path.join(model_dir, "metrics.jsonl")
-    if not os.path.isfile(path):
-        return False
-    with open(path) as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if record.get("step") == step and any(k.startswith(prefix) for k in record):
-                return True
-    return False
+    """Whether the run's metrics hold metrics of `step` whose names start with `prefix` (a
+    kill during the final eval leaves a run at TRAIN_STEPS without them)."""
+    from training.metrics_log import read_records
+
+    return any(r["step"] == step and any(k.startswith(prefix) for k in r)
+               for r in read_records(model_dir))
 
 
 def missing_at(evaluators: tuple, model_dir: str, step: int) -> list:

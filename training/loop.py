@@ -40,6 +40,7 @@ from fields.integers import require_int
 from training.checkpoints.manager import Checkpointer
 from training.evaluator import checked, missing_at, run_one
 from training.metrics_writer import MetricsWriter
+from training.run_dir import RunDir
 from training.prefetch import DevicePrefetch
 from training.throughput import Throughput
 from training.trainer import Trainer
@@ -242,7 +243,7 @@ def _final_eval(evaluators, model_dir: str, step: int, params, primary: bool) ->
 
 def _run(trainer, config, model_dir, make_feed, evaluators, identity, initial_params,
          progress, preemption) -> dict:
-    ckpt = Checkpointer(f"{model_dir}/checkpoints", keep=config.keep_checkpoints,
+    ckpt = Checkpointer(RunDir.of(model_dir).checkpoints, keep=config.keep_checkpoints,
                         async_save=config.async_checkpoints, identity=identity)
     ckpt.check_identity()
     abstract = trainer.abstract_state()

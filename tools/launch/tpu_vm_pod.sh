@@ -9,7 +9,7 @@
 # The same command runs on all workers at once (--worker=all). partitioning.distributed
 # detects the Cloud TPU VM, so no coordinator flags are needed; host 0 writes the logs and
 # every host writes its shards of each checkpoint. MODEL_DIR must be one directory that
-# all workers see (Filestore/NFS or a gcsfuse mount of a bucket), created beforehand.
+# all workers see: a bucket (gs://BUCKET/runs/NAME, written directly) or Filestore/NFS.
 # REPO_DIR is where t5pod is checked out and installed on every worker.
 set -euo pipefail
 : "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}" "${MODEL_DIR:?set MODEL_DIR (shared by all workers)}"

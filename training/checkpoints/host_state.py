@@ -21,6 +21,8 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from fields import paths
+
 LEGACY = "metadata"  # the one JSON file orbax's JsonSave wrote
 _NAME = re.compile(r"process_(\d+)-of-(\d+)\.json$")
 
@@ -31,19 +33,17 @@ def file_name(index: int, count: int) -> str:
 
 def read(directory: str, index: int, count: int) -> dict:
     """This host's saved feed state from an `input` item directory ({} if none was saved)."""
-    own = os.path.join(directory, file_name(index, count))
-    names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+    names = paths.listdir(directory)
     others = sorted((m for m in map(_NAME.match, names) if m), key=lambda m: int(m.group(1)))
-    if os.path.exists(own):
-        path = own
+    if file_name(index, count) in names:
+        path = paths.join(directory, file_name(index, count))
     elif others:
-        path = os.path.join(directory, others[0].group(0))
+        path = paths.join(directory, others[0].group(0))
     elif LEGACY in names:
-        path = os.path.join(directory, LEGACY)
+        path = paths.join(directory, LEGACY)
     else:
         return {}
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(paths.read_text(path))
 
 
 class HostStateHandler(ocp.CheckpointHandler):

@@ -8,28 +8,30 @@ orbax `state/`) or a t5x model_dir holding them (`model_zoo.t5x`).
 
 from __future__ import annotations
 
-import os
-
+from fields import paths
 from model_zoo import t5x
 
 KINDS = ("hf", "t5pod", "t5x")
 
 
 def detect(path: str) -> str:
-    path = os.fspath(path)
-    if not os.path.exists(path):
+    if not paths.exists(path):
         raise FileNotFoundError(f"checkpoint path {path} does not exist")
-    if os.path.isdir(path):
-        names = set(os.listdir(path))
+    names = set(paths.listdir(path))
+    if names:
         if "config.json" in names and names & {"model.safetensors",
                                                "model.safetensors.index.json"}:
             return "hf"
         if "model.json" in names and "checkpoints" in names:
             return "t5pod"
+    if paths.is_bucket(path):  # a t5x checkpoint is told by its files (no download yet)
+        if names & {"checkpoint", "state"} or any(n.startswith("checkpoint_") for n in names) \
+                or paths.name(path) == "checkpoint":
+            return "t5x"
     try:
         t5x.find(path)
     except FileNotFoundError:
-        found = sorted(os.listdir(path)) if os.path.isdir(path) else [os.path.basename(path)]
+        found = sorted(names) if names else [paths.name(path)]
         raise FileNotFoundError(
             f"{path} is no checkpoint t5pod reads: expected an HF directory (config.json + "
             "model.safetensors), a t5pod model_dir (model.json + checkpoints/) or a t5x "

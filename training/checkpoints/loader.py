@@ -19,12 +19,12 @@ parts), `load` (inference) and tools.convert all load through here.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import jax
 import numpy as np
 
 import partitioning
+from fields import paths
 from model_zoo import EncoderDecoder, ModelConfig, hf, t5x
 from training.checkpoints import kinds
 from model_zoo.identity import differences, identity_of
@@ -32,6 +32,7 @@ from model_zoo.model_def import ModelDef, model_def
 from training.checkpoints.model_json import MODEL_JSON, read_model_json
 from training.checkpoints.verify import DamagedCheckpoint
 from training.checkpoints.manager import Checkpointer, abstract_with_shardings
+from training.run_dir import CHECKPOINTS, RunDir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,23 +48,23 @@ class Checkpoint:
     model_dir: str | None = None   # t5pod
     step: int | None = None        # t5pod: the step to restore (None: the newest)
     t5x_params: dict | None = dataclasses.field(default=None, repr=False, compare=False)
+    url: str | None = None  # where it was read from, when `path` is its local download
 
     @property
     def name(self) -> str:
-        return f"{self.what}={self.path}"
+        return f"{self.what}={self.url or self.path}"
 
 
 def _t5pod_dir(path: str) -> tuple[str | None, int | None]:
     """(model_dir, step) for DIR, DIR/checkpoints or DIR/checkpoints/STEP; (None, None)."""
-    path = os.path.abspath(path)
-    parent = os.path.dirname(path)
+    parent = paths.parent(path)
     candidates = [(path, None)]
-    if os.path.basename(path) == "checkpoints":
+    if paths.name(path) == CHECKPOINTS:
         candidates.append((parent, None))
-    if os.path.basename(path).isdigit() and os.path.basename(parent) == "checkpoints":
-        candidates.append((os.path.dirname(parent), int(os.path.basename(path))))
+    if paths.name(path).isdigit() and paths.name(parent) == CHECKPOINTS:
+        candidates.append((paths.parent(parent), int(paths.name(path))))
     for model_dir, step in candidates:
-        if os.path.isfile(os.path.join(model_dir, MODEL_JSON)):
+        if paths.isfile(paths.join(model_dir, MODEL_JSON)):
             return model_dir, step
     return None, None
 
@@ -73,8 +74,8 @@ def open_checkpoint(path: str, what: str = "checkpoint", model: ModelConfig | No
     """The checkpoint at `path`. `model`: the ModelConfig a t5x checkpoint is read as (for
     the others it is checked with `check_model`). `overrides` replace ModelConfig fields that
     leave the params unchanged (dtype, dropout_rate, ...). `step`: a t5pod step."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
+    path = paths.user_path(path, what)
+    if not paths.exists(path):
         raise FileNotFoundError(f"{what}={path} does not exist")
     model_dir, path_step = _t5pod_dir(path)
     if model_dir is None:
@@ -87,9 +88,11 @@ def open_checkpoint(path: str, what: str = "checkpoint", model: ModelConfig | No
     if step is not None and kind != "t5pod":
         raise ValueError(f"{what}={path}: a step ({step}) names a t5pod checkpoint; this is "
                          f"{'an HF directory' if kind == 'hf' else 'a t5x checkpoint'}")
+    url = path if kind != "t5pod" and paths.is_bucket(path) else None
+    path = paths.downloaded(path) if url else path  # safetensors / t5x readers: local files
     if kind == "hf":
         cfg = hf.read_config(path, **overrides)
-        return Checkpoint(what, path, kind, cfg, identity_of(cfg))
+        return Checkpoint(what, path, kind, cfg, identity_of(cfg), url=url)
     if kind == "t5pod":
         cfg, task = read_model_json(model_dir)
         cfg = cfg.replace(**overrides) if overrides else cfg
@@ -99,7 +102,8 @@ def open_checkpoint(path: str, what: str = "checkpoint", model: ModelConfig | No
         cfg = t5x.read_config(path, flat, **overrides)
     else:
         cfg = model.replace(**overrides) if overrides else model
-    return Checkpoint(what, path, kind, cfg, _t5x_identity(path, flat), t5x_params=flat)
+    return Checkpoint(what, path, kind, cfg, _t5x_identity(path, flat), t5x_params=flat,
+                      url=url)
 
 
 def _t5x_identity(path: str, flat: dict) -> dict | None:
@@ -164,7 +168,7 @@ def restore(ckpt: Checkpoint, mesh, rules="data_parallel", config: ModelConfig |
 
 
 def _restore_t5pod(ckpt: Checkpoint, target: dict) -> dict:
-    directory = os.path.join(ckpt.model_dir, "checkpoints")
+    directory = RunDir.of(ckpt.model_dir).checkpoints
     checkpointer = Checkpointer(directory, async_save=False, read_only=True)
     steps = checkpointer.all_steps()
     step = steps[-1] if ckpt.step is None and steps else ckpt.step

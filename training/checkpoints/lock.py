@@ -1,5 +1,8 @@
 """One writer per model_dir: a lock file naming the host, pid and start time of its run.
 
+On a bucket the lock is a lease taken by conditional writes instead (bucket_lock.py); a run
+whose lease was taken over stops saving (`ensure_held`). What follows is the local lock.
+
 Taken (by process 0 of a run; all hosts share the model_dir) before the run writes
 anything, released on exit, exceptions included. A second run is refused with the
 holder's name. A lock left by a dead process is taken over with a message: on the same
@@ -20,34 +23,20 @@ import sys
 import threading
 import time
 
-LOCK_FILE = "t5pod.lock"
+from fields import paths
+from training.checkpoints import bucket_lock
+from training.checkpoints.process_alive import dead_pid, start_ticks
+from training.run_dir import RunDir
+
 REFRESH_S, STALE_AFTER_S = 60.0, 600.0
 
 _held: dict[str, threading.Event] = {}  # abspath -> its refresher's stop event
+_leases: dict[str, bucket_lock.Lease] = {}  # lock URL -> the lease this process holds
 _guard = threading.Lock()
 
 
 class RunLocked(RuntimeError):
     """Another live run writes this model_dir."""
-
-
-def _start_ticks(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), None where unknown."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _stale(holder: dict, path: str) -> str | None:
@@ -56,13 +45,7 @@ def _stale(holder: dict, path: str) -> str | None:
         age = time.time() - os.path.getmtime(path)
         return f"unreadable for {age:.0f} s" if age > 10 else None
     if holder.get("host") == socket.gethostname():
-        pid = int(holder.get("pid", -1))
-        if not _alive(pid):
-            return f"pid {pid} is gone"
-        ticks = _start_ticks(pid)
-        if ticks is not None and holder.get("start_ticks") not in (None, ticks):
-            return f"pid {pid} now belongs to another process"
-        return None
+        return dead_pid(int(holder.get("pid", -1)), holder.get("start_ticks"))
     age = time.time() - os.path.getmtime(path)
     if age > STALE_AFTER_S:
         return f"not refreshed for {age:.0f} s"
@@ -76,7 +59,7 @@ def _describe(holder: dict) -> str:
 
 def _create(path: str) -> bool:
     me = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
-          "start_ticks": _start_ticks(os.getpid()), "argv": sys.argv}
+          "start_ticks": start_ticks(os.getpid()), "argv": sys.argv}
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
@@ -86,12 +69,15 @@ def _create(path: str) -> bool:
     return True
 
 
-def acquire(model_dir: str) -> None:
-    path = os.path.join(os.path.abspath(model_dir), LOCK_FILE)
+def acquire(model_dir) -> None:
+    path = RunDir.of(model_dir).lock
     with _guard:
-        if path in _held:
+        if path in _held or path in _leases:
             raise RunLocked(f"{model_dir}: this process already holds its lock {path}; a run "
                             "takes it once")
+        if paths.is_bucket(path):
+            _leases[path] = bucket_lock.Lease(path, str(model_dir), RunLocked)
+            return
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with _dir_locked(os.path.dirname(path)):
             _take(path, model_dir)
@@ -145,9 +131,20 @@ def _refresh(path: str, stop: threading.Event) -> None:
             return
 
 
-def release(model_dir: str) -> None:
-    path = os.path.join(os.path.abspath(model_dir), LOCK_FILE)
+def ensure_held() -> None:
+    """Raise LockLost if a lease this process holds on a bucket was taken over."""
+    for lease in list(_leases.values()):
+        if lease.lost:
+            raise bucket_lock.LockLost(lease.lost)
+
+
+def release(model_dir) -> None:
+    path = RunDir.of(model_dir).lock
     with _guard:
+        lease = _leases.pop(path, None)
+        if lease is not None:
+            lease.release()
+            return
         stop = _held.pop(path, None)
         if stop is None:
             return

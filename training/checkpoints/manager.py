@@ -1,13 +1,15 @@
 """Orbax checkpoints of the train state, each host's input position and the model's identity.
 
 A CheckpointManager writes asynchronously. Orbax finalises a step by renaming its
-temporary directory, so a write that was cut off is never listed. Just before that rename
+temporary directory (on a local disk) or by writing its `commit_success.txt` (on gs://,
+which has no rename), so a write that was cut off is never listed. Just before that commit
 every file of the step gets a checksum (checkpoint_verify); a restore verifies them and the
 restored values are checked finite, and the train loop falls back to the newest step that
 passes, setting the damaged ones aside. A state holding NaN/inf is never saved; old steps
 are evicted (keep-last-N) only once a newer step has committed; a failed background save
 raises once, at the next step boundary, naming the step and the last good one. Restores
-take target shardings, so a checkpoint written on one mesh loads onto any other.
+take target shardings, so a checkpoint written on one mesh loads onto any other. Paths go
+through the one path layer (fields/paths.py); s3:// is refused (`refuse_s3`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
 import sys
 
 import jax
@@ -23,7 +24,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from fields import paths
 from model_zoo.identity import from_stored
+from training.checkpoints.lock import ensure_held
 from training.checkpoints.host_state import HostStateRestore, HostStateSave
 from training.checkpoints.verify import (MANIFEST, DamagedCheckpoint, has_manifest, read_json,
                                        verify_step, write_manifest)
@@ -32,6 +35,19 @@ from training.loss_scale import LegacyLossScaleState
 from training.train_state import TrainState
 
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"  # where orbax writes a step before renaming it
+COMMIT_MARKER = "commit_success.txt"  # orbax's commit of a step on a bucket
+DAMAGED_NOTE = "t5pod_damaged.txt"
+
+
+def refuse_s3(directory: str, flag: str = "the checkpoint directory") -> None:
+    """Orbax 0.12 cannot write checkpoints to s3:// (its tensorstore path handling turns
+    `s3://b/x` into the relative `s3:/b/x` and refuses it; no public option avoids that)."""
+    if paths.scheme(directory) == "s3":
+        raise ValueError(f"{flag}={directory}: t5pod cannot keep checkpoints on s3:// (orbax "
+                         "0.12 writes local paths and gs:// only); use gs:// or a local/NFS "
+                         "path for the model_dir. s3:// works for task caches, data files, "
+                         "metrics (tools.eval --metrics_dir) and exports (tools.convert "
+                         "--to_hf_dir).")
 
 
 class CheckpointSaveError(RuntimeError):
@@ -89,7 +105,9 @@ class Checkpointer:
         _choose_replica_writes."""
         if keep < 1:
             raise ValueError(f"keep={keep} must be >= 1 checkpoints")
-        self.directory = os.path.abspath(directory)
+        directory = os.fspath(directory)
+        refuse_s3(directory)
+        self.directory = directory if paths.is_bucket(directory) else os.path.abspath(directory)
         self.identity = identity or {}
         self.keep, self.async_save = keep, async_save
         self.last_good: int | None = None  # newest step known complete and finite
@@ -110,6 +128,14 @@ class Checkpointer:
                     post_finalization_callback=self._write_manifest)))
 
     def _check_writable(self) -> None:
+        if paths.is_bucket(self.directory):
+            from fields.conditional_writes import bucket_problem
+
+            problem = bucket_problem(self.directory)
+            if problem:
+                raise PermissionError(f"checkpoint directory {self.directory} is not writable: "
+                                      f"{problem}")
+            return
         parent = self.directory
         while not os.path.exists(parent):
             parent = os.path.dirname(parent)
@@ -118,7 +144,7 @@ class Checkpointer:
                                   f"({parent} refuses writes)")
 
     def step_dir(self, step: int) -> str:
-        return os.path.join(self.directory, str(step))
+        return paths.join(self.directory, str(step))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -132,7 +158,7 @@ class Checkpointer:
         verified = verify_step(self.step_dir(step))
         older = [s for s in self.all_steps() if s < step and has_manifest(self.step_dir(s))]
         if not verified and older:  # this t5pod commits the manifest with the step
-            raise DamagedCheckpoint(os.path.join(self.step_dir(step), MANIFEST),
+            raise DamagedCheckpoint(paths.join(self.step_dir(step), MANIFEST),
                                     f"missing, though the older step {older[-1]} has one")
         return verified
 
@@ -150,8 +176,8 @@ class Checkpointer:
                 except DamagedCheckpoint:
                     continue
             return
-        path = os.path.join(self.step_dir(step), "identity", "metadata")
-        if not os.path.exists(path):
+        path = paths.join(self.step_dir(step), "identity", "metadata")
+        if not paths.exists(path):
             return
         stored = from_stored(read_json(path))
         diff = {k: (stored.get(k), self.identity.get(k)) for k in set(stored) | set(self.identity)
@@ -168,6 +194,7 @@ class Checkpointer:
         """Start writing `step` (in the background where async); refuses a non-finite state."""
         if self.read_only:
             raise PermissionError(f"{self.directory} was opened read-only; it takes no saves")
+        ensure_held()  # a run whose bucket lease was taken over saves nothing more
         self._finish()  # the previous save's error surfaces here at the latest
         if not all_finite(state):
             raise NonFiniteState(
@@ -189,7 +216,8 @@ class Checkpointer:
         """Orbax's commit hook (process 0, all hosts' files written, not yet renamed)."""
         step = self._pending
         tmp = self.step_dir(step) + _TMP_SUFFIX
-        write_manifest(tmp if os.path.isdir(tmp) else self.step_dir(step), step)
+        on_disk = not paths.is_bucket(tmp) and os.path.isdir(tmp)  # buckets: written in place
+        write_manifest(tmp if on_disk else self.step_dir(step), step)
 
     def poll(self) -> None:
         """At a step boundary: if the background save has ended, raise its error (once)."""
@@ -217,7 +245,7 @@ class Checkpointer:
             return
         old = self.all_steps()[:-self.keep]
         for step in old:
-            shutil.rmtree(self.step_dir(step), ignore_errors=True)
+            paths.rmtree(self.step_dir(step))
         if old:
             self.manager.reload()
 
@@ -278,7 +306,7 @@ class Checkpointer:
 
     def _counts_skip_streaks(self, step: int) -> bool:
         """Whether the checkpoint's loss-scale state has `skipped_in_a_row`."""
-        path = epath.Path(os.path.join(self.directory, str(step), "state"))
+        path = epath.Path(paths.join(self.step_dir(step), "state"))
         try:
             tree = ocp.StandardCheckpointHandler().metadata(path).tree
             return "skipped_in_a_row" in tree["loss_scale"]
@@ -288,7 +316,7 @@ class Checkpointer:
     def restore_newest_good(self, abstract_state: TrainState):
         """(state, input_state, step) of the newest step that verifies and is finite, or
         (None, None, None) for an empty directory. Damaged newer steps are reported and
-        renamed to STEP.damaged; if every step is damaged, NoGoodCheckpoint (nothing moved)."""
+        moved to STEP.damaged; if every step is damaged, NoGoodCheckpoint (nothing moved)."""
         damaged = []
         for step in reversed(self.all_steps()):
             try:
@@ -300,7 +328,7 @@ class Checkpointer:
                 damaged.append((step, e))
                 continue
             if damaged and not self.read_only:
-                self._set_aside([s for s, _ in damaged])
+                self._set_aside(damaged)
             self._note_unverified(step, verified)
             self.last_good = step
             return state, input_state, step
@@ -311,15 +339,20 @@ class Checkpointer:
                 + ". Nothing was changed; move the directory away to start afresh.")
         return None, None, None
 
-    def _set_aside(self, steps: list[int]) -> None:
-        """Rename damaged steps out of orbax's sight (kept for inspection, never reused)."""
+    def _set_aside(self, damaged: list[tuple[int, Exception]]) -> None:
+        """Move damaged steps out of orbax's sight (kept for inspection, never reused): one
+        rename on a local disk; on a bucket the commit marker moves first (orbax stops
+        listing the step at once), then the rest, beside a note saying why."""
         if self._primary:
-            for step in steps:
+            for step, why in damaged:
                 target, n = self.step_dir(step) + ".damaged", 1
-                while os.path.exists(target):
+                while paths.exists(target):
                     n += 1
                     target = f"{self.step_dir(step)}.damaged{n}"
-                os.rename(self.step_dir(step), target)
+                paths.move_tree(self.step_dir(step), target, first=COMMIT_MARKER)
+                if paths.is_bucket(target):
+                    paths.write_text(paths.join(target, DAMAGED_NOTE),
+                                     f"step {step} was set aside by t5pod: {why}\n")
                 print(f"moved the damaged step {step} to {target}", file=sys.stderr)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils

@@ -9,29 +9,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
+from fields import paths
 from model_zoo import ModelConfig
 from model_zoo.config import activations_of_feed_forward_proj
+from training.run_dir import MODEL_JSON, RunDir
 
-MODEL_JSON = "model.json"
 
-
-def write_model_json(model_dir: str, cfg: ModelConfig, task: str | None,
+def write_model_json(model_dir, cfg: ModelConfig, task: str | None,
                      lengths: dict | None = None) -> None:
-    os.makedirs(model_dir, exist_ok=True)
-    with open(os.path.join(model_dir, MODEL_JSON), "w") as f:
-        json.dump({"model": dataclasses.asdict(cfg), "task": task,
-                   "task_feature_lengths": lengths}, f, indent=2)
+    paths.write_text(RunDir.of(model_dir).model_json, json.dumps(
+        {"model": dataclasses.asdict(cfg), "task": task, "task_feature_lengths": lengths},
+        indent=2))
 
 
-def _read(model_dir: str) -> dict:
-    path = os.path.join(model_dir, MODEL_JSON)
-    if not os.path.isfile(path):
+def _read(model_dir) -> dict:
+    path = RunDir.of(model_dir).model_json
+    if not paths.isfile(path):
         raise FileNotFoundError(f"{model_dir} is not a t5pod model_dir (no {MODEL_JSON}) nor an "
                                 "HF directory (no config.json)")
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(paths.read_text(path))
 
 
 def _activations(fields: dict) -> dict:

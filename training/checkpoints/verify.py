@@ -1,18 +1,21 @@
 """Checksums of a checkpoint step: written at save, verified before a restore.
 
 Orbax checksums neither the array chunks nor its JSON files, so a flipped byte restores
-silently. At save, once every host's files of a step are written and before orbax renames
-the step into place, process 0 records the size and CRC-32 of every file in
-`MANIFEST`, which the atomic rename then commits with the step. Before a restore,
-`verify_step` reads every file back and compares. A step written before manifests existed
-is checked for its required files and readable JSON only, and is reported as unverified.
+silently. At save, once every host's files of a step are written and before orbax commits
+the step (a rename on a local disk, `commit_success.txt` on a bucket), process 0 records the
+size and CRC-32 of every file in `MANIFEST`, which the commit then covers. Every file is
+read and written through the path layer (fields/paths.py), so steps on gs:// verify alike.
+Before a restore, `verify_step` reads every file back and compares. A step written before
+manifests existed is checked for its required files and readable JSON only, and is reported
+as unverified.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import zlib
+
+from fields import paths
 
 MANIFEST = "t5pod_manifest.json"
 # Written (or rewritten, with the commit time) by orbax after the manifest: required, and
@@ -36,7 +39,7 @@ class DamagedCheckpoint(Exception):
 
 def _crc32(path: str) -> int:
     crc = 0
-    with open(path, "rb") as f:
+    with paths.open_read(path) as f:
         while chunk := f.read(_CHUNK):
             crc = zlib.crc32(chunk, crc)
     return crc
@@ -44,28 +47,18 @@ def _crc32(path: str) -> int:
 
 def _files(step_dir: str) -> list[str]:
     """Every file under step_dir, relative, sorted; the manifest and late markers excluded."""
-    out = []
-    for root, _, names in os.walk(step_dir):
-        for name in names:
-            rel = os.path.relpath(os.path.join(root, name), step_dir)
-            if rel != MANIFEST and rel not in _AFTER_MANIFEST:
-                out.append(rel)
-    return sorted(out)
+    return [rel for rel in paths.walk_files(step_dir)
+            if rel != MANIFEST and rel not in _AFTER_MANIFEST]
 
 
 def write_manifest(step_dir: str, step: int) -> None:
     """Record size and CRC-32 of every file of the (complete, not yet renamed) step."""
     files = {}
     for rel in _files(step_dir):
-        path = os.path.join(step_dir, rel)
-        files[rel] = [os.path.getsize(path), _crc32(path)]
-    tmp = os.path.join(step_dir, MANIFEST + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump({"format": 1, "step": step, "files": files, "crc": _files_crc(files)}, f,
-                  indent=0)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(step_dir, MANIFEST))
+        path = paths.join(step_dir, rel)
+        files[rel] = [paths.getsize(path), _crc32(path)]
+    paths.write_text(paths.join(step_dir, MANIFEST), json.dumps(
+        {"format": 1, "step": step, "files": files, "crc": _files_crc(files)}, indent=0))
 
 
 def _files_crc(files: dict) -> int:
@@ -75,8 +68,7 @@ def _files_crc(files: dict) -> int:
 def read_json(path: str):
     """A checkpoint's JSON file, or DamagedCheckpoint naming it."""
     try:
-        with open(path) as f:
-            return json.load(f)
+        return json.loads(paths.read_text(path))
     except FileNotFoundError:
         raise DamagedCheckpoint(path, "missing") from None
     except (ValueError, UnicodeDecodeError) as e:
@@ -84,25 +76,26 @@ def read_json(path: str):
 
 
 def has_manifest(step_dir: str) -> bool:
-    return os.path.exists(os.path.join(step_dir, MANIFEST))
+    return paths.exists(paths.join(step_dir, MANIFEST))
 
 
 def verify_step(step_dir: str) -> bool:
     """True if every file matches the step's manifest, False if the step has none (written
     before manifests existed; required files present and JSON readable); else raises
     DamagedCheckpoint naming the first bad file and what is wrong with it."""
-    if not os.path.isdir(step_dir):
+    if not paths.isdir(step_dir):
         raise DamagedCheckpoint(step_dir, "no such checkpoint step")
-    manifest_path = os.path.join(step_dir, MANIFEST)
-    has_manifest = os.path.exists(manifest_path)
+    present = set(paths.walk_files(step_dir))
+    manifest_path = paths.join(step_dir, MANIFEST)
+    has_manifest = MANIFEST in present
     for rel in _AFTER_MANIFEST if has_manifest else _REQUIRED:
-        if not os.path.isfile(os.path.join(step_dir, rel)):
-            raise DamagedCheckpoint(os.path.join(step_dir, rel), "missing")
-    read_json(os.path.join(step_dir, "_CHECKPOINT_METADATA"))
+        if rel not in present:
+            raise DamagedCheckpoint(paths.join(step_dir, rel), "missing")
+    read_json(paths.join(step_dir, "_CHECKPOINT_METADATA"))
     if not has_manifest:
         for rel in _JSON:
-            if rel in _REQUIRED or os.path.exists(os.path.join(step_dir, rel)):
-                read_json(os.path.join(step_dir, rel))
+            if rel in _REQUIRED or rel in present:
+                read_json(paths.join(step_dir, rel))
         return False
     manifest = read_json(manifest_path)
     try:
@@ -114,10 +107,10 @@ def verify_step(step_dir: str) -> bool:
         raise DamagedCheckpoint(manifest_path, "contents changed since the save (CRC-32 "
                                                "mismatch)")
     for rel, (size, crc) in sorted(files.items()):
-        path = os.path.join(step_dir, rel)
-        if not os.path.isfile(path):
+        path = paths.join(step_dir, rel)
+        if rel not in present:
             raise DamagedCheckpoint(path, "missing")
-        actual = os.path.getsize(path)
+        actual = paths.getsize(path)
         if actual != size:
             raise DamagedCheckpoint(path, f"{actual} bytes, {size} when saved (truncated or "
                                           "overwritten)")
