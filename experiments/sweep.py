@@ -18,6 +18,7 @@ import shlex
 import sys
 import time
 
+from fields import paths
 from runner import gin_flags
 from experiments import sweep_report
 from experiments.sweep_config import Member, SweepConfig, read
@@ -62,7 +63,7 @@ def check(cfg: SweepConfig, members: list[Member], extra: list[str], out: str) -
         try:
             request_cpu_devices(run.mesh)
             Trainer(run.model, run.trainer, partitioning.make_mesh(run.mesh))
-            checkpointed_step(run, os.path.join(out, member.name), identity_of(run.model))
+            checkpointed_step(run, paths.join(out, member.name), identity_of(run.model))
             data = [(run.feed.mixture_or_task_name, "train")]
             if run.heldout_mixture and cfg.heldout_examples:
                 data.append((run.heldout_mixture, "validation"))
@@ -97,7 +98,7 @@ def run_member(cfg: SweepConfig, member: Member, run, records: dict, out: str) -
     """Train one member and write its result; None if SIGTERM stopped it first."""
     from runner.train import train
 
-    model_dir = os.path.join(out, member.name)
+    model_dir = paths.join(out, member.name)
     start = time.time()
     if train(run, model_dir, progress=False, records=records)["preempted"]:
         return None  # unfinished: no result, so the next invocation resumes it
@@ -108,20 +109,19 @@ def run_member(cfg: SweepConfig, member: Member, run, records: dict, out: str) -
                                     run.lengths, run.feed.task_settings))
     metrics["train_seconds"] = round(seconds, 1)
     result = {"member": member.name, "bindings": dict(member.bindings), "metrics": metrics}
-    with open(os.path.join(model_dir, RESULT), "w") as f:
-        json.dump(result, f, indent=2)
+    paths.write_text(paths.join(model_dir, RESULT), json.dumps(result, indent=2))
     return result
 
 
 @contextlib.contextmanager
-def compilation_cache(path: str):
+def compilation_cache(path: str | None):
     """JAX's persistent compilation cache in `path` while members run, unless the user set
     one: members that compile the same programs (e.g. sweeping mixture weights, steps or the
     initial checkpoint) and re-runs of a sweep then skip XLA compilation."""
     import jax
     from jax.experimental.compilation_cache import compilation_cache as cc
 
-    if jax.config.jax_compilation_cache_dir:
+    if jax.config.jax_compilation_cache_dir or path is None:  # None: OUT is a bucket
         yield
         return
     names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
@@ -139,11 +139,10 @@ def compilation_cache(path: str):
 
 
 def finished(out: str, member: Member) -> dict | None:
-    path = os.path.join(out, member.name, RESULT)
-    if not os.path.isfile(path):
+    path = paths.join(out, member.name, RESULT)
+    if not paths.isfile(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(paths.read_text(path))
 
 
 def emit(sweep_path: str, out: str, members: list[Member], relaunch_flags: list[str]) -> list:
@@ -152,7 +151,7 @@ def emit(sweep_path: str, out: str, members: list[Member], relaunch_flags: list[
     os.makedirs(launch, exist_ok=True)
     base = [sys.executable, "-m", "tools.sweep", f"--sweep={os.path.abspath(sweep_path)}",
             f"--out={os.path.abspath(out)}"] + relaunch_flags
-    paths = []
+    scripts = []
     for name, tail in [(m.name, [f"--only={m.name}"]) for m in members] + [
             ("collect", ["--collect"])]:
         path = os.path.join(launch, f"{name}.sh")
@@ -160,8 +159,8 @@ def emit(sweep_path: str, out: str, members: list[Member], relaunch_flags: list[
             f.write(f"#!/bin/sh\n# t5pod sweep member {name}\nset -e\ncd {shlex.quote(REPO)}\n"
                     f"exec {shlex.join(base + tail)}\n")
         os.chmod(path, 0o755)
-        paths.append(path)
-    return paths
+        scripts.append(path)
+    return scripts
 
 
 def sweep(sweep_path: str, out: str, bindings: list[str] = (), only: str | list | None = None,
@@ -184,7 +183,12 @@ def sweep(sweep_path: str, out: str, bindings: list[str] = (), only: str | list 
             raise ValueError(f"--only={unknown[0]!r} is not a member; members: "
                              f"{[m.name for m in members]}")
         chosen = [m for m in members if m.name in names]
-    os.makedirs(out, exist_ok=True)
+    out = paths.user_path(out, "--out")
+    if emit_only and paths.is_bucket(out):
+        raise ValueError(f"--emit writes launch scripts, which run from a local disk; give a "
+                         f"local --out, not {out} (members may still train into a bucket "
+                         "without --emit)")
+    paths.makedirs(out)
     if not collect:
         pending = [m for m in chosen if finished(out, m) is None]
         parsed = check(cfg, pending, list(bindings), out)   # each member parsed once
@@ -192,7 +196,8 @@ def sweep(sweep_path: str, out: str, bindings: list[str] = (), only: str | list 
             for path in emit(sweep_path, out, members, list(relaunch_flags)):
                 print(path)
             return []
-        with compilation_cache(os.path.join(out, ".jax_cache")):
+        local_cache = None if paths.is_bucket(out) else os.path.join(out, ".jax_cache")
+        with compilation_cache(local_cache):
             for member in pending:
                 print(f"sweep: training member {member.name}", file=sys.stderr)
                 start = time.process_time()

@@ -4,8 +4,9 @@ against each swept value)."""
 from __future__ import annotations
 
 import csv
-import os
+import io
 
+from fields import paths
 from training.metrics_log import read_records
 
 # Columns after the swept values, when any member has them.
@@ -48,10 +49,11 @@ def rows(swept: list[str], results: list[dict]) -> list[list[str]]:
 
 
 def write_csv(path: str, swept: list[str], results: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns(swept, results))
-        writer.writerows(rows(swept, results))
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(columns(swept, results))
+    writer.writerows(rows(swept, results))
+    paths.write_text(path, text.getvalue())
 
 
 def markdown(swept: list[str], results: list[dict]) -> str:
@@ -119,14 +121,15 @@ def plot(path: str, swept: list[str], results: list[dict]) -> None:
             ax.set_xlabel(key.rsplit(".", 1)[-1])
             ax.set_ylabel(metric)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=80)
     plt.close(fig)
+    paths.write_bytes(path, png.getvalue())
 
 
 def write_all(out: str, swept: list[str], results: list[dict]) -> str:
-    write_csv(os.path.join(out, "results.csv"), swept, results)
+    write_csv(paths.join(out, "results.csv"), swept, results)
     md = markdown(swept, results)
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(md + "\n")
-    plot(os.path.join(out, "results.png"), swept, results)
+    paths.write_text(paths.join(out, "results.md"), md + "\n")
+    plot(paths.join(out, "results.png"), swept, results)
     return md

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from fields.integers import require_int
+from fields.paths import user_path
 from model_zoo.config import ModelConfig
 from partitioning.mesh import MeshConfig
 from inference.seqio_evaluator import InferenceEvalConfig
@@ -42,9 +43,10 @@ class Run:
         if self.eval_feed is not None and not isinstance(self.eval_feed, FeedConfig):
             raise TypeError(f"Run.eval_feed={self.eval_feed!r} must be None or a FeedConfig")
         require_int("run.train", "eval_batches", self.eval_batches, 1)
-        object.__setattr__(self, "initial_checkpoint_path", self.initial_checkpoint_path or None)
-        object.__setattr__(self, "byte_encoder_checkpoint_path",
-                           self.byte_encoder_checkpoint_path or None)
+        for name, flag in (("initial_checkpoint_path", "INITIAL_CHECKPOINT_PATH"), (
+                "byte_encoder_checkpoint_path", "run.train.byte_encoder_checkpoint_path")):
+            given = getattr(self, name) or None  # None / '' : no checkpoint
+            object.__setattr__(self, name, given and user_path(given, flag))
         object.__setattr__(self, "heldout_mixture", self.heldout_mixture or None)
         if self.trainer.batch_size != self.feed.batch_size:
             raise ValueError(f"training.TrainConfig.batch_size={self.trainer.batch_size} differs "
