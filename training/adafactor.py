@@ -36,7 +36,7 @@ from model_zoo.axes import LogicalAxes
 
 ROW, COLUMN, BATCH = "row", "column", "batch"
 FACTOR_RULES = {"embed": ROW, "vocab": COLUMN, "mlp": COLUMN, "heads": COLUMN, "kv": COLUMN,
-                "joined_kv": COLUMN, "layers": BATCH, "expert": BATCH}
+                "joined_kv": COLUMN, "layers": BATCH, "expert": BATCH, "branch": BATCH}
 
 
 @dataclasses.dataclass(frozen=True)
