@@ -41,7 +41,10 @@ def identity_of(model_cfg: ModelConfig) -> dict:
 
 def differences(have: dict, want: dict) -> dict:
     """{field: (have, want)} where two identities differ (fields of `want`)."""
-    return {k: (have.get(k), want[k]) for k in want if have.get(k) != want[k]}
+    out = {k: (have.get(k), want[k]) for k in want if have.get(k) != want[k]}
+    if have.get("tree") is not None and "tree" not in want:  # a tree read as a plain T5
+        out["tree"] = (have["tree"], None)
+    return out
 
 
 def _renamed(fields: dict) -> dict:

@@ -18,11 +18,13 @@ MODEL_JSON = "model.json"
 
 
 def write_model_json(model_dir: str, cfg: ModelConfig, task: str | None,
-                     lengths: dict | None = None) -> None:
+                     lengths: dict | None = None, branch_tasks: dict | None = None) -> None:
+    """`branch_tasks`: a tree's {branch: task} (tools.eval/infer --branch read its task)."""
     os.makedirs(model_dir, exist_ok=True)
+    extra = {} if branch_tasks is None else {"branch_tasks": dict(branch_tasks)}
     with open(os.path.join(model_dir, MODEL_JSON), "w") as f:
         json.dump({"model": dataclasses.asdict(cfg), "task": task,
-                   "task_feature_lengths": lengths}, f, indent=2)
+                   "task_feature_lengths": lengths, **extra}, f, indent=2)
 
 
 def _read(model_dir: str) -> dict:
