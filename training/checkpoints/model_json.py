@@ -67,6 +67,11 @@ def read_model_json(model_dir: str) -> tuple[ModelConfig, str | None]:
     return _model_config(meta["model"]), meta.get("task")
 
 
+def branch_task(model_dir: str, branch: str) -> str | None:
+    """The task a tree run trained branch `branch` on (None: not recorded)."""
+    return (_read(model_dir).get("branch_tasks") or {}).get(branch)
+
+
 def trained_lengths(model_dir: str) -> dict | None:
     """The task_feature_lengths the model was trained with (None: not recorded)."""
     return _read(model_dir).get("task_feature_lengths")
