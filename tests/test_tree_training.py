@@ -186,3 +186,30 @@ def test_a_stopped_and_resumed_tree_run_equals_the_uninterrupted_run(tmp_path):
         assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
     saved = Checkpointer(str(tmp_path / "stopped" / "checkpoints")).all_steps()
     assert first["step"] in saved
+
+
+def test_a_run_refuses_a_tree_without_a_task_per_branch():
+    import tasks  # noqa: F401  (registers the tasks)
+    from model_zoo import preset
+    from partitioning.mesh import MeshConfig
+    from runner.run import Run
+    from tasks.feeding import FeedConfig
+    from training.loop import LoopConfig
+    from training.trainer import TrainConfig
+
+    model = preset("t5_1_1_tiny", vocab_size=2176,
+                   tree=TreeConfig(("spell", "words"), encoder_split=1, decoder_split=1))
+    feed = FeedConfig("flan_wikispell", {"inputs": 32, "targets": 8}, batch_size=8)
+    parts = (MeshConfig(ici={"data": 1}), TrainConfig(batch_size=8), LoopConfig(train_steps=1),
+             feed)
+    tasks_ = {"spell": "flan_wikispell", "words": "flan_demo_first_words"}
+    run = Run(model, *parts, branch_feed=BranchFeedConfig(tasks_))
+    assert run.feeds_of(feed)["words"].mixture_or_task_name == "flan_demo_first_words"
+    with pytest.raises(ValueError, match="name each branch's task with run.train.branch_feed"):
+        Run(model, *parts)
+    with pytest.raises(ValueError, match="branch 'words' of the model's tree has no task"):
+        Run(model, *parts, branch_feed=BranchFeedConfig({"spell": "flan_wikispell"}))
+    with pytest.raises(ValueError, match="but the model has no tree"):
+        Run(model.replace(tree=None), *parts, branch_feed=BranchFeedConfig(tasks_))
+    with pytest.raises(ValueError, match="unknown task or mixture 'flan_wikispel'"):
+        Run(model, *parts, branch_feed=BranchFeedConfig({**tasks_, "spell": "flan_wikispel"}))
