@@ -32,13 +32,16 @@ class Predictor(Inference):
 
     def __init__(self, model_dir: str, mesh_spec: str = "data=1", rules: str = "data_parallel",
                  decode_config: DecodeConfig | None = None, vocab=None, byte=False,
-                 max_input_length: int = 512, seed: int = 0, model=None, dcn: str = ""):
+                 max_input_length: int = 512, seed: int = 0, model=None, dcn: str = "",
+                 branch: str | None = None):
         """`model`: the ModelConfig a t5x checkpoint is read as (loader.load). The
-        vocabulary is read when first used (`.vocab`)."""
+        vocabulary is read when first used (`.vocab`). `branch`: a TreeDNN tree's branch,
+        served as its plain T5 (its trunk and that branch)."""
         mesh = mesh_config(mesh_spec, dcn)
         mesh = partitioning.make_mesh(mesh, devices=devices_for(mesh))
         rules = partitioning.rule_set(rules)
-        mdef, params, config, task = loader.load(model_dir, mesh, rules, model=model)
+        mdef, params, config, task = loader.load(model_dir, mesh, rules, model=model,
+                                                 branch=branch)
         if not (task or vocab or byte):
             vocabulary_for(None, None, False)  # the error: no vocabulary
         super().__init__(mdef, params, config, mesh, rules, decode_config,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import re
 
 import jax.numpy as jnp
 
@@ -20,6 +22,7 @@ DISPATCHES = ("einsum", "index", "dropless")
 ROUTER_LOSS_REDUCTIONS = ("layers_mean", "stacks_sum")
 ROUTER_LOSS_PADDINGS = ("excluded", "flaxformer")
 NORMS = ("rms", "kl")
+BRANCH_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 def _fail(field: str, value, expected: str):
@@ -266,6 +269,60 @@ class ByteEncoderConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TreeConfig:
+    """TreeDNN (Singh et al. 2022): a shared trunk and one branch per dataset.
+
+    The first `encoder_split` encoder layers and the first `decoder_split` decoder layers
+    (with the embeddings and relative-position biases) are the trunk, shared by every
+    branch; the layers above each split and the final norm above them are one copy per
+    branch in `branches`, and with `branch_head` the output layer too (an untied head). A
+    split equal to its stack's depth leaves that stack wholly shared (its final norm
+    too), so splits at the top with a shared head give the shared model; splits at 0
+    give separate models that share embeddings. Per-branch params lead with a logical
+    `branch` axis, and the model takes a branch index (model_zoo/tree.py).
+    """
+
+    branches: tuple[str, ...]
+    encoder_split: int
+    decoder_split: int
+    branch_head: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.branches, str) or not isinstance(self.branches, (tuple, list)):
+            raise ValueError(f"TreeConfig.branches={self.branches!r} is invalid: expected a "
+                             "tuple of branch names, e.g. ('spelling', 'nli')")
+        object.__setattr__(self, "branches", tuple(self.branches))
+        if not self.branches:
+            raise ValueError("TreeConfig.branches=() is invalid: expected at least one name")
+        for name in self.branches:
+            if not isinstance(name, str) or not BRANCH_NAME.fullmatch(name):
+                raise ValueError(f"TreeConfig.branches: {name!r} is invalid: expected names "
+                                 "of letters, digits and '_', starting with a letter")
+        repeated = sorted({n for n in self.branches if self.branches.count(n) > 1})
+        if repeated:
+            raise ValueError(f"TreeConfig.branches={self.branches!r} names {repeated} twice: "
+                             "expected distinct names")
+        for name in ("encoder_split", "decoder_split"):
+            require_int("TreeConfig", name, getattr(self, name), 0,
+                        meaning="how many layers of the stack the trunk holds")
+        if not isinstance(self.branch_head, bool):
+            raise ValueError(f"TreeConfig.branch_head={self.branch_head!r} is invalid: "
+                             "expected a bool")
+
+    def index(self, name: str) -> int:
+        """The branch index of `name`, or an error naming the branches (did you mean)."""
+        if name in self.branches:
+            return self.branches.index(name)
+        close = difflib.get_close_matches(str(name), self.branches, n=3, cutoff=0.5)
+        raise ValueError(f"unknown branch {name!r}; this tree's branches are "
+                         f"{list(self.branches)}" + (f"; did you mean {close[0]!r}?" if close
+                                                     else ""))
+
+    def split(self, side: str) -> int:
+        return self.encoder_split if side == "encoder" else self.decoder_split
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Dimensions and numerics of a T5 encoder-decoder (names as in the T5 paper/t5x).
 
@@ -305,6 +362,7 @@ class ModelConfig:
     norm: str = "rms"
     kl_norm_weight: float = 1e-3
     kl_norm_init_log_variance: float = -4.0
+    tree: TreeConfig | None = None   # set: a TreeDNN trunk and branches (model_zoo/tree.py)
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "d_ff", "num_heads", "d_kv",
@@ -347,6 +405,29 @@ class ModelConfig:
             _fail("frozen", self.frozen, f"names among this model's top-level params {parts}")
         self._check_moe()
         self._check_norm()
+        self._check_tree()
+
+    def _check_tree(self):
+        if isinstance(self.tree, dict):  # from JSON / gin dicts
+            object.__setattr__(self, "tree", TreeConfig(**self.tree))
+        if self.tree is None:
+            return
+        if not isinstance(self.tree, TreeConfig):
+            _fail("tree", self.tree, "None or a TreeConfig")
+        for side, layers in (("encoder", self.num_encoder_layers),
+                             ("decoder", self.num_decoder_layers)):
+            if self.tree.split(side) > layers:
+                _fail(f"tree.{side}_split", self.tree.split(side),
+                      f"at most num_{side}_layers={layers} (the trunk holds that many layers)")
+        others = {"universal": self.universal, "moe": self.moe,
+                  "byte_encoder": self.byte_encoder}
+        for name, value in others.items():
+            if value is not None:
+                _fail("tree", self.tree, f"None when {name} is set (trees of dense T5 stacks "
+                      "only)")
+        if self.tree.branch_head and self.tie_word_embeddings:
+            _fail("tree.branch_head", True, "False with tie_word_embeddings=True (a branch's "
+                  "own output layer needs an untied head)")
 
     def _check_norm(self):
         if self.norm not in NORMS:

@@ -6,6 +6,8 @@ layer counts its k selected experts per token (the experts-choose average is the
 capacity factor) and the router, not the capacity padding. Training
 is 3x the forward pass (backward = 2x forward); remat recompute is not counted (MFU, not
 hardware FLOPs). Norms, softmax and embeddings lookups are negligible and left out.
+A TreeDNN tree computes as its plain T5 (a batch runs the trunk and one branch);
+`param_counts` says what it stores and what serving one branch loads.
 """
 
 from __future__ import annotations
@@ -70,3 +72,39 @@ def train_flops_per_step(cfg: ModelConfig, batch: int, input_len: int, target_le
                          expected_steps: float | None = None, byte_input_len: int = 0) -> float:
     return 3.0 * batch * forward_flops_per_example(cfg, input_len, target_len, expected_steps,
                                                    byte_input_len)
+
+
+def _layer_params(cfg: ModelConfig, side: str) -> int:
+    """Params of one dense layer: attention (self, and cross in the decoder), MLP, norms."""
+    attention = 4 * cfg.d_model * cfg.num_heads * cfg.d_kv
+    mlp = cfg.d_model * cfg.d_ff * (len(cfg.mlp_activations) + 1)
+    if side == "encoder":
+        return attention + mlp + 2 * cfg.d_model
+    return 2 * attention + mlp + 3 * cfg.d_model
+
+
+def param_counts(cfg: ModelConfig) -> dict[str, int]:
+    """Params of a dense T5 or TreeDNN tree (RMS norms): `shared` (the trunk: embeddings,
+    relative-position biases, the layers below each split), `per_branch` (one branch's
+    layers, final norms and head), `stored` (the trunk and every branch) and `served` (the
+    trunk and one branch: the plain T5 a branch exports to). A plain model is all trunk."""
+    tree = cfg.tree
+    embed = cfg.vocab_size * cfg.d_model
+    shared = embed + 2 * cfg.relative_attention_num_buckets * cfg.num_heads
+    head = 0 if cfg.tie_word_embeddings else embed
+    per_branch = 0
+    if tree is not None and tree.branch_head:
+        per_branch += head
+    else:
+        shared += head
+    for side, depth in (("encoder", cfg.num_encoder_layers), ("decoder", cfg.num_decoder_layers)):
+        split = depth if tree is None else tree.split(side)
+        shared += split * _layer_params(cfg, side)
+        above = (depth - split) * _layer_params(cfg, side)
+        if above:
+            per_branch += above + cfg.d_model  # the branch's layers and final norm
+        else:
+            shared += cfg.d_model
+    branches = 1 if tree is None else len(tree.branches)
+    return {"shared": shared, "per_branch": per_branch,
+            "stored": shared + branches * per_branch, "served": shared + per_branch}

@@ -30,6 +30,9 @@ def identity_of(model_cfg: ModelConfig) -> dict:
                                "mlp_activations": list(b.mlp_activations)}
     if model_cfg.norm != "rms":  # KL-Norm's extra params; RMS identities stay as they were
         out["norm"] = model_cfg.norm
+    t = model_cfg.tree
+    if t is not None:  # absent for plain models, so their identities stay as they were
+        out["tree"] = {**dataclasses.asdict(t), "branches": list(t.branches)}
     m = model_cfg.moe
     out["moe"] = None if m is None else {k: getattr(m, k) for k in (
         "num_experts", "encoder_sparse_step", "decoder_sparse_step")}
@@ -38,7 +41,10 @@ def identity_of(model_cfg: ModelConfig) -> dict:
 
 def differences(have: dict, want: dict) -> dict:
     """{field: (have, want)} where two identities differ (fields of `want`)."""
-    return {k: (have.get(k), want[k]) for k in want if have.get(k) != want[k]}
+    out = {k: (have.get(k), want[k]) for k in want if have.get(k) != want[k]}
+    if have.get("tree") is not None and "tree" not in want:  # a tree read as a plain T5
+        out["tree"] = (have["tree"], None)
+    return out
 
 
 def _renamed(fields: dict) -> dict:

@@ -31,7 +31,7 @@ def _is_variable(x) -> bool:
 
 class ScannedLayers(nnx.Module):
     def __init__(self, make_layer: Callable[[nnx.Rngs], nnx.Module], num_layers: int,
-                 remat_policy: str, rngs: nnx.Rngs):
+                 remat_policy: str, rngs: nnx.Rngs, first_layer: int = 0):
         graphdefs = []
 
         def init_one(key):
@@ -45,9 +45,11 @@ class ScannedLayers(nnx.Module):
         self.layer = nnx.merge(graphdefs[0], stacked)
         self.num_layers = num_layers
         self.remat_policy = remat_policy
+        self.first_layer = first_layer  # the index of this stack's first layer in its model
 
     def scan(self, fn: Callable, carry, xs=None, remat: bool = False):
-        """lax.scan of `fn(layer, carry, x, index) -> (carry, y)` over the stacked layers."""
+        """lax.scan of `fn(layer, carry, x, index) -> (carry, y)` over the stacked layers
+        (`index` counts from `first_layer`: a tree branch's layers above its trunk)."""
         graphdef, state = nnx.split(self.layer)
 
         def body(c, inputs):
@@ -56,7 +58,8 @@ class ScannedLayers(nnx.Module):
 
         if remat and self.remat_policy != "none":
             body = jax.checkpoint(body, policy=REMAT[self.remat_policy], prevent_cse=False)
-        return jax.lax.scan(body, carry, (state, jnp.arange(self.num_layers), xs))
+        first = self.first_layer
+        return jax.lax.scan(body, carry, (state, jnp.arange(first, first + self.num_layers), xs))
 
     def forward(self, x, *args, rng=None, deterministic=True, weights=None):
         """(outputs, aux): the stack interface shared with universal.RecurrentStack; aux holds

@@ -20,7 +20,8 @@ Rules = tuple[tuple[str, object], ...]
 # Batch over every data-like axis; where `expert` already holds a dim (an MoE layer's
 # expert-dispatched activations [expert, batch, ...]), over the other two.
 _BATCH = ("batch", ("data", "fsdp", "expert")), ("batch", ("data", "fsdp"))
-_COMMON = (("length", None), ("kv", None), ("relpos_buckets", None), ("layers", None))
+_COMMON = (("length", None), ("kv", None), ("relpos_buckets", None), ("layers", None),
+           ("branch", None))  # a TreeDNN branch: replicated, each device holds every branch
 
 DATA_PARALLEL: Rules = (*_BATCH, ("embed", None), ("heads", None), ("mlp", None),
                         ("vocab", None), ("expert", None)) + _COMMON

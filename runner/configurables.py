@@ -11,7 +11,8 @@ import dataclasses
 
 import gin
 
-from model_zoo.config import ByteEncoderConfig, ModelConfig, MoEConfig, UniversalConfig
+from model_zoo.config import (ByteEncoderConfig, ModelConfig, MoEConfig, TreeConfig,
+                              UniversalConfig)
 from model_zoo.decoding import DecodeConfig
 from model_zoo.presets import preset
 from partitioning.mesh import MeshConfig
@@ -45,6 +46,7 @@ decode_config = gin.external_configurable(DecodeConfig, module="model_zoo")
 gin.external_configurable(UniversalConfig, module="model_zoo")
 gin.external_configurable(ByteEncoderConfig, module="model_zoo")
 gin.external_configurable(MoEConfig, module="model_zoo")
+gin.external_configurable(TreeConfig, module="model_zoo")
 
 gin.external_configurable(InferenceEvalConfig, name="inference_eval", module="run")
 
@@ -58,7 +60,8 @@ def train(model=gin.REQUIRED, mesh=gin.REQUIRED, trainer=None, loop=gin.REQUIRED
           feed=gin.REQUIRED, eval_feed=None, eval_batches: int = 8,
           initial_checkpoint_path: str | None = None,
           byte_encoder_checkpoint_path: str | None = None,
-          heldout_mixture: str | None = None, train=None, inference_eval=None):
+          heldout_mixture: str | None = None, train=None, inference_eval=None,
+          branch_feed=None):
     """The Run a gin file describes (`run.train.trainer = @training.TrainConfig()`; the
     older spelling `run.train.train` is still read)."""
     from runner.run import Run
@@ -71,7 +74,7 @@ def train(model=gin.REQUIRED, mesh=gin.REQUIRED, trainer=None, loop=gin.REQUIRED
                        for f in (feed, eval_feed))
     return Run(model, mesh, trainer or train, loop, feed, eval_feed, eval_batches,
                initial_checkpoint_path, byte_encoder_checkpoint_path, heldout_mixture,
-               inference_eval)
+               inference_eval, branch_feed)
 
 
 def known_configurables() -> dict[str, list[str]]:
@@ -89,6 +92,7 @@ def known_configurables() -> dict[str, list[str]]:
              "run.train": params(train), "model_zoo.DecodeConfig": params(DecodeConfig),
              "model_zoo.UniversalConfig": params(UniversalConfig),
              "model_zoo.MoEConfig": params(MoEConfig),
+             "model_zoo.TreeConfig": params(TreeConfig),
              "run.inference_eval": params(InferenceEvalConfig)}
     for cls in (TrainConfig, OptimizerConfig, ScheduleConfig, LossConfig, LossScaleConfig,
                 LoopConfig):
@@ -98,6 +102,9 @@ def known_configurables() -> dict[str, list[str]]:
         from tasks.feeding import FeedConfig
 
         known["tasks.FeedConfig"] = [p for p in params(FeedConfig) if p != "task_settings"]
+        from tasks.branch_feed import BranchFeedConfig
+
+        known["tasks.BranchFeedConfig"] = params(BranchFeedConfig)
         known.update(settings.parameters())
     except ImportError:  # no TensorFlow on this machine
         pass
@@ -112,7 +119,10 @@ def register_tasks_configurables() -> None:
     from tasks.feeding import FeedConfig
 
     if not _registered:
+        from tasks.branch_feed import BranchFeedConfig
+
         gin.external_configurable(FeedConfig, module="tasks", denylist=["task_settings"])
+        gin.external_configurable(BranchFeedConfig, module="tasks")
         for name, builder in settings.BUILDERS.items():
             _registered[name] = gin.external_configurable(builder, name=name, module="tasks")
 

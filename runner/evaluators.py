@@ -23,14 +23,23 @@ def padded(batches, batch_size: int):
         yield batch
 
 
-def eval_batches(run: Run):
-    """`make_batches()` for EvalLoss: the first `eval_batches` host batches of the eval feed."""
+def eval_batches(run: Run, feed_config=None, branch: int | None = None):
+    """`make_batches()` for EvalLoss: the first `eval_batches` host batches of the eval feed
+    (`feed_config`: a tree branch's, whose rows get that `branch` index)."""
     from tasks.feeding import HostFeed
 
+    feed_config = feed_config or run.eval_feed
+
+    def with_branch(batches):
+        for batch in batches:
+            rows = next(iter(batch.values())).shape[0]
+            yield batch if branch is None else {
+                **batch, "branch_index": np.full((rows,), branch, np.int32)}
+
     def make_batches():
-        feed = HostFeed(run.eval_feed)
-        return padded(itertools.islice(feed, run.eval_batches),
-                      run.eval_feed.batch_size // feed.process_count)
+        feed = HostFeed(feed_config)
+        return with_branch(padded(itertools.islice(feed, run.eval_batches),
+                                  feed_config.batch_size // feed.process_count))
 
     return make_batches
 
@@ -41,7 +50,11 @@ def evaluators(run: Run, trainer) -> list:
     if run.eval_feed is not None:
         from training.eval_loss import EvalLoss
 
-        out.append(EvalLoss(trainer, eval_batches(run)))
+        if run.model.tree is None:
+            out.append(EvalLoss(trainer, eval_batches(run)))
+        else:  # a tree: one eval loss per branch, on its task
+            for index, (name, feed) in enumerate(run.feeds_of(run.eval_feed).items()):
+                out.append(EvalLoss(trainer, eval_batches(run, feed, index), f"eval/{name}/"))
     if run.inference_eval is not None:
         from inference.seqio_evaluator import for_trainer
         from tasks import settings_scope

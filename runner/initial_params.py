@@ -55,8 +55,27 @@ def byte_side(path: str, model, trainer) -> dict:
     return loader.place(renamed, trainer.state_shardings.params)
 
 
+def tree_model(path: str, model, trainer) -> dict:
+    """A tree's params from a checkpoint of the same tree, or a plain T5 of its dimensions
+    copied into every branch (model_zoo.tree.grow)."""
+    import jax
+
+    from model_zoo import tree
+
+    ckpt = loader.open_checkpoint(path, INITIAL, model=model)
+    if ckpt.config.tree is not None:
+        return whole_model(path, model, trainer)
+    plain = tree.plain_config(model)
+    loader.check_model(ckpt, plain, "each branch of this tree")
+    _, params = loader.restore(ckpt, trainer.mesh, trainer.rules, config=plain)
+    return jax.device_put(tree.grow(params, model), trainer.state_shardings.params)
+
+
 def initial_params(run, trainer) -> dict | None:
     """Top-level params to put into the fresh state, or None when nothing is pretrained."""
+    if run.model.tree is not None:
+        return None if not run.initial_checkpoint_path else tree_model(
+            run.initial_checkpoint_path, run.model, trainer)
     if run.model.byte_encoder is None:
         if not run.initial_checkpoint_path:
             return None

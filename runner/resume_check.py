@@ -26,6 +26,18 @@ class _Position(HostFeed):
         pass
 
 
+def _check_position(run: Run, position: dict) -> None:
+    if run.branch_feed is None:
+        _Position.restore(run.feed, position)
+        return
+    from tasks.branch_feed import check_state
+
+    check_state(run.branch_feed, run.model.tree.branches, position)
+    feeds = run.feeds_of(run.feed)
+    for branch, saved in position["feeds"].items():
+        _Position.restore(feeds[branch], saved)
+
+
 def checkpointed_step(run: Run, model_dir: str, identity: dict) -> int | None:
     """The step this run would resume from (None: nothing to resume), or a ValueError that
     says why the model_dir's checkpoints refuse it. Writes nothing."""
@@ -53,7 +65,7 @@ def _check_input_position(run: Run, ckpt: Checkpointer, steps: list[int]) -> Non
             continue  # the restore reports it (and falls back)
         if position:
             try:
-                _Position.restore(run.feed, position)
+                _check_position(run, position)
             except ValueError as e:
                 raise ValueError(f"cannot resume {ckpt.step_dir(step)}: {e} Nothing in the "
                                  "model_dir was changed.") from None

@@ -3,7 +3,8 @@
 Each part validates its own fields; `Run` checks the rules between them at construction, so
 a run that could not train fails before any device, file or dataset is touched beyond the
 task registry: batch sizes agree, the task's vocabulary fits the model's, the lengths give
-a hybrid model its bytes (and only a hybrid one), checkpoint paths suit the model.
+a hybrid model its bytes (and only a hybrid one), checkpoint paths suit the model, a tree
+model has one task per branch (`branch_feed`) and a plain model none.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from fields.paths import user_path
 from model_zoo.config import ModelConfig
 from partitioning.mesh import MeshConfig
 from inference.seqio_evaluator import InferenceEvalConfig
+from tasks.branch_feed import BranchFeedConfig
 from tasks.feeding import FeedConfig, lookup
 from tasks.hybrid_features import is_hybrid, mismatch
 from training.loop import LoopConfig
@@ -34,6 +36,7 @@ class Run:
     byte_encoder_checkpoint_path: str | None = None   # hybrid: ByT5 dir for the byte encoder
     heldout_mixture: str | None = None   # decoded zero-shot after training (tools.sweep)
     inference_eval: InferenceEvalConfig | None = None   # seqio.Evaluator at the eval steps
+    branch_feed: BranchFeedConfig | None = None   # a tree model: each branch's task and rate
 
     def __post_init__(self):
         for name, cls in (("model", ModelConfig), ("mesh", MeshConfig), ("trainer", TrainConfig),
@@ -56,13 +59,42 @@ class Run:
             raise ValueError("run.train.byte_encoder_checkpoint_path="
                              f"{self.byte_encoder_checkpoint_path!r} needs a hybrid model "
                              "(ModelConfig.byte_encoder set)")
+        self._check_tree()
         for feed in (self.feed, self.eval_feed):
             if feed is not None:
-                self._check_feed(feed)
+                for one in self.feeds_of(feed).values():
+                    self._check_feed(one)
         if self.heldout_mixture:
             lookup(self.heldout_mixture)
         if self.inference_eval is not None:
             self._check_inference_eval(self.inference_eval)
+
+    def _check_tree(self) -> None:
+        tree = self.model.tree
+        if tree is None:
+            if self.branch_feed is not None:
+                raise ValueError("run.train.branch_feed is set but the model has no tree "
+                                 "(ModelConfig.tree is None): set model_zoo.model.tree or drop "
+                                 "branch_feed")
+            return
+        if self.branch_feed is None:
+            raise ValueError(f"the model is a tree with branches {list(tree.branches)}: name each "
+                             "branch's task with run.train.branch_feed = "
+                             "@tasks.BranchFeedConfig()")
+        if not isinstance(self.branch_feed, BranchFeedConfig):
+            raise TypeError(f"Run.branch_feed={self.branch_feed!r} must be None or a "
+                            "tasks.BranchFeedConfig")
+        self.branch_feed.check_branches(tree.branches)
+        if self.inference_eval is not None:
+            raise ValueError("run.train.inference_eval is not supported for a tree model: "
+                             "decode a branch with tools.eval --branch=NAME")
+
+    def feeds_of(self, feed: FeedConfig) -> dict[str, FeedConfig]:
+        """{branch: its FeedConfig} of a tree run ({None: feed} otherwise): `feed` with each
+        branch's task."""
+        if self.branch_feed is None:
+            return {None: feed}
+        return {b: self.branch_feed.feed_of(feed, b) for b in self.model.tree.branches}
 
     def _check_inference_eval(self, config) -> None:
         if not isinstance(config, InferenceEvalConfig):

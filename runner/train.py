@@ -75,13 +75,20 @@ def remove_if_empty(created: list[str]) -> None:
 
 
 def make_feed_of(run: Run):
-    """make_feed(input_state) for the loop: the run's feed, at the saved position if any."""
+    """make_feed(input_state) for the loop: the run's feed, at the saved position if any (a
+    tree's BranchFeed: each branch's feed at its own position)."""
     from tasks.feeding import HostFeed
 
-    def make_feed(state):
-        return HostFeed.restore(run.feed, state) if state else HostFeed(run.feed)
+    def host_feed(config, state):
+        return HostFeed.restore(config, state) if state else HostFeed(config)
 
-    return make_feed
+    if run.branch_feed is None:
+        return lambda state: host_feed(run.feed, state)
+    from tasks.branch_feed import BranchFeed
+
+    feeds = run.feeds_of(run.feed)
+    return lambda state: BranchFeed(run.branch_feed, run.model.tree.branches,
+                                    lambda b, s: host_feed(feeds[b], s), state)
 
 
 def _write(model_dir: str, texts: dict[str, str]) -> None:
@@ -148,7 +155,8 @@ def _train(run: Run, model_dir: str, progress, records: dict, primary: bool) -> 
         started.append(True)
         if primary:
             _write(model_dir, {k: v for k, v in records.items() if isinstance(v, str)})
-            write_model_json(model_dir, run.model, run.feed.mixture_or_task_name, run.lengths)
+            write_model_json(model_dir, run.model, run.feed.mixture_or_task_name, run.lengths,
+                             run.branch_feed.tasks if run.branch_feed else None)
         forward_sigterm()  # one that came after the last check goes to the loop's handler
         return feed
 

@@ -4,6 +4,7 @@
     python -m tools.convert --t5x_checkpoint=t5_1_1_base/checkpoint_1000000 \
         --gin_file=models/t5_1_1/base.gin --to_model_dir=ckpt/t5_base   # or --to_hf_dir=DIR
     python -m tools.convert --model_dir=runs/demo --to_hf_dir=export/ [--step=N]
+    python -m tools.convert --model_dir=runs/tree --branch=NAME --to_hf_dir=export/  # a TreeDNN
 
 A t5x checkpoint stores no config: give its model with --gin_file (and --gin.NAME=VALUE) or
 --preset=NAME, else it is read from the checkpoint's shapes and t5x's config.gin beside it.
@@ -12,6 +13,8 @@ INITIAL_CHECKPOINT_PATH at it to fine-tune, or tools.infer/tools.eval at it. A t
 directory that is not empty is refused untouched, before anything is read, unless
 --overwrite is given: then the model files there (checkpoints/ and model.json, or
 config.json and the weights) are replaced once the source has loaded; other files stay.
+A TreeDNN tree (ModelConfig.tree) converts one branch at a time (`--branch=NAME`): its
+trunk and that branch, written as the plain T5 of the tree's depth.
 """
 
 from __future__ import annotations
@@ -75,20 +78,20 @@ def _save_hf(model, target: str) -> None:
 
 def convert(source: str, target: str, to: str = "to_model_dir", *, model=None,
             step: int | None = None, task: str | None = None, overwrite: bool = False,
-            what: str = "source") -> None:
+            what: str = "source", branch: str | None = None) -> None:
     """Write the checkpoint at `source` (any kind training.checkpoints.loader reads) as a
     t5pod model_dir (`to="to_model_dir"`) or an HF directory (`to="to_hf_dir"`).
 
     `model`: the ModelConfig a t5x checkpoint is read as (checked against the others);
     `task`: recorded in model.json (default: a t5pod source's own); `what` names the source
-    in messages."""
+    in messages; `branch`: the branch of a tree to write, as a plain T5."""
     import jax
     import numpy as np
 
     import partitioning
     from model_zoo.identity import identity_of
     from training.checkpoints import loader
-    from training.checkpoints.model_json import write_model_json
+    from training.checkpoints.model_json import branch_task, write_model_json
     from training.checkpoints.manager import Checkpointer
     from training.checkpoints.lock import hold
 
@@ -104,9 +107,19 @@ def convert(source: str, target: str, to: str = "to_model_dir", *, model=None,
     if model is not None:
         loader.check_model(ckpt, model, "the model given", "given")
     cfg = model or ckpt.config
+    loader.check_branch(ckpt, branch)
+    if cfg.tree is not None and branch is None:
+        raise ValueError(f"{ckpt.name} holds a TreeDNN tree with branches "
+                         f"{list(cfg.tree.branches)}: convert one with --branch=NAME (nothing "
+                         "was written)")
     mesh = partitioning.make_mesh(partitioning.MeshConfig(ici={"data": 1}),
                                   devices=jax.devices()[:1])
-    mdef, params = loader.restore(ckpt, mesh, config=cfg)
+    if branch is None:
+        mdef, params = loader.restore(ckpt, mesh, config=cfg)
+    else:
+        mdef, params = loader.restore_branch(ckpt, mesh, "data_parallel", branch)
+        cfg = cfg.replace(tree=None)
+        task = task or (branch_task(ckpt.model_dir, branch) if ckpt.model_dir else None)
     params = jax.tree.map(np.asarray, params)
     if to == "to_hf_dir":
         if overwrite:
@@ -158,6 +171,7 @@ def main(argv=None):
     p.add_argument("--to_model_dir")
     p.add_argument("--to_hf_dir")
     p.add_argument("--task", help="task whose vocabulary the model uses (for tools.infer)")
+    p.add_argument("--branch", help="a TreeDNN tree's branch to write as a plain T5")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the model files of a target directory that is not empty")
     args = p.parse_args(argv)
@@ -178,7 +192,7 @@ def main(argv=None):
     model = _model(p, args, gin_files, gin_bindings)
     target = getattr(args, to)
     convert(source, target, to, model=model, step=args.step, task=args.task,
-            overwrite=args.overwrite, what=f"--{given[0]}")
+            overwrite=args.overwrite, what=f"--{given[0]}", branch=args.branch)
     print(f"wrote {target}")
 
 

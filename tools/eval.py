@@ -8,6 +8,7 @@ predictions instead.
         --gin_file=runs/eval_mmlu.gin --gin.MMLU_DIR=/data/mmlu
     python -m tools.eval --model_dir=DIR --task=bbh_cot --split=test \\
         --gin_file=runs/eval_bbh.gin --gin.BBH_DIR=/data/BIG-Bench-Hard
+    python -m tools.eval --model_dir=TREE_DIR --branch=NAME   # a TreeDNN branch, on its task
 
 Lengths: for tasks with metrics, the longest example's (nothing truncated) unless given; for
 the others those the model was trained with (its model.json). Decoding: DecodeConfig from
@@ -38,14 +39,15 @@ def main(argv=None):
     from runner import gin_flags
     from tasks import settings_scope
     from inference.task_evaluator import default_lengths
-    from training.checkpoints.model_json import read_model_json
+    from training.checkpoints.model_json import branch_task, read_model_json
     from runner.gin_flags import model_from_gin_for
 
     gin_files, gin_bindings, argv = gin_flags.split_gin_args(
         sys.argv[1:] if argv is None else list(argv))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model_dir", required=True)
-    p.add_argument("--task", help="default: the task the model was trained on")
+    p.add_argument("--task", help="default: the task the model (or --branch) was trained on")
+    p.add_argument("--branch", help="a TreeDNN tree's branch: its trunk and branch, as a T5")
     p.add_argument("--split", default="validation")
     p.add_argument("--examples", type=int,
                    help="the first N examples of each task (default: all; 256 for a task "
@@ -71,7 +73,8 @@ def main(argv=None):
     except BadPath as e:
         p.error(str(e))
     start_distributed(p, args)
-    task = args.task or read_model_json(args.model_dir)[1]
+    task = args.task or (args.branch and branch_task(args.model_dir, args.branch)) \
+        or read_model_json(args.model_dir)[1]
     model = model_from_gin_for(args.model_dir, gin_files, gin_bindings)
     settings = gin_flags.task_settings_from_gin(gin_files, gin_bindings)
     decode_cfg = (gin_flags.decode_config_from_gin(gin_files, gin_bindings)
@@ -102,7 +105,7 @@ def _predictor(args, decode_cfg, model, max_input_length):
 
     return Predictor(args.model_dir, args.mesh, args.rules, decode_config=decode_cfg,
                      vocab=args.vocab, byte=args.byte, max_input_length=max_input_length,
-                     model=model, dcn=args.dcn)
+                     model=model, dcn=args.dcn, branch=args.branch)
 
 
 def _evaluate_with_seqio(args, task, decode_cfg, model) -> dict:

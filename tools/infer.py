@@ -41,6 +41,7 @@ def main(argv=None):
         sys.argv[1:] if argv is None else list(argv))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model_dir", required=True)
+    p.add_argument("--branch", help="a TreeDNN tree's branch: its trunk and branch, as a T5")
     p.add_argument("--prompt", action="append", default=[])
     p.add_argument("--input", help="JSONL file, one object per line")
     p.add_argument("--field", default="inputs", help="JSONL field holding the input text")
@@ -79,7 +80,7 @@ def main(argv=None):
     predictor = Predictor(args.model_dir, args.mesh, args.rules, cfg, args.vocab, args.byte,
                           max_input_length=args.max_input_length,
                           model=model_from_gin_for(args.model_dir, gin_files, gin_bindings),
-                          dcn=args.dcn)
+                          dcn=args.dcn, branch=args.branch)
     if args.prompt:
         records = [{args.field: t} for t in args.prompt]
     else:

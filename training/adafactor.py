@@ -56,9 +56,17 @@ class MatrixSpec:
 
 def matrix_spec(names: tuple, shape: tuple, factored: bool = True,
                 min_dim_size_to_factor: int = 128) -> MatrixSpec:
-    """The `MatrixSpec` t5x's factor rules give a param with logical `names` and `shape`."""
+    """The `MatrixSpec` t5x's factor rules give a param with logical `names` and `shape`.
+
+    A TreeDNN param's leading `branch` dim is a batch dim over that of the plain model's
+    param: each branch is optimized exactly as the plain T5 it exports to."""
     if len(names) != len(shape):
         raise ValueError(f"param of shape {shape} has {len(names)} logical axes {names}")
+    if names[:1] == ("branch",):
+        inner = matrix_spec(tuple(names[1:]), tuple(shape[1:]), factored,
+                            min_dim_size_to_factor)
+        shift = lambda dims: tuple(d + 1 for d in dims)  # noqa: E731
+        return MatrixSpec((0,) + shift(inner.batch), shift(inner.rows), shift(inner.cols))
     roles = [FACTOR_RULES.get(n) for n in names]
     rows = tuple(i for i, r in enumerate(roles) if r == ROW)
     cols = tuple(i for i, r in enumerate(roles) if r == COLUMN)

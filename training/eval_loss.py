@@ -2,7 +2,8 @@
 
 `EvalLoss(trainer, make_batches)` is an evaluator (training/evaluator.py): each `run` reads
 a fresh, finite feed from `make_batches()` and returns "eval/loss", "eval/z_loss",
-"eval/accuracy" and "eval/tokens" (the target tokens it weighed)."""
+"eval/accuracy" and "eval/tokens" (the target tokens it weighed); a TreeDNN tree has one per
+branch, prefixed "eval/BRANCH/"."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ PREFIX = "eval/"
 class EvalLoss:
     prefix = PREFIX
 
-    def __init__(self, trainer, make_batches: Callable[[], Iterable[dict]]):
-        self.trainer, self.make_batches = trainer, make_batches
+    def __init__(self, trainer, make_batches: Callable[[], Iterable[dict]],
+                 prefix: str = PREFIX):
+        self.trainer, self.make_batches, self.prefix = trainer, make_batches, prefix
 
     def run(self, step: int, params) -> dict[str, float]:
         totals = None
@@ -27,7 +29,8 @@ class EvalLoss:
         if totals is None:
             raise ValueError("the eval feed yielded no batches")
         weight = max(float(totals["weight"]), 1.0)
-        return {f"{PREFIX}loss": float(totals["loss"]) / weight,
-                f"{PREFIX}z_loss": float(totals["z_loss"]) / weight,
-                f"{PREFIX}accuracy": float(totals["correct"]) / weight,
-                f"{PREFIX}tokens": float(totals["weight"])}
+        p = self.prefix
+        return {f"{p}loss": float(totals["loss"]) / weight,
+                f"{p}z_loss": float(totals["z_loss"]) / weight,
+                f"{p}accuracy": float(totals["correct"]) / weight,
+                f"{p}tokens": float(totals["weight"])}

@@ -290,7 +290,8 @@ def _run(trainer, config, model_dir, make_feed, evaluators, identity, initial_pa
                     (config.eval_every and step % config.eval_every == 0)
                     or step == config.train_steps)
                 if logs:
-                    last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    last = _named_branch(trainer, {k: float(v) for k, v in
+                                                   jax.device_get(metrics).items()})
                     last.update(meter.log())
                     writer.write(step, last)
                     if bar is not None:
@@ -326,6 +327,14 @@ def _run(trainer, config, model_dir, make_feed, evaluators, identity, initial_pa
     return {"step": step, "preempted": preemption.requested, "resumed": latest is not None,
             "metrics": last, "eval_metrics": last_eval,
             "state": state}
+
+
+def _named_branch(trainer: Trainer, metrics: dict) -> dict:
+    """A tree's step metrics with its batch's loss and accuracy also as BRANCH/loss, ..."""
+    if "branch_index" not in metrics:
+        return metrics
+    name = trainer.model.tree.branches[int(metrics["branch_index"])]
+    return {**metrics, **{f"{name}/{k}": metrics[k] for k in ("loss", "accuracy", "z_loss")}}
 
 
 def _speed(last: dict) -> dict:

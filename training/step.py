@@ -3,7 +3,9 @@
 Both are pure functions of (state, batch) built around a `ModelDef`; `training.trainer`
 jits them with shardings. Batches use t5x feature names: encoder_input_tokens,
 decoder_input_tokens, decoder_target_tokens, decoder_loss_weights (+ optional segment ids
-and positions for packed inputs).
+and positions for packed inputs). A TreeDNN tree's batch also holds `branch_index` [batch]
+(every row its branch, one branch per batch): the step runs that branch and updates the
+trunk and that branch only (`branch_masks`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ MODEL_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "encoder_segme
                   "byte_encoder_input_tokens", "byte_encoder_segment_ids",
                   "byte_encoder_positions")
 
+
+BRANCH_INDEX = "branch_index"
 
 # Per-token weights of the objective when they are not decoder_loss_weights (a per-sequence
 # average); the train step adds them to the global batch before splitting it.
@@ -69,12 +73,14 @@ def _forward_sums(mdef: ModelDef, params, batch, loss: LossConfig, *, rng,
     train step adds to the objective.
     """
     features = {k: batch[k] for k in MODEL_FEATURES if k in batch}
+    if BRANCH_INDEX in batch:
+        features["branch"] = batch[BRANCH_INDEX][0]
     model = mdef.bind(params)
     out, aux = model(**features, deterministic=deterministic, dropout_rng=rng,
                      return_aux=True, return_hidden=loss.vocab_chunk > 0)
     weights, loss_weights = target_weights(batch), batch.get(_LOSS_WEIGHTS)
     if loss.vocab_chunk:
-        kernel, scale = model.output_projection()
+        kernel, scale = model.output_projection(features.get("branch"))
         sums = chunked_cross_entropy_loss(out, kernel, batch["decoder_target_tokens"], weights,
                                           scale=scale, chunk=loss.vocab_chunk,
                                           z_loss=loss.z_loss,
@@ -98,14 +104,37 @@ def _global_norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
 
 
+def _selected(is_branch: bool, new, old, branch):
+    """`new` where a leaf is not per-branch; else `new` in row `branch`, `old` elsewhere."""
+    if not is_branch:
+        return new
+    rows = (jnp.arange(new.shape[0]) == branch).reshape((-1,) + (1,) * (new.ndim - 1))
+    return jnp.where(rows, new, old)
+
+
+def keep_other_branches(masks: tuple, branch, new_params, old_params, new_opt, old_opt):
+    """(params, opt_state) with every per-branch leaf's other branches' rows unchanged.
+
+    Optimizers move params and their state even where a gradient is zero (momentum, decayed
+    second moments, weight decay), so a branch's params and state change only on its own
+    batches. `masks`: (params, opt_state)-shaped trees of bools, True for a leaf that leads
+    with the `branch` axis (training.trainer.branch_masks)."""
+    param_mask, opt_mask = masks
+    pick = lambda m, n, o: _selected(m, n, o, branch)  # noqa: E731
+    return (jax.tree.map(pick, param_mask, new_params, old_params),
+            jax.tree.map(pick, opt_mask, new_opt, old_opt))
+
+
 def make_train_step(mdef: ModelDef, optimizer: optax.GradientTransformation,
                     schedule: Callable, loss: LossConfig, loss_scale: LossScaleConfig,
                     microbatches: int = 1, deterministic: bool = False,
-                    frozen: tuple[str, ...] = ()):
+                    frozen: tuple[str, ...] = (), branch_masks: tuple | None = None):
     """(state, batch) -> (state, metrics). Grads of every microbatch are summed in fp32.
 
     Params under the top-level names in `frozen` are never updated. The loss normalizing
-    factor (and a per-sequence average's token weights) come from the whole batch.
+    factor (and a per-sequence average's token weights) come from the whole batch. With
+    `branch_masks` (a tree), the batch's `branch_index` picks the branch that is updated;
+    the metrics hold it as `branch_index`.
     """
 
     def train_step(state: TrainState, batch: dict):
@@ -151,6 +180,10 @@ def make_train_step(mdef: ModelDef, optimizer: optax.GradientTransformation,
         updates = {k: jax.tree.map(jnp.zeros_like, u) if k in frozen else u
                    for k, u in updates.items()}
         new_params = optax.apply_updates(state.params, updates)
+        if branch_masks is not None:
+            branch = batch[BRANCH_INDEX][0]
+            new_params, new_opt = keep_other_branches(branch_masks, branch, new_params,
+                                                      state.params, new_opt, state.opt_state)
         keep = lambda new, old: jax.tree.map(  # noqa: E731
             lambda n, o: jnp.where(finite, n, o), new, old)
         new_state = TrainState(
@@ -170,6 +203,8 @@ def make_train_step(mdef: ModelDef, optimizer: optax.GradientTransformation,
                                          jnp.float32),
             **{("aux_loss" if k == "loss" else k): v for k, v in aux.items()},
         }
+        if branch_masks is not None:
+            metrics["branch_index"] = batch[BRANCH_INDEX][0]
         return new_state, metrics
 
     return train_step

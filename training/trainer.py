@@ -72,19 +72,47 @@ def _reduced_names(names: tuple, shape: tuple, leaf_shape: tuple) -> tuple:
                  for c in zip(*fits, strict=True))
 
 
+def _param_table(abstract_params, logical_params) -> dict:
+    """{param path: (logical names, shape)}."""
+    params_flat = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
+    names_flat = jax.tree.leaves(logical_params, is_leaf=lambda x: hasattr(x, "names"))
+    return {tuple(p.key for p in path): (tuple(n), x.shape)
+            for (path, x), n in zip(params_flat, names_flat, strict=True)}
+
+
+def _opt_leaf_names(path, x, table: dict) -> tuple | None:
+    """The logical names of an optimizer leaf's dims (those of the param it tracks), or
+    None for a leaf that tracks no param (a count) or a scalar."""
+    hit = _suffix_match(path, table)
+    if hit is None or x.ndim == 0:
+        return None
+    return _reduced_names(hit[0], tuple(hit[1]), tuple(x.shape))
+
+
+def branch_masks(abstract: TrainState, logical_params) -> tuple:
+    """(params, opt_state)-shaped trees of bools: True where a leaf leads with the TreeDNN
+    `branch` axis (training.step.keep_other_branches)."""
+    table = _param_table(abstract.params, logical_params)
+    params = jax.tree.map(lambda a: tuple(a.names)[:1] == ("branch",), logical_params,
+                          is_leaf=lambda x: hasattr(x, "names"))
+
+    def opt_leaf(path, x) -> bool:  # the optimizers keep a param's batch dims leading
+        hit = _suffix_match(path, table)
+        return (hit is not None and hit[0][:1] == ("branch",) and x.ndim > 0
+                and x.shape[0] == hit[1][0])
+
+    return params, jax.tree_util.tree_map_with_path(opt_leaf, abstract.opt_state)
+
+
 def state_shardings(abstract: TrainState, logical_params, rules, mesh: Mesh) -> TrainState:
     """Params by the rules; optimizer leaves like the param they track; scalars replicated."""
     ms = partitioning.mesh_shape(mesh)
-    params_flat = jax.tree_util.tree_flatten_with_path(abstract.params)[0]
-    names_flat = jax.tree.leaves(logical_params, is_leaf=lambda x: hasattr(x, "names"))
-    table = {tuple(p.key for p in path): (tuple(n), x.shape)
-             for (path, x), n in zip(params_flat, names_flat, strict=True)}
+    table = _param_table(abstract.params, logical_params)
 
     def opt_leaf(path, x):
-        hit = _suffix_match(path, table)
-        if hit is None or x.ndim == 0:
+        names = _opt_leaf_names(path, x, table)
+        if names is None:
             return NamedSharding(mesh, PartitionSpec())
-        names = _reduced_names(hit[0], tuple(hit[1]), tuple(x.shape))
         return NamedSharding(mesh, partitioning.resolve(names, rules, ms, x.shape))
 
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -157,11 +185,14 @@ class Trainer:
 
         abstract = jax.eval_shape(init)
         self.state_shardings = state_shardings(abstract, logical, self.rules, mesh)
-        self.batch_sharding = partitioning.batch_sharding(self.rules, mesh)
+        # a tree's batch also holds `branch_index` [batch]: a spec of the batch dim alone
+        self.batch_sharding = partitioning.batch_sharding(self.rules, mesh,
+                                                          1 if model.tree is not None else 2)
         self._init = jax.jit(init, out_shardings=self.state_shardings)
+        masks = branch_masks(abstract, logical) if model.tree is not None else None
         step = make_train_step(self.model_def, self.optimizer, self.schedule, config.loss,
                                self.loss_scale, config.microbatches, config.deterministic,
-                               self.frozen)
+                               self.frozen, masks)
         replicated = NamedSharding(mesh, PartitionSpec())
         self._train = jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding),
                               out_shardings=(self.state_shardings, replicated),

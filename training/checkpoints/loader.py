@@ -26,10 +26,11 @@ import numpy as np
 import partitioning
 from fields import paths
 from model_zoo import EncoderDecoder, ModelConfig, hf, t5x
+from model_zoo import tree as tree_lib
 from training.checkpoints import kinds
 from model_zoo.identity import differences, identity_of
 from model_zoo.model_def import ModelDef, model_def
-from training.checkpoints.model_json import MODEL_JSON, read_model_json
+from training.checkpoints.model_json import MODEL_JSON, branch_task, read_model_json
 from training.checkpoints.verify import DamagedCheckpoint
 from training.checkpoints.manager import Checkpointer, abstract_with_shardings
 from training.run_dir import CHECKPOINTS, RunDir
@@ -185,6 +186,30 @@ def _restore_t5pod(ckpt: Checkpoint, target: dict) -> dict:
                                 f"was not loaded{hint}") from None
 
 
+def check_branch(ckpt: Checkpoint, branch: str | None) -> None:
+    """Refuse `--branch` for a plain T5, a plain export of a tree, or an unknown branch
+    (did you mean), before anything is read."""
+    tree = ckpt.config.tree
+    if branch is None:
+        return
+    if tree is None:
+        raise ValueError(f"{ckpt.name} holds a plain T5 (no TreeDNN tree): drop --branch={branch}")
+    tree.index(branch)
+
+
+def restore_branch(ckpt: Checkpoint, mesh, rules, branch: str) -> tuple[ModelDef, dict]:
+    """(ModelDef, params) of the plain T5 that branch `branch` of a tree checkpoint is: its
+    trunk, then the branch (model_zoo.tree.branch_params)."""
+    check_branch(ckpt, branch)
+    cfg = ckpt.config
+    plain = tree_lib.plain_config(cfg)
+    mdef = model_def(lambda r: EncoderDecoder(plain, rngs=r))
+    shardings = partitioning.tree_shardings(mdef.logical_axes(), mdef.abstract_params(),
+                                            partitioning.rule_set(rules), mesh)
+    _, params = restore(ckpt, mesh, rules, config=cfg)
+    return mdef, jax.device_put(tree_lib.branch_params(params, cfg, branch), shardings)
+
+
 def place(params: dict, shardings: dict, names=None) -> dict:
     """The top-level `names` of `params` (default all) on `shardings` (a trainer's)."""
     names = list(params) if names is None else [k for k in names if k in params]
@@ -192,13 +217,23 @@ def place(params: dict, shardings: dict, names=None) -> dict:
 
 
 def load(path: str, mesh, rules="data_parallel", step: int | None = None,
-         model: ModelConfig | None = None, what: str = "model_dir", **overrides):
+         model: ModelConfig | None = None, what: str = "model_dir", branch: str | None = None,
+         **overrides):
     """(ModelDef, sharded params, ModelConfig, task name or None) for inference, from a t5pod
     model_dir (`step`: one of its steps), an HF directory or a t5x checkpoint
     (training/checkpoints/py). `model`: the ModelConfig a t5x checkpoint is read as
     (default: its shapes and config.gin); for the others it must be the model they hold.
-    `overrides` replace fields that leave the params unchanged (dtype, ...)."""
+    `overrides` replace fields that leave the params unchanged (dtype, ...). `branch`: a
+    TreeDNN tree's branch, loaded as its plain T5 (the task: the branch's)."""
     ckpt = open_checkpoint(path, what, model=model, step=step, **overrides)
+    check_branch(ckpt, branch)
+    if branch is not None:
+        mdef, params = restore_branch(ckpt, mesh, rules, branch)
+        task = branch_task(ckpt.model_dir, branch) if ckpt.model_dir else None
+        return mdef, params, tree_lib.plain_config(ckpt.config), task or ckpt.task
+    if ckpt.config.tree is not None:
+        raise ValueError(f"{ckpt.name} holds a TreeDNN tree with branches "
+                         f"{list(ckpt.config.tree.branches)}: load one with --branch=NAME")
     if model is not None:
         check_model(ckpt, model, "the model given", "given")
         cfg = model.replace(**overrides) if overrides else model

@@ -17,10 +17,12 @@ from training.run_dir import MODEL_JSON, RunDir
 
 
 def write_model_json(model_dir, cfg: ModelConfig, task: str | None,
-                     lengths: dict | None = None) -> None:
+                     lengths: dict | None = None, branch_tasks: dict | None = None) -> None:
+    """`branch_tasks`: a tree's {branch: task} (tools.eval/infer --branch read its task)."""
+    extra = {} if branch_tasks is None else {"branch_tasks": dict(branch_tasks)}
     paths.write_text(RunDir.of(model_dir).model_json, json.dumps(
-        {"model": dataclasses.asdict(cfg), "task": task, "task_feature_lengths": lengths},
-        indent=2))
+        {"model": dataclasses.asdict(cfg), "task": task, "task_feature_lengths": lengths,
+         **extra}, indent=2))
 
 
 def _read(model_dir) -> dict:
@@ -60,6 +62,11 @@ def _model_config(fields: dict) -> ModelConfig:
 def read_model_json(model_dir: str) -> tuple[ModelConfig, str | None]:
     meta = _read(model_dir)
     return _model_config(meta["model"]), meta.get("task")
+
+
+def branch_task(model_dir: str, branch: str) -> str | None:
+    """The task a tree run trained branch `branch` on (None: not recorded)."""
+    return (_read(model_dir).get("branch_tasks") or {}).get(branch)
 
 
 def trained_lengths(model_dir: str) -> dict | None:
