@@ -29,7 +29,8 @@ from training.metrics_log import read_records
 @dataclasses.dataclass(frozen=True)
 class Curve:
     """One member's logged metrics. `train`: arrays keyed step, loss, seconds (cumulative
-    train time), loss_scale, skipped (cumulative skipped steps); `eval`: step, loss, seconds."""
+    train time), loss_scale, skipped (cumulative skipped steps); `eval`: step, loss, seconds
+    and every "eval/..." metric; `tasks`: the task each branch (a plain model: "") trained on."""
     member: str
     bindings: dict
     model: object            # its ModelConfig
@@ -37,6 +38,7 @@ class Curve:
     flops_per_step: float
     train: dict
     eval: dict
+    tasks: dict = dataclasses.field(default_factory=dict)  # {branch: task}; {"": task} plain
 
     @property
     def final_eval_loss(self) -> float:
@@ -74,11 +76,21 @@ def _cumulative_seconds(steps: np.ndarray, rates: np.ndarray) -> np.ndarray:
     return np.cumsum(intervals * rates)
 
 
+def _is_eval(record: dict) -> bool:
+    return any(k.startswith("eval/") for k in record)
+
+
 def read_curves(model_dir: str) -> tuple[dict, dict]:
-    """(train, eval) arrays from model_dir's metrics (training/metrics_log.py)."""
-    train, evals = [], []
+    """(train, eval) arrays from model_dir's metrics (training/metrics_log.py). `eval` also
+    holds every logged "eval/..." metric under its name (a TreeDNN tree's per-branch
+    "eval/BRANCH/loss", "eval/BRANCH/accuracy", ...); its "loss" is "eval/loss" where logged."""
+    train, by_step = [], {}
     for record in read_records(model_dir):
-        (evals if "eval/loss" in record else train).append(record)
+        if _is_eval(record):  # evaluators of one step may log apart (a tree: per branch)
+            by_step.setdefault(record["step"], {}).update(record)
+        else:
+            train.append(record)
+    evals = [by_step[step] for step in sorted(by_step)]
     if not train or not evals:
         raise ValueError(f"{model_dir}'s metrics have no {'train' if not train else 'eval'} "
                          "records; a study needs both (set EVAL_EVERY and an eval feed)")
@@ -88,7 +100,11 @@ def read_curves(model_dir: str) -> tuple[dict, dict]:
            "loss_scale": np.array([r.get("loss_scale", 1.0) for r in train]),
            "skipped": np.array([r.get("skipped", 0.0) for r in train])}
     eval_steps = np.array([r["step"] for r in evals], np.float64)
-    return out, {"step": eval_steps, "loss": np.array([r["eval/loss"] for r in evals]),
+    metrics = {k: np.array([r.get(k, np.nan) for r in evals], np.float64)
+               for k in sorted({k for r in evals for k in r if k.startswith("eval/")})}
+    if "eval/loss" in metrics:
+        metrics["loss"] = metrics["eval/loss"]
+    return out, {"step": eval_steps, **metrics,
                  "seconds": np.interp(eval_steps, np.concatenate([[0], steps]),
                                       np.concatenate([[0], seconds]))}
 
@@ -107,8 +123,10 @@ def curves(sweep_path: str, out: str, bindings: list[str],
         run, _ = sweep_lib.member_run(cfg, member, list(bindings))
         model, flops = run.model, train_flops_per_step(run)
         train, evals = read_curves(os.path.join(out, member.name))
+        tasks = ({"": run.feed.mixture_or_task_name} if run.branch_feed is None
+                 else dict(run.branch_feed.tasks))
         found.append(Curve(member.name, dict(member.bindings), model, param_count(model), flops,
-                           train, evals))
+                           train, evals, tasks))
     return found
 
 

@@ -5,8 +5,10 @@ Every task `flan_X` renders per tasks.instruction_format (zero-/few-shot, option
 by exact match of the answer (the text after "So the answer is" for chain of thought).
 
 TFDS (prepare them with `tfds build` first): flan_boolq, flan_rte, flan_sst2, flan_anli_r1,
-flan_gsm8k (with rationales: chain of thought). Offline: flan_wikispell, flan_demo_first_words,
-flan_demo_last_word (the embedded demo corpus). A user's JSONL files: flan_jsonl.
+flan_gsm8k (with rationales: chain of thought). Offline: flan_wikispell,
+flan_wikispell_frequency (is a WikiSpell word common or rare: a classification),
+flan_demo_first_words, flan_demo_last_word (the embedded demo corpus). A user's JSONL files:
+flan_jsonl.
 
 Mixtures: flan_tfds (held-out: flan_tfds_heldout) and flan_cpu (held-out: flan_cpu_heldout).
 """
@@ -73,6 +75,11 @@ WIKISPELL = InstructionTask("flan_wikispell", _t(
     "Write out the letters of the word {word}.",
 ), fields=("word", "answer"))
 
+WIKISPELL_FREQUENCY = InstructionTask("flan_wikispell_frequency", _t(
+    ("Is \"{word}\" a common or a rare English word?", "{frequency}"),
+    ("How frequent is the word {word} in English: common or rare?", "{frequency}"),
+), fields=("word", "frequency"), options=("common", "rare"))
+
 DEMO_FIRST = InstructionTask("flan_demo_first_words", _t(
     ("{text}\n\nWhat are the first three words of the text above?", "{first_words}"),
     ("Copy the first three words of this passage: {text}", "{first_words}"),
@@ -117,6 +124,7 @@ SOURCES = {
     "flan_anli_r1": (ANLI, src.tfds_loader("anli/r1:0.1.0", _anli)),
     "flan_gsm8k": (GSM8K, src.tfds_loader("gsm8k:1.0.0", _gsm8k, {"validation": "test"})),
     "flan_wikispell": (WIKISPELL, src.wikispell_rows),
+    "flan_wikispell_frequency": (WIKISPELL_FREQUENCY, src.wikispell_frequency_rows),
     "flan_demo_first_words": (DEMO_FIRST, src.demo_rows),
     "flan_demo_last_word": (DEMO_LAST, src.demo_rows),
     "flan_jsonl": (src.jsonl_spec, src.jsonl_rows),

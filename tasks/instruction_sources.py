@@ -130,6 +130,21 @@ def wikispell_rows(split: str) -> list[dict]:
     return [{"word": r["inputs"], "answer": r["targets"]} for r in wikispell.examples(split)]
 
 
+def wikispell_frequency_rows(split: str) -> list[dict]:
+    """WikiSpell's words labelled by how frequent they are: "rare" (the bottom half of the
+    word list) or "common" (the top half). Train as WikiSpell draws its words (half each);
+    validation balanced: every rare word, as many common ones taken evenly across the top
+    buckets, alternating."""
+    rows = wikispell.examples(split)
+    rare = [r for r in rows if r["bucket"] == "bottom_50"]
+    common = [r for r in rows if r["bucket"] != "bottom_50"]
+    if split != "train" and rare:
+        common = common[::max(1, len(common) // len(rare))][:len(rare)]
+        rows = [r for pair in zip(rare, common, strict=True) for r in pair]
+    return [{"word": r["inputs"],
+             "frequency": "rare" if r["bucket"] == "bottom_50" else "common"} for r in rows]
+
+
 DEMO_WORDS = 24   # a passage: the first words of a demo-corpus paragraph
 
 

@@ -6,7 +6,7 @@
         [--emit]                   # write OUT/launch/MEMBER.sh (cluster) instead of running
         [--collect]                # only write the report from finished members
 
-Studies (experiments/studies/): switch_vs_dense, scaling, precision; each is a sweep file
+Studies (experiments/studies/): switch_vs_dense, scaling, precision, treednn; each is a sweep file
 gin/studies/NAME.gin trained by experiments.sweep (checked first, resumable: run it again
 after a stop) and an analysis of every member's metrics.jsonl. Results: OUT/study.md,
 OUT/study.csv, OUT/study.png (and the sweep's OUT/results.*). See docs/research.md.

@@ -244,7 +244,8 @@ def _final_eval(evaluators, model_dir: str, step: int, params, primary: bool) ->
 def _run(trainer, config, model_dir, make_feed, evaluators, identity, initial_params,
          progress, preemption) -> dict:
     ckpt = Checkpointer(RunDir.of(model_dir).checkpoints, keep=config.keep_checkpoints,
-                        async_save=config.async_checkpoints, identity=identity)
+                        async_save=config.async_checkpoints, identity=identity,
+                        per_branch=trainer.per_branch)
     ckpt.check_identity()
     abstract = trainer.abstract_state()
     state, input_state, latest = ckpt.restore_newest_good(abstract)

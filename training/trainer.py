@@ -190,6 +190,10 @@ class Trainer:
                                                           1 if model.tree is not None else 2)
         self._init = jax.jit(init, out_shardings=self.state_shardings)
         masks = branch_masks(abstract, logical) if model.tree is not None else None
+        # a TrainState of bools: True for an array with a leading `branch` axis (checkpoints
+        # store those one chunk per branch: Checkpointer's per_branch); None without a tree
+        self.per_branch = None if masks is None else dataclasses.replace(
+            jax.tree.map(lambda _: False, abstract), params=masks[0], opt_state=masks[1])
         step = make_train_step(self.model_def, self.optimizer, self.schedule, config.loss,
                                self.loss_scale, config.microbatches, config.deterministic,
                                self.frozen, masks)

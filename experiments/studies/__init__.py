@@ -4,6 +4,7 @@ from experiments.study import Study
 from experiments.studies import precision
 from experiments.studies import scaling
 from experiments.studies import switch_vs_dense
+from experiments.studies import treednn
 
 STUDIES = {s.name: s for s in (
     Study("switch_vs_dense", "studies/switch_vs_dense.gin", switch_vs_dense.analyse,
@@ -12,6 +13,8 @@ STUDIES = {s.name: s for s in (
           "loss against training FLOPs and parameters per architecture, power-law fits"),
     Study("precision", "studies/precision.gin", precision.analyse, precision.plot,
           "fp32 vs bf16 vs fp16 with dynamic loss scaling"),
+    Study("treednn", "studies/treednn.gin", treednn.analyse, treednn.plot,
+          "TreeDNN trees vs separate models vs a shared model on three datasets"),
 )}
 
 

@@ -19,6 +19,7 @@ parts), `load` (inference) and tools.convert all load through here.
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import jax
 import numpy as np
@@ -27,7 +28,7 @@ import partitioning
 from fields import paths
 from model_zoo import EncoderDecoder, ModelConfig, hf, t5x
 from model_zoo import tree as tree_lib
-from training.checkpoints import kinds
+from training.checkpoints import array_rows, kinds, stored_layout
 from model_zoo.identity import differences, identity_of
 from model_zoo.model_def import ModelDef, model_def
 from training.checkpoints.model_json import MODEL_JSON, branch_task, read_model_json
@@ -168,7 +169,9 @@ def restore(ckpt: Checkpoint, mesh, rules="data_parallel", config: ModelConfig |
     return mdef, jax.device_put(pure, shardings)
 
 
-def _restore_t5pod(ckpt: Checkpoint, target: dict) -> dict:
+def _restore_t5pod(ckpt: Checkpoint, target: dict, branch: tuple | None = None):
+    """The params of the checkpoint's step; `branch` = (per_branch mask, index): a tree's
+    trunk and that branch only, as (params with [1, ...] rows, row_chunked, step dir)."""
     directory = RunDir.of(ckpt.model_dir).checkpoints
     checkpointer = Checkpointer(directory, async_save=False, read_only=True)
     steps = checkpointer.all_steps()
@@ -178,7 +181,10 @@ def _restore_t5pod(ckpt: Checkpoint, target: dict) -> dict:
     if step not in steps:
         raise FileNotFoundError(f"{ckpt.name}: {directory} has no step {step} (steps: {steps})")
     try:
-        return checkpointer.restore_params(target, step)
+        if branch is None:
+            return checkpointer.restore_params(target, step)
+        params, row_chunked = checkpointer.restore_branch_params(target, *branch, step=step)
+        return params, row_chunked, checkpointer.step_dir(step)
     except DamagedCheckpoint as e:
         others = [s for s in steps if s != step]
         hint = (f"; name an older step as {directory}/STEP (steps: {others})" if others else "")
@@ -199,15 +205,73 @@ def check_branch(ckpt: Checkpoint, branch: str | None) -> None:
 
 def restore_branch(ckpt: Checkpoint, mesh, rules, branch: str) -> tuple[ModelDef, dict]:
     """(ModelDef, params) of the plain T5 that branch `branch` of a tree checkpoint is: its
-    trunk, then the branch (model_zoo.tree.branch_params)."""
+    trunk, then the branch (model_zoo.tree.branch_params). Only the trunk and that branch
+    are read (Checkpointer.restore_branch_params); a note on stderr says how many bytes that
+    was against the whole tree's params."""
     check_branch(ckpt, branch)
     cfg = ckpt.config
+    index = cfg.tree.index(branch)
+    tree_def = model_def(lambda r: EncoderDecoder(cfg, rngs=r))
+    abstract = tree_def.abstract_params()
+    per_branch = jax.tree.map(lambda a: tree_lib.is_branch_leaf(tuple(a.names)),
+                              tree_def.logical_axes(), is_leaf=lambda x: hasattr(x, "names"))
+    shardings = partitioning.tree_shardings(tree_def.logical_axes(), abstract,
+                                            partitioning.rule_set(rules), mesh)
+    before = array_rows.bytes_read()
+    params, row_chunked, step_dir = _restore_t5pod(
+        ckpt, abstract_with_shardings(abstract, shardings), (per_branch, index))
+    read = array_rows.bytes_read() - before
     plain = tree_lib.plain_config(cfg)
     mdef = model_def(lambda r: EncoderDecoder(plain, rngs=r))
-    shardings = partitioning.tree_shardings(mdef.logical_axes(), mdef.abstract_params(),
-                                            partitioning.rule_set(rules), mesh)
-    _, params = restore(ckpt, mesh, rules, config=cfg)
-    return mdef, jax.device_put(tree_lib.branch_params(params, cfg, branch), shardings)
+    plain_shardings = partitioning.tree_shardings(mdef.logical_axes(), mdef.abstract_params(),
+                                                  partitioning.rule_set(rules), mesh)
+    params = jax.device_put(tree_lib.branch_params(params, cfg, 0), plain_shardings)
+    if jax.process_index() == 0:
+        print(branch_read_note(step_dir, cfg, branch, read, row_chunked), file=sys.stderr)
+    return mdef, params
+
+
+def branch_read_note(step_dir: str, cfg: ModelConfig, branch: str, read: int,
+                     row_chunked: bool) -> str:
+    """What loading `branch` read, against the bytes the whole tree's params take."""
+    sizes = branch_sizes(paths.join(step_dir, "state"), cfg)
+    whole = sum(sizes.values())
+    others = sum(sizes[b] for b in cfg.tree.branches if b != branch)
+    text = (f"note: --branch={branch} read {read:,} bytes of {step_dir} (its trunk and "
+            f"branch); the whole tree's params take {whole:,} bytes there")
+    if not row_chunked:
+        return (text + "; this checkpoint stores each per-branch array in one chunk (written "
+                "before t5pod stored them one chunk per branch), so every branch was read")
+    return text + f", the other branches' {others:,} bytes of which were not read"
+
+
+def branch_sizes(item_dir: str, cfg: ModelConfig) -> dict[str, int]:
+    """Stored bytes of a tree checkpoint's params (stored_layout, nothing of them read):
+    {"trunk": ..., BRANCH: ... for each branch, "unsplit": ...}; a per-branch array's chunk
+    counts for its row's branch, or as "unsplit" where one chunk holds every branch."""
+    tree_def = model_def(lambda r: EncoderDecoder(cfg, rngs=r))
+    flat = jax.tree_util.tree_flatten_with_path(
+        {"params": tree_def.logical_axes()}, is_leaf=lambda x: hasattr(x, "names"))[0]
+    per_branch = {array_rows.array_name(path) for path, a in flat
+                  if tree_lib.is_branch_leaf(tuple(a.names))}
+    values = {k: v for k, v in stored_layout.stored_values(item_dir).items()
+              if k.startswith("params.")}
+    chunks = {k: stored_layout.chunk_index(k) for k in values}
+    rows = {}  # per-branch array: how many chunks along its branch axis
+    for chunk in chunks.values():
+        if chunk is not None and chunk[0] in per_branch:
+            rows[chunk[0]] = max(rows.get(chunk[0], 0), chunk[1][0] + 1)
+    count = len(cfg.tree.branches)
+    sizes = dict.fromkeys(("trunk", *cfg.tree.branches, "unsplit"), 0)
+    for key, value in values.items():
+        chunk = chunks[key]
+        if chunk is None or chunk[0] not in per_branch:
+            sizes["trunk"] += value.size   # shared arrays and every array's metadata
+        elif rows[chunk[0]] == count:
+            sizes[cfg.tree.branches[chunk[1][0]]] += value.size
+        else:
+            sizes["unsplit"] += value.size
+    return sizes
 
 
 def place(params: dict, shardings: dict, names=None) -> dict:

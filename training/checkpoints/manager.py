@@ -26,6 +26,7 @@ from etils import epath
 
 from fields import paths
 from model_zoo.identity import from_stored
+from training.checkpoints.array_rows import array_name, read_rows
 from training.checkpoints.lock import ensure_held
 from training.checkpoints.host_state import HostStateRestore, HostStateSave
 from training.checkpoints.verify import (MANIFEST, DamagedCheckpoint, has_manifest, read_json,
@@ -97,12 +98,15 @@ def _not_an_override(record: logging.LogRecord) -> bool:
 class Checkpointer:
     def __init__(self, directory: str, keep: int = 3, async_save: bool = True,
                  identity: dict | None = None, read_only: bool = False,
-                 replica_parallel: bool | None = None):
+                 replica_parallel: bool | None = None, per_branch=None):
         """`identity` (e.g. the model config) is stored with every step and checked on restore.
 
         `read_only`: restore only (e.g. a pretrained checkpoint on a read-only mount); nothing
         is created, saved, evicted or set aside. `replica_parallel`: see
-        _choose_replica_writes."""
+        _choose_replica_writes. `per_branch`: a tree of bools shaped like the states saved,
+        True where an array leads with a TreeDNN `branch` axis (Trainer.per_branch): such an
+        array is stored one chunk per branch, so one branch can be read alone
+        (`restore_branch_params`); the values saved and restored are the same."""
         if keep < 1:
             raise ValueError(f"keep={keep} must be >= 1 checkpoints")
         directory = os.fspath(directory)
@@ -110,6 +114,7 @@ class Checkpointer:
         self.directory = directory if paths.is_bucket(directory) else os.path.abspath(directory)
         self.identity = identity or {}
         self.keep, self.async_save = keep, async_save
+        self.per_branch = per_branch
         self.last_good: int | None = None  # newest step known complete and finite
         self._pending: int | None = None   # step being written in the background
         self._failed = False
@@ -152,10 +157,11 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
-    def verify(self, step: int) -> bool:
+    def verify(self, step: int, data: bool = True) -> bool:
         """True if `step` matches its checksums, False if it has none (older t5pod); raises
-        DamagedCheckpoint naming the bad file otherwise. For tools that read one step."""
-        verified = verify_step(self.step_dir(step))
+        DamagedCheckpoint naming the bad file otherwise. For tools that read one step.
+        `data=False`: the array data files are checked by size only (verify_step)."""
+        verified = verify_step(self.step_dir(step), data)
         older = [s for s in self.all_steps() if s < step and has_manifest(self.step_dir(s))]
         if not verified and older:  # this t5pod commits the manifest with the step
             raise DamagedCheckpoint(paths.join(self.step_dir(step), MANIFEST),
@@ -203,7 +209,7 @@ class Checkpointer:
                 f"in {self.directory} was changed. {self._last_good_text()}")
         self._pending = step
         saved = self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
+            state=ocp.args.StandardSave(state, save_args=_save_args(self.per_branch)),
             input=HostStateSave(input_state or {}),
             identity=ocp.args.JsonSave(self.identity)), force=force)
         if not saved:
@@ -256,12 +262,12 @@ class Checkpointer:
 
     # -- restoring -------------------------------------------------------------------------
 
-    def _verified(self, step: int) -> bool:
+    def _verified(self, step: int, data: bool = True) -> bool:
         """Process 0 reads the checksums and checks the identity; every host gets its verdict."""
         code, error = 0, None
         if self._primary:
             try:
-                code = 1 if self.verify(step) else 0
+                code = 1 if self.verify(step, data) else 0
                 self.check_identity(step)
             except DamagedCheckpoint as e:
                 code, error = -1, e
@@ -385,6 +391,36 @@ class Checkpointer:
         self._note_unverified(step, verified)
         return params
 
+    def restore_branch_params(self, abstract_params, per_branch, branch: int,
+                              step: int | None = None) -> tuple[dict, bool]:
+        """(params, row_chunked) of a TreeDNN tree's trunk and branch `branch` alone: every
+        leaf `per_branch` marks holds that branch's row only (shape [1, ...], numpy), the
+        others are restored as `abstract_params` says; no other branch's row is read when
+        `row_chunked` (the checkpoint stores per-branch arrays one chunk per branch).
+
+        The step is verified without reading its array data: the manifest, every file's size
+        and every other file's checksum (a checksum of the data files would read every
+        branch); the values read must be finite. DamagedCheckpoint otherwise."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+        verified = self._verified(step, data=False)
+        trunk = _without(abstract_params, per_branch)
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(
+                item={"params": trunk}, partial_restore=True,
+                restore_args=jax.tree.map(_restore_arg, {"params": trunk}))))
+        flat = jax.tree_util.tree_flatten_with_path({"params": abstract_params})[0]
+        wanted = {array_name(path): leaf for (path, leaf), row in
+                  zip(flat, jax.tree.leaves(per_branch), strict=True) if row}
+        rows = read_rows(paths.join(self.step_dir(step), "state"), wanted, branch)
+        params = _with(restored.state["params"], per_branch, rows.arrays, "params")
+        if not all_finite(params):
+            raise DamagedCheckpoint(self.step_dir(step), "params hold NaN/inf (in "
+                                    f"{', '.join(nonfinite_leaves(params))})")
+        self._note_unverified(step, verified)
+        return params, rows.row_chunked
+
     def wait(self) -> None:
         self._finish()
 
@@ -409,6 +445,40 @@ def _agree(value: int) -> int:
     from jax.experimental import multihost_utils
 
     return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
+
+
+def _without(tree: dict, drop) -> dict:
+    """Nested dict `tree` without the leaves `drop` (a tree of bools) marks, nor the dicts
+    that leaves empty."""
+    if not isinstance(tree, dict):
+        return tree
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            kept = _without(value, drop[key])
+            if kept:
+                out[key] = kept
+        elif not drop[key]:
+            out[key] = value
+    return out
+
+
+def _with(tree: dict, marks, arrays: dict, name: str) -> dict:
+    """`tree` (a nested dict missing the leaves `marks` marks) with each of those leaves
+    taken from `arrays` by its orbax name (`name` is the dict's own, dotted)."""
+    if not isinstance(marks, dict):
+        return arrays[name] if marks else tree
+    return {key: _with(tree.get(key, {}), mark, arrays, f"{name}.{key}")
+            for key, mark in marks.items()}
+
+
+def _save_args(per_branch):
+    """Orbax save args: an array `per_branch` marks is chunked along its leading axis, one
+    chunk per branch; every other array as orbax chooses (None: all)."""
+    if per_branch is None:
+        return None
+    return jax.tree.map(lambda row: ocp.SaveArgs(shard_axes=(0,)) if row else ocp.SaveArgs(),
+                        per_branch)
 
 
 def _restore_arg(x):
