@@ -24,6 +24,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from model_zoo.identity import from_stored
+from training.checkpoints.abandoned_writes import close_abandoned_writes
 from training.checkpoints.host_state import HostStateRestore, HostStateSave
 from training.checkpoints.verify import (MANIFEST, DamagedCheckpoint, has_manifest, read_json,
                                        verify_step, write_manifest)
@@ -205,6 +206,7 @@ class Checkpointer:
             self.manager.wait_until_finished()
         except Exception as e:  # noqa: BLE001 - any failure of the write is reported the same
             self._pending, self._failed = None, True
+            close_abandoned_writes()  # else they print tracebacks after this error, at exit
             raise CheckpointSaveError(
                 f"saving checkpoint step {step} to {self.step_dir(step)} failed: "
                 f"{type(e).__name__}: {e}. {self._last_good_text()}") from None
