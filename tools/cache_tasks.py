@@ -18,6 +18,8 @@ import argparse
 import json
 import sys
 
+from tools.path_flags import path_flag
+
 
 def _request(p, args, files, bindings):
     from tasks.cache_write import CacheRequest
@@ -44,7 +46,7 @@ def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     files, bindings, rest = gin_flags.split_gin_args(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--cache_dir", required=True)
+    p.add_argument("--cache_dir", required=True, type=path_flag)
     p.add_argument("--num_shards", type=int, default=16)
     p.add_argument("--seed", type=int, default=0, help="seeds the random preprocessing")
     p.add_argument("--task", help="a task or mixture (without --gin_file)")

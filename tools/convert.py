@@ -22,6 +22,8 @@ import os
 import shutil
 import sys
 
+from tools.path_flags import path_flag
+
 SOURCES = {"hf_dir": "an HF directory", "t5x_checkpoint": "a t5x checkpoint",
            "model_dir": "a t5pod model_dir"}
 TARGETS = ("to_model_dir", "to_hf_dir")
@@ -127,15 +129,17 @@ def main(argv=None):
     gin_files, gin_bindings, argv = gin_flags.split_gin_args(
         sys.argv[1:] if argv is None else list(argv))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--hf_dir", help="source: an HF T5 / Switch directory (either era)")
-    p.add_argument("--t5x_checkpoint", help="source: checkpoint_N, its `checkpoint` file or "
-                                            "a t5x model_dir (its newest step)")
-    p.add_argument("--model_dir", help="source: a t5pod model_dir")
+    p.add_argument("--hf_dir", type=path_flag,
+                   help="source: an HF T5 / Switch directory (either era)")
+    p.add_argument("--t5x_checkpoint", type=path_flag,
+                   help="source: checkpoint_N, its `checkpoint` file or a t5x model_dir (its "
+                        "newest step)")
+    p.add_argument("--model_dir", type=path_flag, help="source: a t5pod model_dir")
     p.add_argument("--step", type=int, help="a step of --model_dir (default: the newest)")
     p.add_argument("--preset", help="the model of --t5x_checkpoint, e.g. t5_1_1_base "
                                     "(or --gin_file=models/...)")
-    p.add_argument("--to_model_dir")
-    p.add_argument("--to_hf_dir")
+    p.add_argument("--to_model_dir", type=path_flag)
+    p.add_argument("--to_hf_dir", type=path_flag)
     p.add_argument("--task", help="task whose vocabulary the model uses (for tools.infer)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the model files of a target directory that is not empty")

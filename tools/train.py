@@ -19,6 +19,7 @@ import json
 import sys
 
 from tools.distributed_flags import add_distributed_flags, start_distributed
+from tools.path_flags import path_flag
 
 
 def main(argv=None) -> dict:
@@ -35,7 +36,7 @@ def _main(argv) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     files, bindings, rest = gin_flags.split_gin_args(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model_dir", required=True)
+    p.add_argument("--model_dir", required=True, type=path_flag)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="default: a bar on a terminal, a line per log step otherwise")
     add_distributed_flags(p)
