@@ -40,32 +40,38 @@ class BadPath(ValueError):
 def user_path(value, flag: str) -> str:
     """`value` as t5pod uses it: a local path made absolute, or a gs:// / s3:// URL.
 
-    `flag` names where the user typed it (e.g. "--model_dir"), for the message."""
+    `flag` names where the user typed it (e.g. "--model_dir"), for the message; "" where
+    the caller names it (argparse)."""
     if value is None or not isinstance(value, (str, os.PathLike)):
-        raise BadPath(f"{flag}={value!r} must be a path: a local path, gs://BUCKET/... or "
-                      "s3://BUCKET/...")
+        raise BadPath(f"{_named(flag, value)} must be a path: a local path, gs://BUCKET/... "
+                      "or s3://BUCKET/...")
     text = os.fspath(value).strip() if isinstance(value, str) else os.fspath(value)
     if not text:
-        raise BadPath(f"{flag} is empty (an unset shell variable?); give a local path, "
-                      "gs://BUCKET/... or s3://BUCKET/...")
+        raise BadPath(f"{_named(flag, os.fspath(value))} is empty (an unset shell variable?): "
+                      "give a file or directory path (local, gs://BUCKET/... or "
+                      "s3://BUCKET/...)")
     match = _SCHEME.match(text)
     if match is None:
         return os.path.abspath(os.path.expanduser(text))
     scheme = match.group(1)
     if scheme.lower() not in SCHEMES:
-        raise BadPath(f"{flag}={text!r}: t5pod reads and writes local paths, gs:// and s3:// "
-                      f"only, not {scheme}://")
+        raise BadPath(f"{_named(flag, text)}: t5pod reads and writes local paths, gs:// and "
+                      f"s3:// only, not {scheme}://")
     rest = text[len(scheme) + 1:]
     if scheme not in SCHEMES or not rest.startswith("//"):
-        raise BadPath(f"{flag}={text!r} is not a bucket URL; write it as "
+        raise BadPath(f"{_named(flag, text)} is not a bucket URL; write it as "
                       f"{scheme.lower()}://BUCKET/PATH")
     bucket = rest[2:].split("/", 1)[0]
     if not _BUCKET.match(bucket):
-        raise BadPath(f"{flag}={text!r}: {bucket!r} is not a bucket name (3-222 lowercase "
+        raise BadPath(f"{_named(flag, text)}: {bucket!r} is not a bucket name (3-222 lowercase "
                       "letters, digits, '.', '-', '_'); write it as "
                       f"{scheme}://BUCKET/PATH")
     _configure_clients()
     return text.rstrip("/")
+
+
+def _named(flag: str, value) -> str:
+    return f"{flag}={value!r}" if flag else repr(value)
 
 
 def is_bucket(path) -> bool:

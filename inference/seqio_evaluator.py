@@ -69,6 +69,7 @@ class InferenceEvaluator:
         tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
         if hybrid_model is not None and is_hybrid(provider) != hybrid_model:
             raise ValueError(mismatch(config.mixture_or_task_name, hybrid_model))
+        require_prepared(provider)  # before its splits: an unprepared TFDS task has none
         for task in tasks:
             if config.split not in task.splits:
                 raise ValueError(f"task {task.name!r} has no split {config.split!r}; its "
@@ -78,7 +79,6 @@ class InferenceEvaluator:
         if not any(t.metric_objs for t in tasks):
             raise ValueError(f"{config.mixture_or_task_name!r} has no predict or score "
                              "metrics to evaluate; pick a task with metric_fns")
-        require_prepared(provider)
         self.evaluator = seqio.Evaluator(
             config.mixture_or_task_name, feature_converter=converter(provider, pack=False),
             eval_split=config.split, sequence_length=config.task_feature_lengths,

@@ -15,6 +15,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from fields.integers import require_int
 from model_zoo.axes import per_example
 
 METHODS = ("greedy", "sample", "beam")
@@ -43,9 +44,8 @@ class DecodeConfig:
             raise ValueError(f"DecodeConfig.temperature={self.temperature} must be > 0")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"DecodeConfig.top_p={self.top_p} must be in (0, 1]")
-        if self.top_k < 0 or self.num_beams < 1:
-            raise ValueError(f"DecodeConfig: top_k={self.top_k} must be >= 0 and "
-                             f"num_beams={self.num_beams} >= 1")
+        require_int("DecodeConfig", "top_k", self.top_k, 0, meaning="0: no top-k filter")
+        require_int("DecodeConfig", "num_beams", self.num_beams, 1)
 
 
 def filter_logits(logits: jax.Array, top_k: int, top_p: float) -> jax.Array:

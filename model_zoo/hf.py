@@ -38,7 +38,7 @@ import os
 import jax
 import numpy as np
 from flax import nnx
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from model_zoo.config import ModelConfig, MoEConfig
@@ -295,10 +295,15 @@ def read_safetensors(path: str, names=None) -> dict[str, np.ndarray]:
     single file or sharded with an index."""
     tensors = {}
     for name in _safetensors_files(path):
-        with safe_open(os.path.join(path, name), framework="flax") as f:
-            for key in f.keys():
-                if names is None or key in names:
-                    tensors[key] = np.asarray(f.get_tensor(key), dtype=np.float32)
+        file = os.path.join(path, name)
+        try:
+            with safe_open(file, framework="flax") as f:
+                for key in f.keys():
+                    if names is None or key in names:
+                        tensors[key] = np.asarray(f.get_tensor(key), dtype=np.float32)
+        except SafetensorError as e:
+            raise ValueError(f"{file} is damaged: not a complete safetensors file (safetensors: "
+                             f"{e}); download or save it again") from None
     return tensors
 
 

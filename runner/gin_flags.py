@@ -50,14 +50,28 @@ def as_gin_value(value: str) -> str:
 
 
 def resolve_gin_file(path: str) -> str:
-    for candidate in (path, os.path.join(GIN_ROOT, path), os.path.join(GIN_ROOT, path + ".gin")):
+    """The gin file `path` names (as given, or under gin/, with or without `.gin`)."""
+    candidates = (path, os.path.join(GIN_ROOT, path), os.path.join(GIN_ROOT, path + ".gin"))
+    for candidate in candidates:
         if os.path.isfile(candidate):
             return candidate
-    shipped = sorted(os.path.relpath(os.path.join(d, f), GIN_ROOT)
-                     for d, _, fs in os.walk(GIN_ROOT) for f in fs if f.endswith(".gin"))
+    directory = next((c for c in candidates if os.path.isdir(c)), None)
+    if directory is not None:
+        inside = _gin_files_under(directory)
+        raise IsADirectoryError(
+            f"--gin_file={path!r} is a directory ({os.path.abspath(directory)}), not a gin file; "
+            + (f"give one of the {len(inside)} gin files under it, e.g. "
+               f"{[os.path.join(path, f) for f in inside[:5]]}" if inside
+               else "there is no .gin file under it"))
+    shipped = _gin_files_under(GIN_ROOT)
     close = difflib.get_close_matches(path, shipped, n=3, cutoff=0.4)
     raise FileNotFoundError(f"gin file {path!r} not found" +
                             (f"; did you mean {close}?" if close else f"; shipped: {shipped}"))
+
+
+def _gin_files_under(directory: str) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(d, f), directory)
+                  for d, _, fs in os.walk(directory) for f in fs if f.endswith(".gin"))
 
 
 def parse(files: list[str], bindings: list[str]) -> None:

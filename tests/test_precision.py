@@ -50,6 +50,73 @@ def test_scale_never_drops_below_floor():
         assert float(state.loss_scale.scale) >= 2.0
 
 
+# Each step's true gradient (one value): 1.0 is finite at every scale up to 2^127; 4.0
+# overflows float32 at 2^127 and 2^126 once scaled; inf and nan overflow at any scale.
+TO_THE_TOP = [1.0] * 10 + [4.0, 4.0] + [1.0] * 6 + [float("inf")] + [1.0] * 5 + [float("nan")]
+
+
+def _torch_grad_scaler_steps(grads, initial_scale, period):
+    """(scale after the step, skipped) per step of torch.amp.GradScaler on one parameter."""
+    torch = pytest.importorskip("torch")
+    param = torch.nn.Parameter(torch.zeros(1))
+    sgd = torch.optim.SGD([param], lr=1.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=initial_scale, growth_factor=2.0,
+                                  backoff_factor=0.5, growth_interval=period)
+    out = []
+    for grad in grads:
+        sgd.zero_grad()
+        before = param.item()
+        scaler.scale((param * grad).sum()).backward()
+        scaler.step(sgd)
+        scaler.update()
+        out.append((scaler.get_scale(), param.item() == before))
+    return out
+
+
+def _t5pod_steps(grads, initial_scale, period):
+    """The same through training.loss_scale, the grads scaled and unscaled in float32 as
+    training.step does."""
+    from training.loss_scale import all_finite, init_loss_scale, update_loss_scale
+
+    cfg = LossScaleConfig(dynamic=True, initial_scale=initial_scale, period=period)
+    state, out = init_loss_scale(cfg), []
+    for grad in grads:
+        finite = all_finite({"w": jnp.float32(grad) * state.scale / state.scale})
+        state = update_loss_scale(cfg, state, finite)
+        out.append((float(state.scale), not bool(finite)))
+    return out
+
+
+@pytest.mark.parametrize("initial_scale,period", [(2.0 ** 120, 1), (2.0 ** 124, 3)])
+def test_loss_scale_equals_torch_grad_scaler_up_to_two_to_the_127(initial_scale, period):
+    grads = TO_THE_TOP * (1 if period == 1 else 2)
+    reference = _torch_grad_scaler_steps(grads, initial_scale, period)
+    assert max(s for s, _ in reference) == 2.0 ** 127  # the scenario reaches the top
+    assert sum(skipped for _, skipped in reference) >= 3
+    assert _t5pod_steps(grads, initial_scale, period) == reference
+
+
+def test_loss_scale_stops_at_two_to_the_127_in_the_train_step():
+    """GradScaler's rule: 2^127 x 2 is inf, so the scale stays at 2^127 and no step skips
+    (growing to inf would skip every step after and never back off)."""
+    from training.step import LossConfig
+
+    trainer = make_trainer(loss=LossConfig(loss_normalizing_factor=233472.0),
+                           loss_scale=LossScaleConfig(dynamic=True, initial_scale=2.0 ** 125,
+                                                      period=1))
+    state, scales = trainer.init_state(), []
+    for _ in range(5):
+        state, metrics = trainer.train_step(state, copy_batch(8))
+        scales.append(float(metrics["loss_scale"]))
+    assert scales == [2.0 ** 125, 2.0 ** 126, 2.0 ** 127, 2.0 ** 127, 2.0 ** 127]
+    assert float(state.loss_scale.scale) == 2.0 ** 127 and int(state.loss_scale.skipped) == 0
+
+
+def test_an_initial_scale_beyond_float32_is_refused():
+    with pytest.raises(ValueError, match=r"initial_scale=1e\+39 must be a finite float32"):
+        LossScaleConfig(dynamic=True, initial_scale=1e39)
+
+
 @pytest.fixture(scope="module")
 def curves():
     out = {}

@@ -46,6 +46,7 @@ from model_zoo.flops import train_flops_per_step
 from training.throughput import peak_tflops
 from tools import xla_profiles
 from tools.bench_step import add_step_flags, setup, synthetic_batch
+from tools.path_flags import path_flag
 
 
 @dataclasses.dataclass
@@ -198,7 +199,8 @@ def main(argv=None):
     p.add_argument("--checkpoint", action="store_true",
                    help="time checkpoint saves and a restore of the --preset's train state")
     p.add_argument("--saves", type=int, default=3, help="--checkpoint: saves timed (>= 2)")
-    p.add_argument("--checkpoint_dir", help="--checkpoint: write under this directory "
+    p.add_argument("--checkpoint_dir", type=path_flag,
+                   help="--checkpoint: write under this directory "
                    "(default: the system's temporary directory); a gs:// one adds its rows "
                    "beside the local ones")
     p.add_argument("--vs", choices=["hf"], help="also time HF transformers on the same shapes")
@@ -208,14 +210,12 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
         p.error(f"--steps={args.steps} must be >= 1 and --warmup={args.warmup} >= 0")
-    if args.checkpoint_dir:  # local or gs:// (fields/paths.py); s3:// holds no checkpoints
-        from fields.paths import BadPath, user_path
+    if args.checkpoint_dir:  # s3:// holds no checkpoints (orbax)
         from training.checkpoints.manager import refuse_s3
 
         try:
-            args.checkpoint_dir = user_path(args.checkpoint_dir, "--checkpoint_dir")
             refuse_s3(args.checkpoint_dir, "--checkpoint_dir")
-        except (BadPath, ValueError) as e:
+        except ValueError as e:
             p.error(str(e))
     def emit(row):
         line = json.dumps(row)

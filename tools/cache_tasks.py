@@ -18,6 +18,8 @@ import argparse
 import json
 import sys
 
+from tools.path_flags import path_flag
+
 
 def _request(p, args, files, bindings):
     from tasks.cache_write import CacheRequest
@@ -39,13 +41,12 @@ def _request(p, args, files, bindings):
 
 
 def main(argv=None) -> dict:
-    from fields import paths
     from runner import gin_flags
 
     argv = sys.argv[1:] if argv is None else argv
     files, bindings, rest = gin_flags.split_gin_args(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--cache_dir", required=True)
+    p.add_argument("--cache_dir", required=True, type=path_flag)
     p.add_argument("--num_shards", type=int, default=16)
     p.add_argument("--seed", type=int, default=0, help="seeds the random preprocessing")
     p.add_argument("--task", help="a task or mixture (without --gin_file)")
@@ -55,10 +56,6 @@ def main(argv=None) -> dict:
     p.add_argument("--split", default="train")
     p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=True)
     args, beam_args = p.parse_known_args(rest)
-    try:  # local, gs:// or s3:// (fields/paths.py); nothing is written before this passes
-        args.cache_dir = paths.user_path(args.cache_dir, "--cache_dir")
-    except paths.BadPath as e:
-        p.error(str(e))
     request = _request(p, args, files, bindings)
     if not any(a.startswith("--runner") for a in beam_args):
         beam_args = ["--runner=DirectRunner", *beam_args]

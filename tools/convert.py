@@ -27,6 +27,8 @@ import tempfile
 
 from fields import paths
 
+from tools.path_flags import path_flag
+
 SOURCES = {"hf_dir": "an HF directory", "t5x_checkpoint": "a t5x checkpoint",
            "model_dir": "a t5pod model_dir"}
 TARGETS = ("to_model_dir", "to_hf_dir")
@@ -161,15 +163,17 @@ def main(argv=None):
     gin_files, gin_bindings, argv = gin_flags.split_gin_args(
         sys.argv[1:] if argv is None else list(argv))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--hf_dir", help="source: an HF T5 / Switch directory (either era)")
-    p.add_argument("--t5x_checkpoint", help="source: checkpoint_N, its `checkpoint` file or "
-                                            "a t5x model_dir (its newest step)")
-    p.add_argument("--model_dir", help="source: a t5pod model_dir")
+    p.add_argument("--hf_dir", type=path_flag,
+                   help="source: an HF T5 / Switch directory (either era)")
+    p.add_argument("--t5x_checkpoint", type=path_flag,
+                   help="source: checkpoint_N, its `checkpoint` file or a t5x model_dir (its "
+                        "newest step)")
+    p.add_argument("--model_dir", type=path_flag, help="source: a t5pod model_dir")
     p.add_argument("--step", type=int, help="a step of --model_dir (default: the newest)")
     p.add_argument("--preset", help="the model of --t5x_checkpoint, e.g. t5_1_1_base "
                                     "(or --gin_file=models/...)")
-    p.add_argument("--to_model_dir")
-    p.add_argument("--to_hf_dir")
+    p.add_argument("--to_model_dir", type=path_flag)
+    p.add_argument("--to_hf_dir", type=path_flag)
     p.add_argument("--task", help="task whose vocabulary the model uses (for tools.infer)")
     p.add_argument("--branch", help="a TreeDNN tree's branch to write as a plain T5")
     p.add_argument("--overwrite", action="store_true",
@@ -183,12 +187,6 @@ def main(argv=None):
     source, to = getattr(args, given[0]), targets[0]
     if args.step is not None and given[0] != "model_dir":
         p.error("--step applies to --model_dir")
-    try:
-        for flag in (given[0], to):
-            setattr(args, flag, paths.user_path(getattr(args, flag), f"--{flag}"))
-    except paths.BadPath as e:
-        p.error(str(e))
-    source = getattr(args, given[0])
     model = _model(p, args, gin_files, gin_bindings)
     target = getattr(args, to)
     convert(source, target, to, model=model, step=args.step, task=args.task,

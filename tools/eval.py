@@ -31,10 +31,10 @@ import sys
 
 from model_zoo.decoding import DecodeConfig
 from tools.distributed_flags import add_distributed_flags, start_distributed
+from tools.path_flags import path_flag
 
 
 def main(argv=None):
-    from fields.paths import BadPath, user_path
     from partitioning.distributed import is_primary
     from runner import gin_flags
     from tasks import settings_scope
@@ -45,7 +45,7 @@ def main(argv=None):
     gin_files, gin_bindings, argv = gin_flags.split_gin_args(
         sys.argv[1:] if argv is None else list(argv))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model_dir", required=True)
+    p.add_argument("--model_dir", required=True, type=path_flag)
     p.add_argument("--task", help="default: the task the model (or --branch) was trained on")
     p.add_argument("--branch", help="a TreeDNN tree's branch: its trunk and branch, as a T5")
     p.add_argument("--split", default="validation")
@@ -60,18 +60,16 @@ def main(argv=None):
     p.add_argument("--mesh", default="data=1")
     p.add_argument("--dcn", default="", help="mesh degrees across hosts/slices, e.g. data=2")
     p.add_argument("--rules", default="data_parallel")
-    p.add_argument("--vocab")
+    p.add_argument("--vocab", type=path_flag)
     p.add_argument("--byte", action="store_true")
-    p.add_argument("--metrics_dir", help="also write the metrics here (JSONL, TensorBoard)")
+    p.add_argument("--metrics_dir", type=path_flag,
+                   help="also write the metrics here (JSONL, TensorBoard)")
     p.add_argument("--step", type=int, default=0, help="the step --metrics_dir records")
     add_distributed_flags(p)
     args = p.parse_args(argv)
-    try:  # local, gs:// or s3:// (fields/paths.py), refused before anything is loaded
-        for flag in ("model_dir", "metrics_dir", "vocab"):
-            if getattr(args, flag) is not None:
-                setattr(args, flag, user_path(getattr(args, flag), f"--{flag}"))
-    except BadPath as e:
-        p.error(str(e))
+    if args.examples is not None and args.examples < 1:
+        p.error(f"--examples={args.examples} must be >= 1 (leave it out for the default: "
+                "every example, or 256 for a task without metrics)")
     start_distributed(p, args)
     task = args.task or (args.branch and branch_task(args.model_dir, args.branch)) \
         or read_model_json(args.model_dir)[1]

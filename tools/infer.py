@@ -19,34 +19,39 @@ import sys
 
 from model_zoo.decoding import METHODS, DecodeConfig
 from tools.distributed_flags import add_distributed_flags, start_distributed
+from tools.path_flags import path_flag
 
 
-def decode_config_from(args, gin_files, gin_bindings) -> DecodeConfig:
-    """DecodeConfig from gin when gin files are given, else from the flags."""
+def decode_config_from(p: argparse.ArgumentParser, args, gin_files,
+                       gin_bindings) -> DecodeConfig:
+    """DecodeConfig from gin when gin files are given, else from the flags (a bad flag is
+    refused naming it: `--num_beams=0 is invalid: ...`)."""
     if gin_files or gin_bindings:
         from runner.gin_flags import decode_config_from_gin
 
         return decode_config_from_gin(gin_files, gin_bindings)
-    return DecodeConfig(args.max_decode_length, args.method, args.temperature, args.top_k,
-                        args.top_p, args.num_beams)
+    try:
+        return DecodeConfig(args.max_decode_length, args.method, args.temperature, args.top_k,
+                            args.top_p, args.num_beams)
+    except ValueError as e:  # the flags are DecodeConfig's fields, by the same names
+        p.error(str(e).replace("DecodeConfig.", "--"))
 
 
 def main(argv=None):
     from fields import paths
-    from fields.paths import BadPath, user_path
     from runner import gin_flags
     from inference.predictor import Predictor
 
     gin_files, gin_bindings, argv = gin_flags.split_gin_args(
         sys.argv[1:] if argv is None else list(argv))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model_dir", required=True)
+    p.add_argument("--model_dir", required=True, type=path_flag)
     p.add_argument("--branch", help="a TreeDNN tree's branch: its trunk and branch, as a T5")
     p.add_argument("--prompt", action="append", default=[])
-    p.add_argument("--input", help="JSONL file, one object per line")
+    p.add_argument("--input", type=path_flag, help="JSONL file, one object per line")
     p.add_argument("--field", default="inputs", help="JSONL field holding the input text")
-    p.add_argument("--output", help="JSONL predictions (default: stdout)")
-    p.add_argument("--vocab", help="SentencePiece model for an HF directory")
+    p.add_argument("--output", type=path_flag, help="JSONL predictions (default: stdout)")
+    p.add_argument("--vocab", type=path_flag, help="SentencePiece model for an HF directory")
     p.add_argument("--byte", action="store_true", help="byte vocabulary (ByT5)")
     p.add_argument("--method", default="greedy", choices=METHODS)
     p.add_argument("--max_decode_length", type=int, default=64)
@@ -64,13 +69,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     if bool(args.prompt) == bool(args.input):
         p.error("give --prompt TEXT or --input FILE.jsonl")
-    try:  # local, gs:// or s3:// (fields/paths.py), refused before anything is loaded
-        for flag in ("model_dir", "input", "output", "vocab"):
-            if getattr(args, flag) is not None:
-                setattr(args, flag, user_path(getattr(args, flag), f"--{flag}"))
-    except BadPath as e:
-        p.error(str(e))
-    cfg = decode_config_from(args, gin_files, gin_bindings)
+    empty = [t for t in args.prompt if not t.strip()]
+    if empty:
+        p.error(f"--prompt {empty[0]!r} is empty: give the text to decode")
+    cfg = decode_config_from(p, args, gin_files, gin_bindings)
     if args.max_input_length < 2:
         p.error(f"--max_input_length={args.max_input_length} must be >= 2 (a token and EOS)")
     from partitioning.distributed import is_primary

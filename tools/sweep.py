@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tools.path_flags import path_flag
+
 
 def main(argv=None) -> list[dict]:
     from runner import gin_flags
@@ -34,7 +36,7 @@ def main(argv=None) -> list[dict]:
     _, bindings, rest = gin_flags.split_gin_args(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sweep", required=True, help="sweep gin file (gin/sweeps/NAME.gin)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, type=path_flag)
     p.add_argument("--emit", action="store_true", help="write launch scripts, run nothing")
     p.add_argument("--only", help="run this member only")
     p.add_argument("--collect", action="store_true", help="only write the report")

@@ -19,6 +19,7 @@ import json
 import sys
 
 from tools.distributed_flags import add_distributed_flags, start_distributed
+from tools.path_flags import path_flag
 
 
 def main(argv=None) -> dict:
@@ -29,22 +30,17 @@ def main(argv=None) -> dict:
 
 
 def _main(argv) -> dict:
-    from fields.paths import BadPath, user_path
     from runner import gin_flags
     from runner.train import train
 
     argv = sys.argv[1:] if argv is None else argv
     files, bindings, rest = gin_flags.split_gin_args(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model_dir", required=True)
+    p.add_argument("--model_dir", required=True, type=path_flag)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="default: a bar on a terminal, a line per log step otherwise")
     add_distributed_flags(p)
     args = p.parse_args(rest)
-    try:  # local, gs:// or s3://, refused here before gin, devices or files are touched
-        args.model_dir = user_path(args.model_dir, "--model_dir")
-    except BadPath as e:
-        p.error(str(e))
     if not files:
         p.error("give at least one --gin_file")
     start_distributed(p, args)

@@ -3,7 +3,8 @@
 The loss is multiplied by `scale` before the backward pass and the grads divided after.
 One global finiteness check decides the step: on overflow the update is skipped (params
 and optimizer state unchanged), the scale is divided by `factor` (not below `floor`) and
-`skipped` counts it; after `period` finite steps in a row the scale grows by `factor`.
+`skipped` counts it; after `period` finite steps in a row the scale grows by `factor` if
+the grown scale is finite in float32 (torch.amp.GradScaler's rule), and the count restarts.
 Any precision skips a non-finite step; `skipped_in_a_row` counts the current streak, which
 the loop turns into an error (LoopConfig.max_consecutive_skipped_steps) instead of a stall.
 """
@@ -14,6 +15,9 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +32,9 @@ class LossScaleConfig:
         if self.initial_scale < self.floor or self.floor <= 0:
             raise ValueError(f"LossScaleConfig: need 0 < floor ({self.floor}) <= initial_scale "
                              f"({self.initial_scale})")
+        if not self.initial_scale <= _F32_MAX:
+            raise ValueError(f"LossScaleConfig.initial_scale={self.initial_scale} must be a "
+                             f"finite float32 (<= {_F32_MAX:.4g})")
         if self.period < 1 or self.factor <= 1:
             raise ValueError(f"LossScaleConfig: period={self.period} must be >= 1 and "
                              f"factor={self.factor} > 1")
@@ -63,7 +70,8 @@ def update_loss_scale(cfg: LossScaleConfig, state: LossScaleState,
         return LossScaleState(state.scale, state.good_steps + finite.astype(jnp.int32),
                               skipped, in_a_row)
     grow = finite & (state.good_steps + 1 >= cfg.period)
-    scale = jnp.where(finite, jnp.where(grow, state.scale * cfg.factor, state.scale),
+    grown = state.scale * cfg.factor  # float32: 2^127 x 2 is inf, and inf never backs off
+    scale = jnp.where(finite, jnp.where(grow & jnp.isfinite(grown), grown, state.scale),
                       jnp.maximum(state.scale / cfg.factor, cfg.floor))
     good = jnp.where(finite & ~grow, state.good_steps + 1, 0)
     return LossScaleState(scale.astype(jnp.float32), good.astype(jnp.int32), skipped, in_a_row)

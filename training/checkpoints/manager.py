@@ -26,6 +26,7 @@ from etils import epath
 
 from fields import paths
 from model_zoo.identity import from_stored
+from training.checkpoints.abandoned_writes import close_abandoned_writes
 from training.checkpoints.array_rows import array_name, read_rows
 from training.checkpoints.lock import ensure_held
 from training.checkpoints.host_state import HostStateRestore, HostStateSave
@@ -239,6 +240,7 @@ class Checkpointer:
             self.manager.wait_until_finished()
         except Exception as e:  # noqa: BLE001 - any failure of the write is reported the same
             self._pending, self._failed = None, True
+            close_abandoned_writes()  # else they print tracebacks after this error, at exit
             raise CheckpointSaveError(
                 f"saving checkpoint step {step} to {self.step_dir(step)} failed: "
                 f"{type(e).__name__}: {e}. {self._last_good_text()}") from None
