@@ -56,7 +56,8 @@ def user_path(value, flag: str) -> str:
     scheme = match.group(1)
     if scheme.lower() not in SCHEMES:
         raise BadPath(f"{_named(flag, text)}: t5pod reads and writes local paths, gs:// and "
-                      f"s3:// only, not {scheme}://")
+                      f"s3:// only, not {scheme}:// (a local name with a ':' in it: write "
+                      f"./{text})")
     rest = text[len(scheme) + 1:]
     if scheme not in SCHEMES or not rest.startswith("//"):
         raise BadPath(f"{_named(flag, text)} is not a bucket URL; write it as "

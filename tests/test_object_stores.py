@@ -183,7 +183,9 @@ def _wait_for_object(url, proc, timeout=300):
         time.sleep(0.05)
 
 
-def test_gs_run_killed_resumes_exactly_and_a_second_writer_is_refused(tmp_path):
+def test_gs_run_killed_resumes_exactly_and_a_second_writer_is_refused(tmp_path, monkeypatch):
+    from tools import train as train_cli
+
     straight, killed = tmp_path / "straight", _unique(GS)
     subprocess.run(train_cmd(straight, 12, 4), cwd=ROOT, env=env(), check=True,
                    capture_output=True)
@@ -191,16 +193,17 @@ def test_gs_run_killed_resumes_exactly_and_a_second_writer_is_refused(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_object(paths.join(killed, "t5pod.lock"), proc)
     proc.send_signal(signal.SIGSTOP)  # held mid-run while a second writer tries its luck
-    other_cwd = tmp_path / "elsewhere"
+    other_cwd = tmp_path / "elsewhere"  # this test's process, from another directory
     other_cwd.mkdir()
-    second = subprocess.run(train_cmd(killed, 12, 4), cwd=other_cwd,
-                            env=env(), capture_output=True, text=True, timeout=300)
+    monkeypatch.chdir(other_cwd)
+    with pytest.raises(run_lock.RunLocked) as second:
+        train_cli.main(train_cmd(killed, 12, 4)[3:])
+    monkeypatch.chdir(ROOT)
     proc.send_signal(signal.SIGCONT)
     _wait_for_object(paths.join(killed, "checkpoints", "8", "commit_success.txt"), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert second.returncode != 0
-    assert f"{killed} is being written by another run: pid {proc.pid}" in second.stderr
+    assert f"{killed} is being written by another run: pid {proc.pid}" in str(second.value)
     assert os.listdir(other_cwd) == []  # no local `gs:` directory
     out = subprocess.run(train_cmd(killed, 12, 4), cwd=ROOT, env=env(), capture_output=True,
                          text=True, timeout=600)
@@ -220,15 +223,19 @@ def test_gs_run_killed_resumes_exactly_and_a_second_writer_is_refused(tmp_path):
     assert not paths.exists(paths.join(killed, "t5pod.lock"))  # released at the end
 
 
-def test_a_missing_bucket_or_an_unknown_scheme_is_refused_before_anything_is_written(tmp_path):
+def test_a_missing_bucket_or_an_unknown_scheme_is_refused_before_anything_is_written(
+        tmp_path, monkeypatch, capsys):
+    from tools import train as train_cli
+
+    monkeypatch.chdir(tmp_path)
     for model_dir, words in ((f"gs://no-such-bucket-{time.time_ns()}/run", "does not exist"),
                              ("hdfs://nn/run1", "not hdfs://"),
                              (f"{S3}/run", "cannot keep checkpoints on s3://")):
-        out = subprocess.run(train_cmd(model_dir, 6, 2), cwd=tmp_path, env=env(),
-                             capture_output=True, text=True, timeout=300)
-        assert out.returncode != 0 and words in out.stderr, out.stderr[-2000:]
-        assert model_dir.split("/")[2] in out.stderr.splitlines()[-1] or model_dir in out.stderr
-        assert os.listdir(tmp_path) == []
+        with pytest.raises((SystemExit, OSError, ValueError)) as e:
+            train_cli.main(train_cmd(model_dir, 6, 2)[3:])
+        said = capsys.readouterr().err if e.type is SystemExit else str(e.value)
+        assert words in said and model_dir in said, said[-2000:]
+        assert os.listdir(tmp_path) == []  # no `gs:`, `hdfs:` or `s3:` directory
 
 
 # -- task caches and sources in buckets ------------------------------------------------------
