@@ -301,3 +301,15 @@ def test_runs_start_from_hf_and_t5pod_dirs_in_buckets_and_export_to_s3(tmp_path)
         exported = jax.device_get(hf.read_params(local, cfg))
     jax.tree.map(np.testing.assert_array_equal, exported,
                  jax.device_get(hf.read_params(str(tmp_path / "hf"), cfg)))
+
+
+@pytest.mark.parametrize("cli", ["study", "quickstart", "wikispell_compare", "train_vocab"])
+def test_commands_that_write_local_reports_refuse_a_bucket_before_writing(
+        cli, tmp_path, monkeypatch, capsys):
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        importlib.import_module(f"tools.{cli}").main([f"--out={GS}/reports", "--demo"])
+    assert "writes its results to a local directory" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []

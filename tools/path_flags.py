@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from fields.paths import BadPath, user_path
+from fields.paths import BadPath, is_bucket, user_path
 
 
 def path_flag(value: str) -> str:
@@ -17,3 +17,14 @@ def path_flag(value: str) -> str:
         return user_path(value, "")
     except BadPath as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def local_path_flag(value: str) -> str:
+    """argparse `type` of an output written to a local disk only (reports, plots, launch
+    scripts): a bucket URL is refused here rather than becoming a local `gs:` directory."""
+    path = path_flag(value)
+    if is_bucket(path):
+        raise argparse.ArgumentTypeError(
+            f"{path!r}: this command writes its results to a local directory; give a local "
+            "path (tools.sweep and tools.train write to gs:// and s3:// buckets)")
+    return path

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 
-from tools.path_flags import path_flag
+from tools.path_flags import local_path_flag
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="runs/quickstart", type=path_flag)
+    p.add_argument("--out", default="runs/quickstart", type=local_path_flag)
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--per_bucket", type=int, default=200, help="test words per bucket")
     args = p.parse_args(argv)

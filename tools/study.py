@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tools.path_flags import path_flag
+from tools.path_flags import local_path_flag
 
 
 def main(argv=None):
@@ -31,7 +31,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--study", required=True, help="; ".join(
         f"{name}: {s.summary}" for name, s in sorted(STUDIES.items())))
-    p.add_argument("--out", required=True, type=path_flag)
+    p.add_argument("--out", required=True, type=local_path_flag)
     p.add_argument("--only", action="append", default=[], help="run this member (repeatable)")
     p.add_argument("--emit", action="store_true", help="write launch scripts, run nothing")
     p.add_argument("--collect", action="store_true", help="only write the report")

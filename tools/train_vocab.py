@@ -15,6 +15,7 @@ from tasks.corpus import split
 from tasks.sentencepiece_training import train_sentencepiece
 from tasks.text_files import read_texts
 from tasks.vocabularies import DEMO_SPM_VOCAB_SIZE, WIKISPELL_SPM_VOCAB_SIZE
+from tools.path_flags import local_path_flag
 
 
 def main(argv=None):
@@ -24,7 +25,8 @@ def main(argv=None):
     p.add_argument("--demo", action="store_true", help="use the embedded demo corpus")
     p.add_argument("--wikispell", action="store_true",
                    help="frequency-weighted English words (the char-blind WikiSpell baseline)")
-    p.add_argument("--out", required=True, help="output prefix: writes PREFIX.model/.vocab")
+    p.add_argument("--out", required=True, type=local_path_flag,
+                   help="output prefix: writes PREFIX.model/.vocab (a local path)")
     p.add_argument("--vocab_size", type=int, default=None)
     p.add_argument("--model_type", default="unigram", choices=["unigram", "bpe"])
     args = p.parse_args(argv)

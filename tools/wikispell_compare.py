@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 
-from tools.path_flags import path_flag
+from tools.path_flags import local_path_flag
 
 
 def parse_steps(p, text: str | None, per_model: bool):
@@ -44,7 +44,7 @@ def main(argv=None) -> dict:
     from experiments.wikispell_compare import compare
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="runs/wikispell", type=path_flag)
+    p.add_argument("--out", default="runs/wikispell", type=local_path_flag)
     p.add_argument("--models", default="t5,byt5")
     p.add_argument("--steps", default=None,
                    help="override TRAIN_STEPS: N for every model, or MODEL=N,... (with "
