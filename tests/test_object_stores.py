@@ -313,3 +313,24 @@ def test_commands_that_write_local_reports_refuse_a_bucket_before_writing(
         importlib.import_module(f"tools.{cli}").main([f"--out={GS}/reports", "--demo"])
     assert "writes its results to a local directory" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+
+
+def test_metric_parts_read_back_as_one_log_each_step_once(tmp_path):
+    from training.metrics_log import part_name
+    from training.metrics_writer import MetricsWriter
+
+    run = _unique(GS)
+    first = MetricsWriter(run, tensorboard=False, resume_step=0)
+    for step in (1, 2, 3, 4):
+        first.write(step, {"loss": float(step)})
+    first.close()
+    torn = paths.join(run, "metrics", part_name(time.time_ns(), 2))  # killed while writing
+    paths.write_text(torn, '{"step": 3, "loss": 30.0}\n{"step": 4, "lo')
+    resumed = MetricsWriter(run, tensorboard=False, resume_step=3)
+    resumed.write(4, {"loss": 400.0})
+    resumed.write(4, {"eval/loss": 7.0})
+    resumed.close()
+    assert [(r["step"], r.get("loss", r.get("eval/loss"))) for r in read_records(run)] == [
+        (1, 1.0), (2, 2.0), (3, 30.0), (4, 400.0), (4, 7.0)]
+    assert not os.path.exists(tmp_path / "gs:") and len(paths.listdir(
+        paths.join(run, "metrics"))) == 3
