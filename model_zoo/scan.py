@@ -29,20 +29,27 @@ def _is_variable(x) -> bool:
     return isinstance(x, nnx.Variable)
 
 
+def stacked_copies(make: Callable[[nnx.Rngs], nnx.Module], count: int, axis: str,
+                   rngs: nnx.Rngs) -> nnx.Module:
+    """`count` independently initialised copies of `make(rngs)` as one module whose params
+    are stacked on a leading logical `axis` ("layers" for a scan, "branch" for a tree)."""
+    graphdefs = []
+
+    def init_one(key):
+        graphdef, state = nnx.split(make(nnx.Rngs(params=key)))
+        graphdefs.append(graphdef)
+        return state
+
+    stacked = jax.vmap(init_one)(jax.random.split(rngs.params(), count))
+    stacked = jax.tree.map(lambda v: with_leading_axis(v, axis, v.get_value()),
+                           stacked, is_leaf=_is_variable)
+    return nnx.merge(graphdefs[0], stacked)
+
+
 class ScannedLayers(nnx.Module):
     def __init__(self, make_layer: Callable[[nnx.Rngs], nnx.Module], num_layers: int,
                  remat_policy: str, rngs: nnx.Rngs, first_layer: int = 0):
-        graphdefs = []
-
-        def init_one(key):
-            graphdef, state = nnx.split(make_layer(nnx.Rngs(params=key)))
-            graphdefs.append(graphdef)
-            return state
-
-        stacked = jax.vmap(init_one)(jax.random.split(rngs.params(), num_layers))
-        stacked = jax.tree.map(lambda v: with_leading_axis(v, "layers", v.get_value()),
-                               stacked, is_leaf=_is_variable)
-        self.layer = nnx.merge(graphdefs[0], stacked)
+        self.layer = stacked_copies(make_layer, num_layers, "layers", rngs)
         self.num_layers = num_layers
         self.remat_policy = remat_policy
         self.first_layer = first_layer  # the index of this stack's first layer in its model

@@ -20,33 +20,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from model_zoo.axes import with_leading_axis
 from model_zoo.config import ModelConfig
-from model_zoo.scan import ScannedLayers
+from model_zoo.scan import ScannedLayers, stacked_copies
 
 BRANCH = "branch"
 SIDES = ("encoder", "decoder")
-
-
-def _is_variable(x) -> bool:
-    return isinstance(x, nnx.Variable)
 
 
 class Branched(nnx.Module):
     """`count` copies of `make(rngs)`, their params stacked on a leading `branch` axis."""
 
     def __init__(self, make: Callable[[nnx.Rngs], nnx.Module], count: int, rngs: nnx.Rngs):
-        graphdefs = []
-
-        def init_one(key):
-            graphdef, state = nnx.split(make(nnx.Rngs(params=key)))
-            graphdefs.append(graphdef)
-            return state
-
-        stacked = jax.vmap(init_one)(jax.random.split(rngs.params(), count))
-        stacked = jax.tree.map(lambda v: with_leading_axis(v, BRANCH, v.get_value()),
-                               stacked, is_leaf=_is_variable)
-        self.stack = nnx.merge(graphdefs[0], stacked)
+        self.stack = stacked_copies(make, count, BRANCH, rngs)
         self.count = count
 
     def at(self, branch) -> nnx.Module:
