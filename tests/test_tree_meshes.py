@@ -1,11 +1,13 @@
 """A TreeDNN tree's train step with the mesh rules, microbatches and bf16/fp16: on a mesh
 that shards the params it gives the single-device step's params; in low precision it stays
-finite and leaves the other branches' params and optimizer state bitwise unchanged.
+finite and leaves the other branches' params and optimizer state bitwise unchanged; a
+branch feed over a task cache restored at a position gives the uninterrupted batches.
 
 Every trainer starts from one initial state (placed with its own shardings), so the file
 compiles one init and one step per trainer."""
 
 import dataclasses
+import json
 
 import jax
 import numpy as np
@@ -115,3 +117,48 @@ def test_a_low_precision_tree_step_is_finite_and_keeps_the_other_branches(start,
     trunk = before.params["encoder"]["layers"]["trunk"]["layer"]["attention"]["query"]
     assert not np.array_equal(trunk, after.params["encoder"]["layers"]["trunk"]["layer"]
                               ["attention"]["query"])
+
+
+def test_a_branch_feed_over_a_task_cache_resumes_with_the_same_batches(tmp_path):
+    from tasks.branch_feed import BranchFeed, BranchFeedConfig
+    from tasks.feeding import FeedConfig, HostFeed
+    from tests.test_feed_resume import LENGTHS, TASK, write_cache
+
+    write_cache(tmp_path, shards=2)
+    config = BranchFeedConfig({"a": TASK, "b": "uncached"}, rates={"a": 2, "b": 1}, seed=5,
+                              cache_dirs={"a": str(tmp_path)})
+    run_feed = FeedConfig(TASK, LENGTHS, batch_size=4, seed=3)
+
+    def make_feed(branch, state):
+        if branch == "b":  # a stand-in branch: batch k is copy_batch(seed=k)
+            return _Counting(state)
+        feed = config.feed_of(run_feed, branch)
+        assert feed.cache_dir == str(tmp_path)
+        return HostFeed(feed, 0, 1) if state is None else HostFeed.restore(feed, state, 0, 1)
+
+    straight = BranchFeed(config, ("a", "b"), make_feed)
+    first = [next(straight) for _ in range(40)]  # past an epoch of branch a's 90 rows
+    state = json.loads(json.dumps(straight.state()))
+    want = [next(straight) for _ in range(6)]
+    resumed = BranchFeed(config, ("a", "b"), make_feed, state=state)
+    for w, g in zip(want, [next(resumed) for _ in range(6)], strict=True):
+        assert w.keys() == g.keys() and all(np.array_equal(w[k], g[k]) for k in w)
+    # branch a's batches are the cache's own feed's batches, in order
+    cached = HostFeed(config.feed_of(run_feed, "a"), 0, 1)
+    of_a = [b for b in first + want if b["branch_index"][0] == 0]
+    assert 20 < len(of_a) < len(first + want)
+    for got in of_a:
+        plain = next(cached)
+        assert all(np.array_equal(got[k], plain[k]) for k in plain)
+
+
+class _Counting:
+    def __init__(self, state):
+        self.position = (state or {}).get("position", 0)
+
+    def __next__(self):
+        self.position += 1
+        return copy_batch(4, seed=self.position)
+
+    def state(self):
+        return {"position": self.position}
