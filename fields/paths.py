@@ -234,15 +234,12 @@ def local_copy(path) -> Iterator[str]:
         return
     with tempfile.TemporaryDirectory(prefix="t5pod_download_") as tmp:
         target = os.path.join(tmp, name(path) or "download")
-        if isdir(path):
-            for rel in walk_files(path):
-                dst = os.path.join(target, *rel.split("/"))
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                with open(dst, "wb") as f:
-                    f.write(read_bytes(join(path, rel)))
-        else:
-            with open(target, "wb") as f:
-                f.write(read_bytes(path))
+        files = ([(join(path, rel), os.path.join(target, *rel.split("/")))
+                  for rel in walk_files(path)] if isdir(path) else [(path, target)])
+        for src, dst in files:  # streamed: a weights file need not fit in memory
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            with open_read(src) as r, open(dst, "wb") as w:
+                shutil.copyfileobj(r, w, 8 << 20)
         yield target
 
 

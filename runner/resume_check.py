@@ -44,7 +44,7 @@ def checkpointed_step(run: Run, model_dir: str, identity: dict) -> int | None:
     directory = RunDir.of(model_dir).checkpoints
     if not paths.isdir(directory):
         return None
-    ckpt = Checkpointer(directory, async_save=False, identity=identity)
+    ckpt = Checkpointer(directory, async_save=False, identity=identity, read_only=True)
     try:
         ckpt.check_identity()
         steps = ckpt.all_steps()

@@ -12,17 +12,10 @@ import pytest
 
 from training.checkpoints.abandoned_writes import close_abandoned_writes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.test_run_guards import FLAGS as SMALLEST, ROOT
+
 # The smallest demo run: a checkpoint of about 1.4 MB, which a 512 KiB disk cannot hold.
-FLAGS = ["--gin_file=runs/demo_pretrain.gin", "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, "
-         "'targets': 8}", "--gin.BATCH_SIZE=8", "--gin.EVAL_EVERY=0", "--gin.CHECKPOINT_EVERY=2",
-         "--gin.TRAIN_STEPS=6", "--gin.run.train.eval_feed=None",
-         "--gin.training.ScheduleConfig.warmup_steps=1", "--gin.model_zoo.model.dtype=float32",
-         "--gin.model_zoo.model.d_model=32", "--gin.model_zoo.model.d_ff=32",
-         "--gin.model_zoo.model.num_heads=2", "--gin.model_zoo.model.d_kv=16",
-         "--gin.model_zoo.model.num_encoder_layers=1",
-         "--gin.model_zoo.model.num_decoder_layers=1", "--gin.model_zoo.model.scan_layers=False",
-         "--gin.partitioning.mesh.ici={'data': 8}", "--gin.RULES='data_parallel'", "--no-progress"]
+FLAGS = SMALLEST + ["--gin.TRAIN_STEPS=6", "--gin.run.train.eval_feed=None"]
 # A private mount namespace (as root, or as a user through a user namespace): the tmpfs is
 # seen by this command alone and goes with it.
 ON_A_SMALL_DISK = ["unshare", "--mount", "--map-root-user", "sh", "-c",
