@@ -1,12 +1,13 @@
 """WikiSpell after pretraining: does the char-blind model now spell frequent words best?
 
 Liu et al. 2022 found pretrained T5 best on frequent words and worse on rare ones, and ByT5
-near-perfect everywhere. Each model of experiments/wikispell_compare.py is trained three ways in
+near-perfect everywhere. Each model of experiments/wikispell_gap.py is trained three ways in
 OUT: NAME (WikiSpell only, as that comparison does), pretrain_NAME (span corruption of
-gin/runs/wikispell_pretrain_NAME.gin: words at their real frequencies, tasks/zipf_corpus.py)
-and NAME_pretrained (WikiSpell from pretrain_NAME's checkpoint). Every member resumes, or
-is only evaluated when trained, like a sweep. Exact match per bucket goes to
-OUT/results.json, OUT/table.md, OUT/table.csv and a plot OUT/wikispell_pretrained.png.
+gin/runs/wikispell_pretrain_NAME.gin: words at their real frequencies,
+tasks/pretraining/zipf_corpus.py) and NAME_pretrained (WikiSpell from pretrain_NAME's
+checkpoint). Every member resumes, or is only evaluated when trained, like a sweep. Exact
+match per bucket goes to OUT/results.json, OUT/table.md, OUT/table.csv and a plot
+OUT/wikispell_pretrained.png.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import csv
 import json
 import os
 
-from experiments.wikispell_compare import LABELS, RUNS, check_models, table, train_and_evaluate
+from experiments.wikispell_gap import LABELS, RUNS, check_models, table, train_and_evaluate
 
 PRETRAIN_RUNS = {"t5": "runs/wikispell_pretrain_t5.gin",
                  "byt5": "runs/wikispell_pretrain_byt5.gin"}

@@ -21,7 +21,7 @@ def vocabulary_for(task: str | None, vocab: str | None, byte: bool):
         from tasks.vocabularies import sentencepiece_vocabulary
         return sentencepiece_vocabulary(vocab)
     if task:
-        from tasks.feeding import lookup
+        from tasks.task_lookup import lookup
         return lookup(task).output_features["inputs"].vocabulary
     raise ValueError("no vocabulary: this model_dir names no task; pass --vocab or --byte")
 

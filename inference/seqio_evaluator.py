@@ -61,7 +61,7 @@ class InferenceEvaluator:
         (no `byte_inputs` for a hybrid model, or some for a plain one) is refused."""
         import seqio
 
-        from tasks.feeding import lookup, require_prepared
+        from tasks.task_lookup import lookup, require_prepared
         from tasks.hybrid_features import converter, is_hybrid, mismatch
 
         self.config = config
@@ -89,7 +89,7 @@ class InferenceEvaluator:
     def evaluate(self, predictor, step: int | None = None) -> dict[str, dict]:
         """{task: {metric: value}} of `predictor` (see inference/seqio_callbacks.py), and the
         mixture's own row where its tasks' mean is its published score (BBH)."""
-        from tasks.macro_average import with_average
+        from tasks.benchmarks.macro_average import with_average
 
         size = self.config.batch_size
         metrics, _ = self.evaluator.evaluate(
@@ -157,7 +157,7 @@ class SeqioEvaluator:
         out, counts = {}, self.data.examples
         names, mixture = list(counts), self.data.config.mixture_or_task_name
         if mixture not in counts and any(k.startswith(f"{PREFIX}{mixture}/") for k in metrics):
-            names.append(mixture)   # a macro average (tasks/macro_average.py)
+            names.append(mixture)   # a macro average (tasks/benchmarks/macro_average.py)
         for task in names:
             head = f"{PREFIX}{task}/"
             out[task] = {"examples": counts.get(task, sum(counts.values())),

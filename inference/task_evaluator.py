@@ -66,7 +66,7 @@ class ExactMatchEvaluator:
                  max_examples: int, batch_size: int = 32):
         import seqio
 
-        from tasks.feeding import lookup, require_prepared
+        from tasks.task_lookup import lookup, require_prepared
 
         provider = lookup(task_name)
         tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]

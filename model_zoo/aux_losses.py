@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from model_zoo.config import ModelConfig
-from model_zoo.moe import summarize
+from model_zoo.moe.moe_layer import summarize
 
 
 def ponder(config: ModelConfig, enc: dict, dec: dict) -> dict | None:

@@ -15,7 +15,7 @@ from model_zoo.config import ModelConfig
 from model_zoo.dropout import dropout, fold
 from model_zoo.fp16_clamp import clamp_float16
 from model_zoo.mlp import MLP
-from model_zoo.moe import MoEFeedForward
+from model_zoo.moe.moe_layer import MoEFeedForward
 from model_zoo.norm import make_norm, token_mean
 
 # rng streams of the norms (KL-Norm samples), after the dropout streams 0-5 of a layer

@@ -23,7 +23,7 @@ from model_zoo.config import ModelConfig, UniversalConfig
 from model_zoo.dropout import fold
 from model_zoo.norm import token_mean
 from model_zoo.scan import ScannedLayers
-from model_zoo.sparse_stack import MoEStack
+from model_zoo.moe.sparse_stack import MoEStack
 
 
 def make_stack(cfg: ModelConfig, make_layer: Callable[..., nnx.Module], num_layers: int,

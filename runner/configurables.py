@@ -99,10 +99,10 @@ def known_configurables() -> dict[str, list[str]]:
         known[f"training.{cls.__name__}"] = params(cls)
     try:
         from tasks import settings
-        from tasks.feeding import FeedConfig
+        from tasks.feed_config import FeedConfig
 
         known["tasks.FeedConfig"] = [p for p in params(FeedConfig) if p != "task_settings"]
-        from tasks.branch_feed import BranchFeedConfig
+        from tasks.feeding.branch_feed import BranchFeedConfig
 
         known["tasks.BranchFeedConfig"] = params(BranchFeedConfig)
         known.update(settings.parameters())
@@ -116,10 +116,10 @@ def register_tasks_configurables() -> None:
     of tasks.settings.BUILDERS) live in tasks/ (TensorFlow); registered only by tools that
     read data. A feed's task_settings come from those, never bound on FeedConfig itself."""
     from tasks import settings
-    from tasks.feeding import FeedConfig
+    from tasks.feed_config import FeedConfig
 
     if not _registered:
-        from tasks.branch_feed import BranchFeedConfig
+        from tasks.feeding.branch_feed import BranchFeedConfig
 
         gin.external_configurable(FeedConfig, module="tasks", denylist=["task_settings"])
         gin.external_configurable(BranchFeedConfig, module="tasks")

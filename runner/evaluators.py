@@ -26,7 +26,7 @@ def padded(batches, batch_size: int):
 def eval_batches(run: Run, feed_config=None, branch: int | None = None):
     """`make_batches()` for EvalLoss: the first `eval_batches` host batches of the eval feed
     (`feed_config`: a tree branch's, whose rows get that `branch` index)."""
-    from tasks.feeding import HostFeed
+    from tasks.feeding.host_feed import HostFeed
 
     feed_config = feed_config or run.eval_feed
 
@@ -58,7 +58,7 @@ def evaluators(run: Run, trainer) -> list:
     if run.inference_eval is not None:
         from inference.seqio_evaluator import for_trainer
         from tasks import settings_scope
-        from tasks.feeding import lookup
+        from tasks.task_lookup import lookup
 
         vocab = lookup(run.feed.mixture_or_task_name).output_features["targets"].vocabulary
         with settings_scope.active(run.feed.task_settings):  # its data is read here

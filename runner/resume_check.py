@@ -12,30 +12,23 @@ import jax
 
 from fields import paths
 from runner.run import Run
-from tasks.feeding import HostFeed
+from tasks.feeding.host_feed import check_position
 from training.checkpoints.host_state import read as read_host_state
 from training.checkpoints.verify import DamagedCheckpoint
 from training.checkpoints.manager import Checkpointer
 from training.run_dir import RunDir
 
 
-class _Position(HostFeed):
-    """HostFeed.restore's checks of a saved position, without opening the dataset."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-
 def _check_position(run: Run, position: dict) -> None:
     if run.branch_feed is None:
-        _Position.restore(run.feed, position)
+        check_position(run.feed, position, jax.process_count())
         return
-    from tasks.branch_feed import check_state
+    from tasks.feeding.branch_feed import check_state
 
     check_state(run.branch_feed, run.model.tree.branches, position)
     feeds = run.feeds_of(run.feed)
     for branch, saved in position["feeds"].items():
-        _Position.restore(feeds[branch], saved)
+        check_position(feeds[branch], saved, jax.process_count())
 
 
 def checkpointed_step(run: Run, model_dir: str, identity: dict) -> int | None:

@@ -16,8 +16,9 @@ from fields.paths import user_path
 from model_zoo.config import ModelConfig
 from partitioning.mesh import MeshConfig
 from inference.seqio_evaluator import InferenceEvalConfig
-from tasks.branch_feed import BranchFeedConfig
-from tasks.feeding import FeedConfig, lookup
+from tasks.feeding.branch_feed import BranchFeedConfig
+from tasks.feed_config import FeedConfig
+from tasks.task_lookup import lookup
 from tasks.hybrid_features import is_hybrid, mismatch
 from training.loop import LoopConfig
 from training.trainer import TrainConfig

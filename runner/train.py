@@ -77,14 +77,14 @@ def remove_if_empty(created: list[str]) -> None:
 def make_feed_of(run: Run):
     """make_feed(input_state) for the loop: the run's feed, at the saved position if any (a
     tree's BranchFeed: each branch's feed at its own position)."""
-    from tasks.feeding import HostFeed
+    from tasks.feeding.host_feed import HostFeed
 
     def host_feed(config, state):
         return HostFeed.restore(config, state) if state else HostFeed(config)
 
     if run.branch_feed is None:
         return lambda state: host_feed(run.feed, state)
-    from tasks.branch_feed import BranchFeed
+    from tasks.feeding.branch_feed import BranchFeed
 
     feeds = run.feeds_of(run.feed)
     return lambda state: BranchFeed(run.branch_feed, run.model.tree.branches,

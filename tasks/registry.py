@@ -7,11 +7,15 @@ import os
 
 import seqio
 
-from tasks import (bbh, corpus, flan_collection, flan_tasks, mmlu, settings_scope, text_files,
-                   wikispell, zipf_corpus)
+from tasks import wikispell
+from tasks.benchmarks import bbh, mmlu
+from tasks.pretraining import corpus, text_files, zipf_corpus
+from tasks.flan2022 import flan_collection
+from tasks.instruction_tuning import flan_tasks
+from tasks import settings_scope
 from tasks.hybrid_features import HYBRID_SUFFIX, copy_inputs_to_bytes, with_bytes
 from tasks.metrics import accuracy
-from tasks.span_corruption import prefix_lm, span_corruption
+from tasks.pretraining.span_corruption import prefix_lm, span_corruption
 from tasks.text_to_text import format_fields, keep, label_to_text
 from tasks.tf_setup import tf
 from tasks.vocabularies import (DEMO_SPM, T5_EXTRA_IDS, WIKISPELL_SPM, byte_vocabulary,
@@ -123,7 +127,8 @@ def register() -> None:
     _wikispell("wikispell_spm", wiki_spm, wiki_spm)
     _wikispell("wikispell_byte", byte, byte)
     _wikispell("wikispell_hybrid", wiki_spm, wiki_spm, hybrid=True)
-    # Their pretraining: span corruption of words at their real frequencies (tasks/zipf_corpus.py)
+    # Their pretraining: span corruption of words at their real frequencies
+    # (tasks/pretraining/zipf_corpus.py)
     seqio.TaskRegistry.add(
         "wikispell_pretrain_spm",
         source=seqio.FunctionDataSource(_zipf_ids_dataset, splits=zipf_corpus.SPLITS),
@@ -150,9 +155,9 @@ def register() -> None:
         output_features=features(spm), metric_fns=[accuracy])
     seqio.MixtureRegistry.add("glue_sst2_and_boolq", ["glue_sst2", "super_glue_boolq"],
                               default_rate=1.0)
-    # Flan-style instruction tasks (tasks/flan_tasks.py) and their mixtures.
+    # Flan-style instruction tasks (tasks/instruction_tuning/flan_tasks.py) and their mixtures.
     flan_tasks.register(spm)
-    # The Flan 2022 collection from its exported files (tasks/flan_collection.py).
+    # The Flan 2022 collection from its exported files (tasks/flan2022/flan_collection.py).
     flan_collection.register(spm)
     # Benchmarks from local files in their published formats (gin: tasks.mmlu / tasks.bbh),
     # and their hybrid variants (SentencePiece ids + the same inputs' bytes).

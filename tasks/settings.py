@@ -14,8 +14,11 @@ import difflib
 import inspect
 from typing import Callable, Mapping
 
-from tasks import bbh, flan_collection, flan_mixtures, instruction_sources, instructions, mmlu
-from tasks import text_files, wikispell, zipf_corpus
+from tasks import wikispell
+from tasks.benchmarks import bbh, mmlu
+from tasks.flan2022 import flan_collection
+from tasks.instruction_tuning import flan_mixtures, instruction_sources, instructions
+from tasks.pretraining import text_files, zipf_corpus
 
 BUILDERS: dict[str, Callable] = {
     "mmlu": mmlu.mmlu,

@@ -2,7 +2,7 @@
 
 seqio calls a task's dataset_fn as `fn(split, shuffle_files, seed)`, so the settings a feed
 carries (`FeedConfig.task_settings`) reach the task code this way: whoever builds a dataset
-(tasks.feeding.dataset, an evaluator) makes its settings active for the build, and a
+(tasks.live_pipeline.dataset, an evaluator) makes its settings active for the build, and a
 dataset_fn reads its part with `get(name, default)` while it builds, never later.
 """
 

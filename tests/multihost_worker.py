@@ -112,7 +112,8 @@ def train(process_id: int, port: str, model_dir: str, reference_dir: str, out: s
 
     jax.config.update("jax_default_matmul_precision", "highest")
     import partitioning
-    from tasks.feeding import FeedConfig, HostFeed
+    from tasks.feed_config import FeedConfig
+    from tasks.feeding.host_feed import HostFeed
     from training.checkpoints.manager import Checkpointer
     from training.loop import LoopConfig, run
 
@@ -198,8 +199,9 @@ def files(process_id: int, port: str, corpus: str, cache_dir: str, out: str) -> 
 
     import jax
 
-    from tasks import text_files
-    from tasks.feeding import FeedConfig, HostFeed
+    from tasks.pretraining import text_files
+    from tasks.feed_config import FeedConfig
+    from tasks.feeding.host_feed import HostFeed
 
     opened, read = [], text_files._texts_of
     text_files._texts_of = lambda path, field: opened.append(path) or read(path, field)

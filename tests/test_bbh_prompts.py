@@ -11,7 +11,8 @@ import pytest
 import seqio
 
 import tasks  # noqa: F401  (registers the tasks)
-from tasks import bbh, macro_average, settings, settings_scope
+from tasks.benchmarks import bbh, macro_average
+from tasks import settings, settings_scope
 
 # the published layout: canary, "-----", description (snarks has a second paragraph for the
 # reasoning), then "Q: ...\nA: Let's think step by step.\n<reasoning> So the answer is X."

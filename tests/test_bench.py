@@ -71,10 +71,10 @@ def test_the_hf_peer_of_a_switch_preset_is_switch_transformers(capsys):
 
 def test_bench_feed_and_resume_modes_time_a_cached_feed(capsys, tmp_path, monkeypatch):
     from tests.test_feed_resume import write_cache
-    from tools import bench_feed
+    from experiments.perf import feed_overhead
 
     write_cache(tmp_path, 1, "demo_span_corruption", {"inputs": 32, "targets": 16})
-    monkeypatch.setattr(bench_feed, "core_counts", lambda: [1])  # one child, not three
+    monkeypatch.setattr(feed_overhead, "core_counts", lambda: [1])  # one child, not three
     shapes = ["--batch", "4", "--inputs", "32", "--targets", "16", "--cache_dir", str(tmp_path)]
     bench.main(["--feed", "demo_span_corruption", *shapes, "--mesh", "data=2", "--steps", "1",
                 "--warmup", "0", "--feed_batches", "2"])

@@ -17,8 +17,9 @@ from runner import gin_flags
 from inference.seqio_evaluator import InferenceEvalConfig, InferenceEvaluator
 from inference.predictor import Predictor
 from inference.seqio_callbacks import predict_fn, score_fn
-from tasks import bbh, mmlu, mmlu_files, settings_scope
-from tasks import rank_classification as rank
+from tasks.benchmarks import bbh, mmlu, mmlu_files
+from tasks import settings_scope
+from tasks.benchmarks import rank_classification as rank
 from tasks.registry import default_sentencepiece
 from tests.hf_reference import make_hf_t5
 
@@ -338,7 +339,7 @@ def test_plain_benchmarks_are_refused_for_a_hybrid_model_naming_the_hybrid_varia
     from partitioning import MeshConfig
     from inference.task_evaluator import check_vocabulary
     from runner.run import Run
-    from tasks.feeding import FeedConfig
+    from tasks.feed_config import FeedConfig
     from tasks.hybrid_features import with_bytes
     from tasks.registry import DEMO_SOURCE, features
     from training.loop import LoopConfig

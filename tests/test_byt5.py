@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from transformers import ByT5Tokenizer
 
-from model_zoo import hf
+from model_zoo.interop import hf
 from tasks.vocabularies import byte_vocabulary
 from tests.hf_reference import hf_logits, make_hf_t5
 

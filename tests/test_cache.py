@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 import tasks  # noqa: F401
-from tasks import cache_spec
-from tasks.cache_beam import check_target, planned
-from tasks.cache_layout import INFO, IncompleteCache, shard_files
-from tasks.cache_write import CacheRequest
-from tasks.feeding import FeedConfig, HostFeed
+from tasks.cache import cache_spec
+from tasks.cache.cache_beam import check_target, planned
+from tasks.cache.cache_layout import INFO, IncompleteCache, shard_files
+from tasks.cache.cache_write import CacheRequest
+from tasks.feed_config import FeedConfig
+from tasks.feeding.host_feed import HostFeed
 from tests.test_feed_resume import same, write_cache
 from tests.train_helpers import TINY, make_trainer
 from tools import cache_tasks

@@ -12,7 +12,8 @@ import pytest
 from transformers import T5ForConditionalGeneration
 
 import partitioning
-from model_zoo import hf, preset
+from model_zoo.interop import hf
+from model_zoo import preset
 from model_zoo.config import ByteEncoderConfig
 from model_zoo.model_def import split_params
 from training.checkpoints import loader

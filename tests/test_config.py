@@ -11,7 +11,8 @@ from transformers import T5Config, T5ForConditionalGeneration
 
 from flax import nnx
 
-from model_zoo import PRESETS, EncoderDecoder, ModelConfig, hf, preset
+from model_zoo import PRESETS, EncoderDecoder, ModelConfig, preset
+from model_zoo.interop import hf
 from model_zoo.model_def import model_def
 
 

@@ -8,7 +8,8 @@ import torch
 from flax import nnx
 
 import partitioning
-from model_zoo import EncoderDecoder, hf, preset
+from model_zoo import EncoderDecoder, preset
+from model_zoo.interop import hf
 from model_zoo.axes import activation_rules
 from model_zoo.decoding import DecodeConfig, decode, filter_logits
 from model_zoo.model_def import split_params

@@ -12,9 +12,10 @@ import pytest
 import seqio
 
 import tasks  # noqa: F401
-from tasks.cache_beam import commit, planned
-from tasks.cache_write import CacheRequest, write_shard
-from tasks.feeding import FeedConfig, HostFeed
+from tasks.cache.cache_beam import commit, planned
+from tasks.cache.cache_write import CacheRequest, write_shard
+from tasks.feed_config import FeedConfig
+from tasks.feeding.host_feed import HostFeed
 from tasks.settings import from_mapping
 from tasks.tf_setup import tf
 from tasks.vocabularies import byte_vocabulary

@@ -11,7 +11,10 @@ import seqio
 import tensorflow_datasets as tfds
 
 import tasks  # noqa: F401
-from tasks.feeding import FeedConfig, HostFeed, dataset, lookup
+from tasks.feed_config import FeedConfig
+from tasks.feeding.host_feed import HostFeed
+from tasks.live_pipeline import dataset
+from tasks.task_lookup import lookup
 from tasks.tf_setup import tf
 from tasks.vocabularies import byte_vocabulary
 
@@ -175,25 +178,6 @@ def test_unprepared_tfds_dataset_says_how_to_prepare(tmp_path):
 def test_bad_feature_lengths():
     with pytest.raises(ValueError, match="task_feature_lengths"):
         FeedConfig("demo_span_corruption", {"inputs": 0, "targets": 8}, 2)
-
-
-def test_prefetch_global_makes_sharded_global_arrays():
-    import jax
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    import partitioning
-    from tasks.feeding import prefetch_global
-
-    mesh = partitioning.make_mesh(partitioning.MeshConfig(ici={"data": 8}))
-    sharding = NamedSharding(mesh, PartitionSpec("data"))
-    feed = HostFeed(FeedConfig("demo_span_corruption", LENGTHS, 8), 0, 1)
-    batches = prefetch_global(iter([next(feed), next(feed)]), sharding)
-    got = list(batches)
-    assert len(got) == 2
-    for batch in got:
-        assert isinstance(batch["encoder_input_tokens"], jax.Array)
-        assert batch["encoder_input_tokens"].sharding == sharding
-        assert batch["encoder_input_tokens"].shape == (8, 64)
 
 
 def test_restoring_a_position_under_another_batch_size_is_refused():

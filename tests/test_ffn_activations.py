@@ -8,7 +8,8 @@ import pytest
 from flax import nnx
 from transformers import T5ForConditionalGeneration
 
-from model_zoo import EncoderDecoder, ModelConfig, flops, hf, preset
+from model_zoo import EncoderDecoder, ModelConfig, flops, preset
+from model_zoo.interop import hf
 from model_zoo.identity import from_stored, identity_of
 from tests.batches import padded_batch
 from tests.hf_reference import hf_logits, make_hf_t5, t5pod_logits

@@ -12,9 +12,10 @@ import pytest
 import seqio
 
 import tasks  # noqa: F401
-from tasks import flan_collection as fc
+from tasks.flan2022 import flan_collection as fc
 from tasks import settings, settings_scope
-from tasks.feeding import FeedConfig, HostFeed
+from tasks.feed_config import FeedConfig
+from tasks.feeding.host_feed import HostFeed
 
 # (task_source spelling as the exports write it, task_name, examples, file kind)
 FIXTURE = [("Flan2021", "flan_big", 40, "jsonl"), ("flan", "flan_small", 10, "jsonl"),

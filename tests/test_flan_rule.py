@@ -10,8 +10,9 @@ import pytest
 import seqio
 
 import tasks  # noqa: F401
-from tasks import flan_collection as fc
-from tasks import flan_rule, settings, settings_scope
+from tasks.flan2022 import flan_collection as fc
+from tasks.flan2022 import flan_rule
+from tasks import settings, settings_scope
 
 # (task_source, task_name, template_type, examples): an uncapped dump
 GROUPS = [("Flan2021", "anli", "zs_opt", 30), ("Flan2021", "anli", "fs_opt", 8),

@@ -156,7 +156,7 @@ def test_vocab_smaller_than_the_task_is_refused(tmp_path):
 
 def test_a_run_feeds_from_its_own_values_after_gin_is_cleared():
     """run_from_gin leaves gin empty; the task settings the gin file sets travel in the Run."""
-    from tasks.feeding import HostFeed
+    from tasks.feeding.host_feed import HostFeed
 
     run, records = gin_flags.run_from_gin(["runs/flan_cpu_tiny.gin"], ["BATCH_SIZE = 2",
                                           "TASK_FEATURE_LENGTHS = {'inputs': 64, 'targets': 16}"])
@@ -171,7 +171,8 @@ def test_a_run_feeds_from_its_own_values_after_gin_is_cleared():
 
 
 def test_the_corpus_gin_names_is_read_after_gin_is_cleared(tmp_path):
-    from tasks.feeding import HostFeed, lookup
+    from tasks.feeding.host_feed import HostFeed
+    from tasks.task_lookup import lookup
 
     path = tmp_path / "corpus.txt"
     path.write_text("".join(f"the quokka number {i} eats leaves at night\n" for i in range(50)))

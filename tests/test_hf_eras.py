@@ -15,7 +15,7 @@ from safetensors.numpy import load_file, save_file
 from transformers import (SwitchTransformersConfig, SwitchTransformersForConditionalGeneration,
                           T5ForConditionalGeneration)
 
-from model_zoo import hf
+from model_zoo.interop import hf
 from tests.batches import padded_batch
 from tests.hf_reference import (CONFIGS, SWITCH, hf_logits, make_hf_switch, make_hf_t5,
                                 t5pod_logits)

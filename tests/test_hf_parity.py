@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import T5ForConditionalGeneration
 
-from model_zoo import hf
+from model_zoo.interop import hf
 from model_zoo.losses import cross_entropy_loss
 from tests.batches import padded_batch
 from tests.hf_reference import CONFIGS, hf_logits, hf_loss, make_hf_t5

@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from tools import bench, hlo_audit, hlo_text
+from tools import bench, hlo_audit
+from experiments.perf import hlo_text
 
 
 def step_hlo(*flags, compile_step=True):

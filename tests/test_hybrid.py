@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from model_zoo import EncoderDecoder, hf, preset
+from model_zoo import EncoderDecoder, preset
+from model_zoo.interop import hf
 from model_zoo.config import ByteEncoderConfig
 from model_zoo.model_def import split_params
 from tests.hf_reference import CONFIGS, make_hf_t5

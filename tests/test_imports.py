@@ -105,3 +105,66 @@ def test_no_module_reads_gin_internals():
            or (isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "gin"
                and any(a.name.startswith("_") for a in n.names))]
     assert not bad, f"modules reading gin internals: {sorted(set(bad))}"
+
+
+def _room(module: str) -> str:
+    """A module's room inside its package: its sub-package, or the top-level module itself."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 2 else module
+
+
+# Families that a package's layers above them compose, never the other way round.
+SUBPACKAGE_NEVER = {
+    "tasks.pretraining": {"tasks.instruction_tuning", "tasks.benchmarks", "tasks.flan2022",
+                          "tasks.cache", "tasks.feeding", "tasks.registry", "tasks.settings"},
+    "tasks.instruction_tuning": {"tasks.benchmarks", "tasks.flan2022", "tasks.cache",
+                                 "tasks.feeding", "tasks.registry", "tasks.settings"},
+    "tasks.benchmarks": {"tasks.flan2022", "tasks.cache", "tasks.feeding", "tasks.registry",
+                         "tasks.settings"},
+    "tasks.flan2022": {"tasks.pretraining", "tasks.instruction_tuning", "tasks.benchmarks",
+                       "tasks.cache", "tasks.feeding", "tasks.registry", "tasks.settings"},
+    "tasks.cache": {"tasks.feeding"},
+    "model_zoo.moe": {"model_zoo.interop", "model_zoo.t5", "model_zoo.tree"},
+    "experiments.perf": {"experiments.sweep_run", "experiments.study_run",
+                         "experiments.studies", "experiments.wikispell_gap"},
+}
+
+
+def test_rooms_inside_a_package_import_one_way():
+    # sub-packages and top-level modules as one node each: no circle between them
+    rooms: dict[str, set[str]] = {}
+    for m, deps in GRAPH.items():
+        rooms.setdefault(_room(m), set()).update(
+            _room(d) for d in deps if d.split(".")[0] == m.split(".")[0] and _room(d) != _room(m))
+
+    def reaches(start, goal):
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in rooms.get(todo.pop(), ()):
+                if nxt == goal:
+                    return True
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return False
+
+    circles = sorted(r for r in rooms if reaches(r, r))
+    assert not circles, f"rooms in an import circle: {circles}"
+    assert set(SUBPACKAGE_NEVER) <= set(rooms), "a sub-package named here no longer exists"
+    bad = {r: sorted(rooms[r] & never) for r, never in SUBPACKAGE_NEVER.items()
+           if rooms[r] & never}
+    assert not bad, f"families importing what composes them: {bad}"
+
+
+# tools/ holds command lines and the preamble they share, nothing a library would import
+PREAMBLE = {"tools.path_flags", "tools.distributed_flags"}
+
+
+def test_tools_holds_only_command_lines():
+    modules = {m for m in MODULES if m.startswith("tools.")}
+    not_cli = sorted(m for m in modules - PREAMBLE if not _is_cli(MODULES[m]))
+    assert not not_cli, f"tools modules that are not command lines: {not_cli}"
+    assert PREAMBLE <= modules
+    bad = {m: sorted(d for d in GRAPH[m] if d.startswith("tools."))
+           for m in MODULES if not m.startswith("tools.")}
+    assert not {m: d for m, d in bad.items() if d}, "a library imports tools"

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from model_zoo import hf, preset
+from model_zoo.interop import hf
+from model_zoo import preset
 from model_zoo.decoding import DecodeConfig
 from tools import cache_tasks, convert, infer, quickstart, study, sweep, train, wikispell_compare
 from tools import eval as eval_tool

@@ -10,12 +10,14 @@ import seqio
 import tensorflow_datasets as tfds
 
 import tasks  # noqa: F401
-from tasks import flan_tasks, settings, settings_scope
-from tasks import instruction_sources as sources
-from tasks.feeding import FeedConfig, HostFeed
-from tasks.flan_mixtures import SubMixture, add_mixture, mixture_rates
-from tasks.instructions import (COT_PROMPT, InstructionFormat, InstructionTask, Template,
-                                answer_of, render_split)
+from tasks.instruction_tuning import flan_tasks
+from tasks import settings, settings_scope
+from tasks.instruction_tuning import instruction_sources as sources
+from tasks.feed_config import FeedConfig
+from tasks.feeding.host_feed import HostFeed
+from tasks.instruction_tuning.flan_mixtures import SubMixture, add_mixture, mixture_rates
+from tasks.instruction_tuning.instructions import (COT_PROMPT, InstructionFormat, InstructionTask,
+                                                   Template, answer_of, render_split)
 from tasks.tf_setup import tf
 from tasks.vocabularies import byte_vocabulary
 

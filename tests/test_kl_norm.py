@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 
 from model_zoo import ModelConfig
-from model_zoo.hf import config_to_hf
+from model_zoo.interop.hf import config_to_hf
 from model_zoo.identity import differences, identity_of
 from model_zoo.kl_norm import KLNorm
 from model_zoo.model_def import model_def

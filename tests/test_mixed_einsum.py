@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from model_zoo.mixed_einsum import mixed_einsum
-from tools import hlo_audit, hlo_text
+from tools import hlo_audit
+from experiments.perf import hlo_text
 
 SPEC = "btd,dv->btv"
 

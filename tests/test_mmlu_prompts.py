@@ -11,7 +11,8 @@ import pytest
 import seqio
 
 import tasks  # noqa: F401  (registers the tasks)
-from tasks import mmlu, mmlu_files, settings, settings_scope
+from tasks.benchmarks import mmlu, mmlu_files
+from tasks import settings, settings_scope
 from tasks.vocabularies import byte_vocabulary
 
 CHOICES = ["A", "B", "C", "D"]

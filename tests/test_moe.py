@@ -8,7 +8,7 @@ from flax import nnx
 from model_zoo import EncoderDecoder
 from model_zoo.config import MoEConfig
 from model_zoo.model_def import split_params
-from model_zoo.moe import MoEFeedForward
+from model_zoo.moe.moe_layer import MoEFeedForward
 from tests.train_helpers import TINY, copy_batch, make_trainer
 
 E, G, S = 4, 3, 8

@@ -11,9 +11,9 @@ import partitioning
 from model_zoo.axes import activation_rules
 from model_zoo.config import MoEConfig
 from model_zoo.model_def import split_params
-from model_zoo.moe import MoEFeedForward
+from model_zoo.moe.moe_layer import MoEFeedForward
 from tests.train_helpers import TINY
-from tools import hlo_text
+from experiments.perf import hlo_text
 
 E, B, S = 4, 8, 8  # groups of 8 tokens: one per device on the 8-device mesh
 MOE = MoEConfig(num_experts=E, min_expert_capacity=1, group_size=S, eval_capacity_factor=1.0)

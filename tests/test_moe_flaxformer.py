@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from model_zoo import EncoderDecoder, moe_groups
+from model_zoo import EncoderDecoder
+from model_zoo.moe import moe_groups
 from model_zoo.config import MoEConfig
 from model_zoo.model_def import split_params
-from model_zoo.moe import MoEFeedForward
+from model_zoo.moe.moe_layer import MoEFeedForward
 from tests.train_helpers import TINY
 
 E = 4

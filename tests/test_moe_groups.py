@@ -1,7 +1,7 @@
 """MoE routing groups across sequences, padding kept out of routing, BPR in the encoder only.
 
 The references are written out here in numpy (the batch flattened, cut into consecutive
-groups, the routing rule as a loop over tokens), independent of model_zoo.routing.
+groups, the routing rule as a loop over tokens), independent of model_zoo.moe.routing.
 """
 
 import jax
@@ -14,7 +14,7 @@ from model_zoo import EncoderDecoder
 from model_zoo.axes import activation_rules
 from model_zoo.config import MoEConfig
 from model_zoo.model_def import split_params
-from model_zoo.moe import MoEFeedForward
+from model_zoo.moe.moe_layer import MoEFeedForward
 from tests.train_helpers import TINY
 
 E, B, S = 4, 8, 8           # experts, rows, tokens per row

@@ -8,7 +8,7 @@ import torch
 from transformers import SwitchTransformersForConditionalGeneration
 from transformers.models.switch_transformers import modeling_switch_transformers as hf_switch
 
-from model_zoo import hf
+from model_zoo.interop import hf
 from model_zoo.model_def import split_params
 from model_zoo.losses import cross_entropy_loss
 from tests.batches import padded_batch

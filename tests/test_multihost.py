@@ -54,7 +54,8 @@ class GlobalFeed:
     """What the 2 hosts feed together: host 0's shard rows, then host 1's (see process_rows)."""
 
     def __init__(self):
-        from tasks.feeding import FeedConfig, HostFeed
+        from tasks.feed_config import FeedConfig
+        from tasks.feeding.host_feed import HostFeed
 
         self.hosts = [HostFeed(FeedConfig(**worker.FEED), i, 2) for i in range(2)]
         self.position = 0

@@ -8,7 +8,8 @@ import logging
 
 import numpy as np
 
-from tasks.feeding import FeedConfig, HostFeed
+from tasks.feed_config import FeedConfig
+from tasks.feeding.host_feed import HostFeed
 from tests.test_feed_resume import write_cache
 from tests.test_multihost import free_port, spawn, wait_all
 

@@ -15,7 +15,7 @@ sys.meta_path.insert(0, _Block())
 
 def test_core_packages_import_without_tensorflow():
     code = BLOCK_TF + """
-import model_zoo, model_zoo.hf, model_zoo.losses, model_zoo.model_def
+import model_zoo, model_zoo.interop.hf, model_zoo.losses, model_zoo.model_def
 import partitioning
 import training, training.loop, training.checkpoints.manager, training.trainer
 import model_zoo.decoding, model_zoo.universal

@@ -241,8 +241,9 @@ def test_a_missing_bucket_or_an_unknown_scheme_is_refused_before_anything_is_wri
 # -- task caches and sources in buckets ------------------------------------------------------
 
 def test_a_task_cache_written_to_a_bucket_is_read_from_it_and_never_read_partial(tmp_path):
-    from tasks.cache_layout import INFO, IncompleteCache, read_info
-    from tasks.feeding import FeedConfig, HostFeed
+    from tasks.cache.cache_layout import INFO, IncompleteCache, read_info
+    from tasks.feed_config import FeedConfig
+    from tasks.feeding.host_feed import HostFeed
     from tools import cache_tasks
 
     lengths = ["--inputs=32", "--targets=16", "--num_shards=2", "--runner=DirectRunner"]
@@ -274,7 +275,7 @@ def test_a_task_cache_written_to_a_bucket_is_read_from_it_and_never_read_partial
 def test_runs_start_from_hf_and_t5pod_dirs_in_buckets_and_export_to_s3(tmp_path):
     import types
 
-    from model_zoo import hf
+    from model_zoo.interop import hf
     from runner.initial_params import initial_params
     from tests.hf_reference import make_hf_t5
     from tools import convert

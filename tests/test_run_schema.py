@@ -9,7 +9,7 @@ from model_zoo import preset
 from model_zoo.config import ByteEncoderConfig
 from partitioning import MeshConfig
 from runner.run import Run
-from tasks.feeding import FeedConfig
+from tasks.feed_config import FeedConfig
 from training.loop import LoopConfig
 from training.trainer import TrainConfig
 

@@ -5,7 +5,7 @@ import pytest
 import seqio
 
 import tasks  # noqa: F401  (registers tasks)
-from tasks.span_corruption import (chunk_length_for, random_spans_noise_mask,
+from tasks.pretraining.span_corruption import (chunk_length_for, random_spans_noise_mask,
                                    span_corruption)
 from tasks.tf_setup import tf
 from tasks.vocabularies import byte_vocabulary

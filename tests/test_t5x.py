@@ -19,7 +19,7 @@ import tensorstore as ts
 import torch
 from flax import serialization
 
-from model_zoo import hf, t5x
+from model_zoo.interop import hf, t5x
 from training.checkpoints import kinds as sources
 from tests.batches import padded_batch
 from tests.hf_reference import hf_logits, make_hf_switch, make_hf_t5, t5pod_logits

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import partitioning
-from model_zoo import hf
+from model_zoo.interop import hf
 from tests.hf_reference import make_hf_t5
 from training.checkpoints import loader as restore
 from runner.initial_params import whole_model

@@ -120,8 +120,9 @@ def test_a_low_precision_tree_step_is_finite_and_keeps_the_other_branches(start,
 
 
 def test_a_branch_feed_over_a_task_cache_resumes_with_the_same_batches(tmp_path):
-    from tasks.branch_feed import BranchFeed, BranchFeedConfig
-    from tasks.feeding import FeedConfig, HostFeed
+    from tasks.feeding.branch_feed import BranchFeed, BranchFeedConfig
+    from tasks.feed_config import FeedConfig
+    from tasks.feeding.host_feed import HostFeed
     from tests.test_feed_resume import LENGTHS, TASK, write_cache
 
     write_cache(tmp_path, shards=2)

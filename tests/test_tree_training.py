@@ -12,8 +12,8 @@ import pytest
 
 from model_zoo import tree
 from model_zoo.config import TreeConfig
-from tasks.branch_feed import BranchFeed, BranchFeedConfig
-from tasks.branch_order import branch_at
+from tasks.feeding.branch_feed import BranchFeed, BranchFeedConfig
+from tasks.feeding.branch_order import branch_at
 from tests.train_helpers import TINY, copy_batch, make_trainer
 from training.checkpoints.manager import Checkpointer
 
@@ -193,7 +193,7 @@ def test_a_run_refuses_a_tree_without_a_task_per_branch():
     from model_zoo import preset
     from partitioning.mesh import MeshConfig
     from runner.run import Run
-    from tasks.feeding import FeedConfig
+    from tasks.feed_config import FeedConfig
     from training.loop import LoopConfig
     from training.trainer import TrainConfig
 

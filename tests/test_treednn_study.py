@@ -10,7 +10,7 @@ import pytest
 
 from experiments.studies import lookup
 from experiments.studies.treednn import analyse
-from experiments.study import Curve, read_curves
+from experiments.study_run import Curve, read_curves
 from model_zoo.config import TreeConfig
 from model_zoo.flops import param_counts
 from tests.train_helpers import TINY
@@ -78,7 +78,8 @@ def test_per_branch_evals_logged_apart_read_as_one_record(tmp_path):
 
 
 def test_the_frequency_classification_is_balanced_and_labelled_by_bucket():
-    from tasks import instruction_sources, wikispell
+    from tasks.instruction_tuning import instruction_sources
+    from tasks import wikispell
 
     rows = instruction_sources.wikispell_frequency_rows("validation")
     labels = [r["frequency"] for r in rows]

@@ -98,7 +98,8 @@ def test_hybrid_task_feeds_the_same_word_as_tokens_and_bytes():
     import seqio
 
     import tasks  # noqa: F401
-    from tasks.feeding import FeedConfig, HostFeed
+    from tasks.feed_config import FeedConfig
+    from tasks.feeding.host_feed import HostFeed
 
     feed = HostFeed(FeedConfig("wikispell_hybrid", {"inputs": 16, "byte_inputs": 24,
                                                     "targets": 24}, 4, pack=False), 0, 1)
@@ -118,7 +119,7 @@ def test_comparison_and_quickstart_train_runs_through_the_library(tmp_path, monk
     import json
 
     import runner.train
-    import experiments.wikispell_compare
+    import experiments.wikispell_gap
     from runner.run import Run
     from tools import quickstart, wikispell_compare
 
@@ -129,7 +130,7 @@ def test_comparison_and_quickstart_train_runs_through_the_library(tmp_path, monk
         return {"step": run.loop.train_steps}
 
     monkeypatch.setattr(runner.train, "train", train)
-    monkeypatch.setattr(experiments.wikispell_compare, "evaluate", lambda *a, **k: {
+    monkeypatch.setattr(experiments.wikispell_gap, "evaluate", lambda *a, **k: {
         f"exact_match/{b}": 50.0 for b in wikispell.BUCKET_NAMES} | {"exact_match": 50.0})
     wikispell_compare.main([f"--out={tmp_path}", "--models=t5,byt5", "--steps=3",
                             "--per_bucket=2", "--gin=EVAL_EVERY=0",

@@ -7,8 +7,9 @@ import csv
 import numpy as np
 import pytest
 
-from tasks import wikispell, zipf_corpus
-from tasks.zipf_corpus import ZipfCorpusConfig
+from tasks import wikispell
+from tasks.pretraining import zipf_corpus
+from tasks.pretraining.zipf_corpus import ZipfCorpusConfig
 
 SMALL = ZipfCorpusConfig(documents=2000, words_per_document=32, repeat_probability=0.3,
                          sampling_alpha=0.2, seed=0)
@@ -87,7 +88,7 @@ def test_smallest_setting_writes_table_csv_and_plot(tmp_path, monkeypatch):
     (training without pretraining is test_wikispell's; decoding is left out here: the table
     takes the numbers it is given)."""
     import runner.train
-    import experiments.wikispell_compare
+    import experiments.wikispell_gap
     from tools import wikispell_compare
 
     evaluated, real_train = [], runner.train.train
@@ -105,7 +106,7 @@ def test_smallest_setting_writes_table_csv_and_plot(tmp_path, monkeypatch):
         return {f"exact_match/{b}": 10.0 * len(evaluated) + i
                 for i, b in enumerate(wikispell.BUCKET_NAMES)} | {"exact_match": 1.0}
 
-    monkeypatch.setattr(experiments.wikispell_compare, "evaluate", evaluate)
+    monkeypatch.setattr(experiments.wikispell_gap, "evaluate", evaluate)
     args = [f"--out={tmp_path}", "--models=t5", "--steps=2", "--pretrain_steps=2",
             "--per_bucket=1", "--gin=EVAL_EVERY=0", "--gin=training.ScheduleConfig.warmup_steps=1",
             "--gin=BATCH_SIZE=8", "--pretrain_gin=tasks.zipf_corpus.documents=50"]

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tools import xla_profiles as xla_flags
+from partitioning import xla_profiles as xla_flags
 
 
 @pytest.mark.parametrize("profile", sorted(xla_flags.PROFILES))

@@ -17,13 +17,13 @@ eval "$(python -m tools.xla_flags gpu)"; each row records them (`xla_profile`, `
 `--data TASK` instead times that task's input pipeline (examples/s, tokens/s; this mode
 imports TensorFlow). `--loop TASK` times the whole train loop fed by that task (prefetch,
 logging, preemption agreement) against the bare step in the same run, as `loop_vs_step`
-(tools/bench_loop.py; imports TensorFlow). `--resume TASK --positions 0,1000,10000
+(experiments/perf/loop_overhead.py; imports TensorFlow). `--resume TASK --positions 0,1000,10000
 [--cache_dir DIR]` times the first batch of that task's feed resumed at each position, each
-in a fresh process (tools/bench_resume.py). `--feed TASK [--cache_dir DIR]` times one
+in a fresh process (experiments/perf/resume_latency.py). `--feed TASK [--cache_dir DIR]` times one
 host's feed of that task on 1, 2 and all cores against the --preset step in the same run
-(`feed_vs_step`, tools/bench_feed.py). `--checkpoint` times saving and restoring the
+(`feed_vs_step`, experiments/perf/feed_overhead.py). `--checkpoint` times saving and restoring the
 --preset's train state on --mesh, t5pod's replica writes against orbax's replica-parallel
-ones, each in a fresh process (tools/bench_checkpoint.py).
+ones, each in a fresh process (experiments/perf/checkpoint_times.py).
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ import partitioning
 from model_zoo import preset
 from model_zoo.flops import train_flops_per_step
 from training.throughput import peak_tflops
-from tools import xla_profiles
-from tools.bench_step import add_step_flags, setup, synthetic_batch
+from partitioning import xla_profiles
+from experiments.perf.train_step import add_step_flags, setup, synthetic_batch
 from tools.path_flags import path_flag
 
 
@@ -141,7 +141,8 @@ def _row(args, preset_name: str, run: _Run, step_s: float) -> dict:
 
 def bench_data(args) -> dict:
     """Examples/s and tokens/s of a task's input pipeline on this host (imports TensorFlow)."""
-    from tasks.feeding import FeedConfig, HostFeed
+    from tasks.feed_config import FeedConfig
+    from tasks.feeding.host_feed import HostFeed
 
     lengths = {"inputs": args.inputs, "targets": args.targets}
     feed = HostFeed(FeedConfig(args.data, lengths, args.batch, seed=0), 0, 1)
@@ -164,7 +165,7 @@ def bench_data(args) -> dict:
 
 def versus_hf(args, preset_name: str, ours: dict) -> dict:
     """The HF peer on the same shapes and device, with the tokens/s ratio (ours / peer)."""
-    from tools import hf_peer
+    from experiments.perf import hf_peer
 
     why = hf_peer.available()
     if why:
@@ -228,26 +229,26 @@ def main(argv=None):
         emit(bench_data(args))
         return
     if args.resume:
-        from tools.bench_resume import bench_resume
+        from experiments.perf.resume_latency import bench_resume
 
         for row in bench_resume(args):
             emit(row)
         return
     for name in args.preset or ["t5_1_1_tiny"]:
         if args.checkpoint:
-            from tools.bench_checkpoint import bench_checkpoint
+            from experiments.perf.checkpoint_times import bench_checkpoint
 
             for row in bench_checkpoint(args, name):
                 emit(row)
             continue
         if args.feed:
-            from tools.bench_feed import bench_feed
+            from experiments.perf.feed_overhead import bench_feed
 
             for row in bench_feed(args, name):
                 emit(row)
             continue
         if args.loop:
-            from tools.bench_loop import bench_loop
+            from experiments.perf.loop_overhead import bench_loop
 
             emit(bench_loop(args, name))
             continue

@@ -22,7 +22,7 @@ from tools.path_flags import path_flag
 
 
 def _request(p, args, files, bindings):
-    from tasks.cache_write import CacheRequest
+    from tasks.cache.cache_write import CacheRequest
 
     if files:
         from runner import gin_flags
@@ -61,7 +61,7 @@ def main(argv=None) -> dict:
         beam_args = ["--runner=DirectRunner", *beam_args]
 
     import tasks  # noqa: F401  (registers the tasks)
-    from tasks.cache_beam import cache_task
+    from tasks.cache.cache_beam import cache_task
 
     info = cache_task(request, beam_args)
     caches = info["tasks"] if "mixture" in info else {request.task: info}

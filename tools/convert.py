@@ -67,7 +67,7 @@ def _clear(target: str, to: str) -> None:
 
 def _save_hf(model, target: str) -> None:
     """hf.save into `target`; on a bucket through a local directory, uploaded file by file."""
-    from model_zoo import hf
+    from model_zoo.interop import hf
 
     if not paths.is_bucket(target):
         hf.save(model, target)

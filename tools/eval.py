@@ -91,7 +91,7 @@ def main(argv=None):
 def _has_metrics(name: str) -> bool:
     import seqio
 
-    from tasks.feeding import lookup
+    from tasks.task_lookup import lookup
 
     provider = lookup(name)
     tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]

@@ -22,8 +22,8 @@ import collections
 import json
 import sys
 
-from tools import bench_step, hlo_text
-from tools.hlo_text import collectives
+from experiments.perf import train_step as bench_step, hlo_text
+from experiments.perf.hlo_text import collectives
 
 LOW_PRECISION = {"bfloat16": "bf16", "float16": "f16"}
 

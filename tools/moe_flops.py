@@ -21,11 +21,12 @@ import json
 import jax
 import jax.numpy as jnp
 
-from model_zoo import moe_groups, preset
+from model_zoo.moe import moe_groups
+from model_zoo import preset
 from model_zoo.config import DISPATCHES
 from model_zoo.ffn import projection_names
 from model_zoo.model_def import model_def
-from model_zoo.moe import MoEFeedForward
+from model_zoo.moe.moe_layer import MoEFeedForward
 
 
 def layer_flops(preset_name: str, group: int, dispatch: str, dtype: str = "float32") -> dict:

@@ -88,7 +88,7 @@ def _per_device_bytes(tree, shardings) -> int:
 
 def collectives(hlo: str) -> dict[str, int]:
     """How many of each cross-device collective the compiled step runs (per HLO op)."""
-    from tools import hlo_text
+    from experiments.perf import hlo_text
 
     return dict(collections.Counter(op.opcode.removesuffix("-start")
                                     for op in hlo_text.collectives(hlo_text.parse(hlo))))

@@ -23,7 +23,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     from absl import logging  # seqio's advice on caching tasks is noise for this demo
 
-    from experiments.wikispell_compare import compare
+    from experiments.wikispell_gap import compare
 
     logging.set_verbosity(logging.ERROR)
     return compare(args.out, ["t5", "byt5"], args.steps, args.per_bucket,

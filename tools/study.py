@@ -7,7 +7,7 @@
         [--collect]                # only write the report from finished members
 
 Studies (experiments/studies/): switch_vs_dense, scaling, precision, treednn; each is a sweep file
-gin/studies/NAME.gin trained by experiments.sweep (checked first, resumable: run it again
+gin/studies/NAME.gin trained by experiments.sweep_run (checked first, resumable: run it again
 after a stop) and an analysis of every member's metrics.jsonl. Results: OUT/study.md,
 OUT/study.csv, OUT/study.png (and the sweep's OUT/results.*). See docs/research.md.
 """
@@ -24,7 +24,7 @@ def main(argv=None):
     from runner import gin_flags
     from runner.startup_sigterm import startup_sigterm
     from experiments.studies import STUDIES, lookup
-    from experiments.study import run_study
+    from experiments.study_run import run_study
 
     argv = sys.argv[1:] if argv is None else list(argv)
     _, bindings, rest = gin_flags.split_gin_args(argv)

@@ -15,8 +15,8 @@ resumes from its checkpoints); a member with OUT/MEMBER/sweep_result.json is fin
 skipped. After training, a member whose run defines HELDOUT_MIXTURE is
 evaluated zero-shot on it: greedy decoding of `heldout_examples` validation examples per
 task, exact match of the answer. Results: OUT/results.csv, OUT/results.md, OUT/results.png.
-See gin/sweeps/ and experiments/sweep_config.py for the sweep file format; experiments/sweep.py does
-the work.
+See gin/sweeps/ and experiments/sweep_config.py for the sweep file format;
+experiments/sweep_run.py does the work.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from tools.path_flags import path_flag
 def main(argv=None) -> list[dict]:
     from runner import gin_flags
     from runner.startup_sigterm import startup_sigterm
-    from experiments.sweep import sweep
+    from experiments.sweep_run import sweep
 
     argv = sys.argv[1:] if argv is None else list(argv)
     _, bindings, rest = gin_flags.split_gin_args(argv)

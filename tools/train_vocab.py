@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 
-from tasks.corpus import split
+from tasks.pretraining.corpus import split
 from tasks.sentencepiece_training import train_sentencepiece
-from tasks.text_files import read_texts
+from tasks.pretraining.text_files import read_texts
 from tasks.vocabularies import DEMO_SPM_VOCAB_SIZE, WIKISPELL_SPM_VOCAB_SIZE
 from tools.path_flags import local_path_flag
 

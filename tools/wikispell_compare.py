@@ -41,7 +41,7 @@ def parse_steps(p, text: str | None, per_model: bool):
 
 def main(argv=None) -> dict:
     from runner.gin_flags import split_gin_args
-    from experiments.wikispell_compare import compare
+    from experiments.wikispell_gap import compare
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="runs/wikispell", type=local_path_flag)

@@ -1,4 +1,4 @@
-"""Print the XLA flags and JAX environment of a platform profile (tools/xla_profiles.py).
+"""Print the XLA flags and JAX environment of a platform profile (partitioning/xla_profiles.py).
 
     eval "$(python -m tools.xla_flags gpu)"      # then start tools.train / tools.bench
 
@@ -12,7 +12,7 @@ import argparse
 import shlex
 import sys
 
-from tools.xla_profiles import PROFILES, environment, unknown_flags
+from partitioning.xla_profiles import PROFILES, environment, unknown_flags
 
 
 def main(argv=None):
@@ -26,7 +26,7 @@ def main(argv=None):
         bad = unknown_flags(env.get("XLA_FLAGS", ""))
         if bad:
             sys.exit(f"this jaxlib does not know XLA flag(s) {bad}; remove them from "
-                     f"XLA_FLAGS or tools/xla_profiles.py")
+                     f"XLA_FLAGS or partitioning/xla_profiles.py")
     for name, value in env.items():
         print(f"export {name}={shlex.quote(value)}")
 

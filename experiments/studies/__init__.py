@@ -1,6 +1,6 @@
-"""The registered studies (experiments/study.py): `python -m tools.study --study=NAME`."""
+"""The registered studies (experiments/study_run.py): `python -m tools.study --study=NAME`."""
 
-from experiments.study import Study
+from experiments.study_run import Study
 from experiments.studies import precision
 from experiments.studies import scaling
 from experiments.studies import switch_vs_dense

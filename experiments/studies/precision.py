@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from experiments.studies import plots
-from experiments.study import Report
+from experiments.study_run import Report
 
 COLUMNS = ["member", "dtype", "final_train_loss", "final_eval_loss", "eval_loss_vs_fp32",
            "skipped_steps", "final_loss_scale", "min_loss_scale", "seconds_per_step"]

@@ -12,7 +12,7 @@ import numpy as np
 
 from experiments.power_law import fit_power_law
 from experiments.studies import plots
-from experiments.study import Report
+from experiments.study_run import Report
 
 COLUMNS = ["member", "architecture", "d_model", "params", "train_FLOPs", "final_eval_loss"]
 FIT_COLUMNS = ["architecture", "points", "b (FLOPs)", "a (FLOPs)", "r2 (FLOPs)",

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from experiments.studies import plots
-from experiments.study import Report
+from experiments.study_run import Report
 
 COLUMNS = ["member", "model", "experts", "params", "train_GFLOPs_per_step",
            "final_eval_loss", "steps_to_dense_loss", "seconds_to_dense_loss",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from experiments.studies import plots
-from experiments.study import Report
+from experiments.study_run import Report
 from model_zoo.flops import param_counts
 
 SEPARATE = "separate"

@@ -1,15 +1,15 @@
 """Which kind of checkpoint a path holds: an HF directory, a t5x checkpoint or a t5pod model_dir.
 
 `detect(path)` looks only at file names (no weights read): "hf" for config.json beside
-safetensors (`model_zoo.hf`), "t5pod" for model.json beside checkpoints/ (written by
+safetensors (`model_zoo.interop.hf`), "t5pod" for model.json beside checkpoints/ (written by
 tools.train), "t5x" for a msgpack `checkpoint` file, a `checkpoint_N` directory (legacy or
-orbax `state/`) or a t5x model_dir holding them (`model_zoo.t5x`).
+orbax `state/`) or a t5x model_dir holding them (`model_zoo.interop.t5x`).
 """
 
 from __future__ import annotations
 
 from fields import paths
-from model_zoo import t5x
+from model_zoo.interop import t5x
 
 KINDS = ("hf", "t5pod", "t5x")
 

@@ -1,11 +1,11 @@
 """One loader for every checkpoint source: an HF directory, a t5x checkpoint, a t5pod model_dir.
 
 `open_checkpoint(path, what)` finds which a path holds and the model it holds:
-- an HF directory (config.json + safetensors, either transformers era: `model_zoo.hf`);
+- an HF directory (config.json + safetensors, either transformers era: `model_zoo.interop.hf`);
 - a t5x checkpoint (`checkpoint_N`, its msgpack `checkpoint` file, or a t5x model_dir:
-  `model_zoo.t5x`). t5x stores no config: the caller's ModelConfig is the config (without
+  `model_zoo.interop.t5x`). t5x stores no config: the caller's ModelConfig is the config (without
   one, the shapes and t5x's config.gin give it); the dimensions its shapes imply go
-  through the identity check, and `model_zoo.t5x` checks every shape again as it reads;
+  through the identity check, and `model_zoo.interop.t5x` checks every shape again as it reads;
 - a t5pod model_dir (model.json + checkpoints/; `DIR/checkpoints/STEP` names one step).
   The step is verified before it is restored: a damaged one is refused with its path.
 
@@ -26,7 +26,8 @@ import numpy as np
 
 import partitioning
 from fields import paths
-from model_zoo import EncoderDecoder, ModelConfig, hf, t5x
+from model_zoo import EncoderDecoder, ModelConfig
+from model_zoo.interop import hf, t5x
 from model_zoo import tree as tree_lib
 from training.checkpoints import array_rows, kinds, stored_layout
 from model_zoo.identity import differences, identity_of
@@ -110,7 +111,7 @@ def open_checkpoint(path: str, what: str = "checkpoint", model: ModelConfig | No
 
 def _t5x_identity(path: str, flat: dict) -> dict | None:
     """The identity t5x param shapes (and config.gin's activations) imply, or None where they
-    imply no ModelConfig (then model_zoo.t5x's per-param shape checks decide)."""
+    imply no ModelConfig (then model_zoo.interop.t5x's per-param shape checks decide)."""
     try:
         return identity_of(t5x.read_config(path, flat))
     except Exception:  # noqa: BLE001 - an unusual layout: the reader's own checks report it

@@ -1,0 +1,1 @@
+"""Mixture of experts (Switch, ST-MoE): the layer, routing, groups, dispatch, sparse stacks."""

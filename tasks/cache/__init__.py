@@ -1,0 +1,1 @@
+"""Task caches: a task's converted examples written offline (Beam) and read by batch index."""

@@ -1,0 +1,1 @@
+"""Instruction tuning: Flan-style templates, the sources of their rows, tasks and mixtures."""

@@ -1,0 +1,1 @@
+"""Pretraining: span corruption and the corpora it reads (embedded demo, Zipf, a user's files)."""
