@@ -8,7 +8,7 @@ STAMP := $(VENV)/.t5pod-installed
 
 .PHONY: quickstart test lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# CPU build of torch first (from local disk where present) so nothing pulls a CUDA one.

@@ -107,7 +107,7 @@ def read(path: str) -> SweepConfig:
     from runner import gin_flags
 
     gin.clear_config()
-    gin.add_config_file_search_path(gin_flags.GIN_ROOT)
+    gin_flags.add_search_paths()
     try:
         gin.parse_config_file(gin_flags.resolve_gin_file(path))
         return _configurable()

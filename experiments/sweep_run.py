@@ -24,7 +24,6 @@ from experiments import sweep_report
 from experiments.sweep_config import Member, SweepConfig, read
 
 RESULT = "sweep_result.json"
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _named(member: Member, e: Exception) -> Exception:
@@ -146,7 +145,9 @@ def finished(out: str, member: Member) -> dict | None:
 
 
 def emit(sweep_path: str, out: str, members: list[Member], relaunch_flags: list[str]) -> list:
-    """One launch script per member (and collect.sh) under OUT/launch."""
+    """One launch script per member (and collect.sh) under OUT/launch; each runs where this
+    did (relative paths in the flags mean the same), with this Python (so this t5pod)."""
+    here = os.getcwd()
     launch = os.path.join(out, "launch")
     os.makedirs(launch, exist_ok=True)
     base = [sys.executable, "-m", "tools.sweep", f"--sweep={os.path.abspath(sweep_path)}",
@@ -156,7 +157,7 @@ def emit(sweep_path: str, out: str, members: list[Member], relaunch_flags: list[
             ("collect", ["--collect"])]:
         path = os.path.join(launch, f"{name}.sh")
         with open(path, "w") as f:
-            f.write(f"#!/bin/sh\n# t5pod sweep member {name}\nset -e\ncd {shlex.quote(REPO)}\n"
+            f.write(f"#!/bin/sh\n# t5pod sweep member {name}\nset -e\ncd {shlex.quote(here)}\n"
                     f"exec {shlex.join(base + tail)}\n")
         os.chmod(path, 0o755)
         scripts.append(path)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
+import importlib.util
+import logging
 import os
 import re
 
@@ -18,7 +21,35 @@ from gin import config_parser
 
 from runner import configurables
 
-GIN_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+# The shipped gin/ as installed: a data package, since `gin` is the gin-config library's name
+# (setup.py, pyproject.toml's package-dir). GIN_ROOT is its directory.
+SHIPPED = "t5pod_gin.gin"
+
+
+@functools.cache
+def shipped_gin_root() -> str:
+    """The directory of the shipped gin files, found by import: site-packages/t5pod_gin/gin in
+    a wheel, the checkout's gin/ in an editable install (setuptools maps the package there).
+    Not `importlib.resources.files`: on Python 3.11 it refuses the namespace path of an
+    editable install (it holds setuptools' placeholder entry)."""
+    try:
+        spec = importlib.util.find_spec(SHIPPED)
+    except ModuleNotFoundError:
+        spec = None
+    locations = (spec.submodule_search_locations or []) if spec else []
+    found = [p for p in locations if os.path.isdir(p)]
+    if not found:
+        raise ModuleNotFoundError(
+            f"t5pod's shipped gin configs (package {SHIPPED}) are not installed: install t5pod "
+            "(`pip install -e .` in a checkout, as `make` does) again after pulling this change")
+    return found[0]
+
+
+def __getattr__(name: str):
+    """GIN_ROOT, found when first read: without the shipped configs, only what needs them fails."""
+    if name == "GIN_ROOT":
+        return shipped_gin_root()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def split_gin_args(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
@@ -51,7 +82,10 @@ def as_gin_value(value: str) -> str:
 
 def resolve_gin_file(path: str) -> str:
     """The gin file `path` names (as given, or under gin/, with or without `.gin`)."""
-    candidates = (path, os.path.join(GIN_ROOT, path), os.path.join(GIN_ROOT, path + ".gin"))
+    if os.path.isfile(path):
+        return path
+    root = shipped_gin_root()
+    candidates = (path, os.path.join(root, path), os.path.join(root, path + ".gin"))
     for candidate in candidates:
         if os.path.isfile(candidate):
             return candidate
@@ -63,7 +97,7 @@ def resolve_gin_file(path: str) -> str:
             + (f"give one of the {len(inside)} gin files under it, e.g. "
                f"{[os.path.join(path, f) for f in inside[:5]]}" if inside
                else "there is no .gin file under it"))
-    shipped = _gin_files_under(GIN_ROOT)
+    shipped = _gin_files_under(root)
     close = difflib.get_close_matches(path, shipped, n=3, cutoff=0.4)
     raise FileNotFoundError(f"gin file {path!r} not found" +
                             (f"; did you mean {close}?" if close else f"; shipped: {shipped}"))
@@ -74,16 +108,36 @@ def _gin_files_under(directory: str) -> list[str]:
                   for d, _, fs in os.walk(directory) for f in fs if f.endswith(".gin"))
 
 
+@functools.cache  # once: gin keeps its search paths through clear_config
+def add_search_paths() -> None:
+    """The directory holding gin/, then gin/: the shipped files include each other as
+    'gin/runs/x.gin', a user's may say 'runs/x.gin'."""
+    gin.add_config_file_search_path(os.path.dirname(shipped_gin_root()))
+    gin.add_config_file_search_path(shipped_gin_root())
+
+
 def parse(files: list[str], bindings: list[str]) -> None:
     """Parse gin files then bindings, turning gin's errors into ones that suggest a fix."""
     gin.clear_config()
-    gin.add_config_file_search_path(GIN_ROOT)
-    gin.add_config_file_search_path(os.path.dirname(GIN_ROOT))
+    add_search_paths()
+    quiet = _QuietSearch()
+    logging.getLogger().addFilter(quiet)
     try:
         gin.parse_config_files_and_bindings([resolve_gin_file(f) for f in files], bindings,
                                             finalize_config=False)
     except ValueError as e:
         raise ValueError(_suggest(str(e))) from None
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+class _QuietSearch(logging.Filter):
+    """Drops the error gin logs for each search path an included file is not under before the
+    one it is (run outside a checkout, every include); a file under none raises anyway."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.module == "resource_reader"
+                    and str(record.msg).startswith("Path not found"))
 
 
 MOVED = {("ByteEncoderConfig", "frozen"):

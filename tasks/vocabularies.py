@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import importlib.resources
 
 import seqio
 
@@ -14,12 +14,13 @@ from tasks import tf_setup  # noqa: F401  (TF set up before seqio uses it)
 # span-corruption sentinels count down from its top (383, 382, ...).
 BYTE_EXTRA_IDS = 125
 T5_EXTRA_IDS = 100
-DEMO_SPM = os.path.join(os.path.dirname(__file__), "data", "demo_spm.model")
+DATA = importlib.resources.files("tasks") / "data"  # package data (pyproject.toml)
+DEMO_SPM = str(DATA / "demo_spm.model")
 # Regenerate with: python -m tools.train_vocab --demo --out tasks/data/demo_spm
 DEMO_SPM_VOCAB_SIZE = 2000
 # Char-blind WikiSpell baseline; regenerate with:
 #   python -m tools.train_vocab --wikispell --out tasks/data/wikispell_spm
-WIKISPELL_SPM = os.path.join(os.path.dirname(__file__), "data", "wikispell_spm.model")
+WIKISPELL_SPM = str(DATA / "wikispell_spm.model")
 WIKISPELL_SPM_VOCAB_SIZE = 4000
 
 
