@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from fields.choices import require_choice
 from fields.integers import require_int
 from model_zoo.decoding import DecodeConfig
 from inference.seqio_callbacks import predict_fn, score_fn
@@ -71,9 +72,8 @@ class InferenceEvaluator:
             raise ValueError(mismatch(config.mixture_or_task_name, hybrid_model))
         require_prepared(provider)  # before its splits: an unprepared TFDS task has none
         for task in tasks:
-            if config.split not in task.splits:
-                raise ValueError(f"task {task.name!r} has no split {config.split!r}; its "
-                                 f"splits: {list(task.splits)}")
+            require_choice("InferenceEvalConfig", "split", config.split, tuple(task.splits),
+                           meaning=f"the splits of task {task.name!r}")
             if vocabulary is not None:
                 _check_vocabulary(task, vocabulary)
         if not any(t.metric_objs for t in tasks):

@@ -260,7 +260,8 @@ def test_unset_data_dirs_say_which_macro(tmp_path):
             InferenceEvaluator(InferenceEvalConfig("mmlu_zero_shot", "test"))
         with pytest.raises(ValueError, match="BBH_DIR"):
             InferenceEvaluator(InferenceEvalConfig("bbh_snarks", "test"))
-        with pytest.raises(ValueError, match="has no split 'validation'"):
+        with pytest.raises(ValueError, match=r"split='validation' is invalid: expected one of "
+                           r"\('test',\) \(the splits of task 'bbh_snarks'\)"):
             InferenceEvaluator(InferenceEvalConfig("bbh_snarks", "validation"))
 
 

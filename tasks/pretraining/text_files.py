@@ -18,6 +18,7 @@ from typing import Iterable
 import seqio
 
 from fields import paths
+from fields.choices import require_choice
 from tasks import settings_scope
 from tasks.tf_setup import tf
 
@@ -84,9 +85,8 @@ def read_texts(patterns: Iterable[str], field: str = "text") -> list[str]:
 
 def split_patterns(config, split: str, task: str, binding: str, example: str) -> tuple:
     """The file patterns a gin-bound corpus config (with `train`/`validation`) gives `split`."""
-    patterns = {"train": config.train, "validation": config.validation}.get(split)
-    if patterns is None:
-        raise ValueError(f"{task} has no split {split!r}; use 'train' or 'validation'")
+    require_choice(task, "split", split, ("train", "validation"))
+    patterns = {"train": config.train, "validation": config.validation}[split]
     if not patterns:
         raise ValueError(f"no files bound for the {split!r} split of {task}: set "
                          f"{binding}.{split} = '{example}' (gin)")
