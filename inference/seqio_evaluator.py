@@ -22,6 +22,7 @@ import dataclasses
 from fields.choices import require_choice
 from fields.integers import require_int
 from model_zoo.decoding import DecodeConfig
+from inference.scalar_metrics import scalars
 from inference.seqio_callbacks import predict_fn, score_fn
 
 PREFIX = "infer_eval/"
@@ -111,16 +112,8 @@ def _count(dataset) -> int:
 
 def flat(results: dict[str, dict]) -> dict[str, float]:
     """{"task/metric": value} of the scalar metrics, for a metrics writer."""
-    return {f"{task}/{name}": float(value) for task, scores in results.items()
-            for name, value in scores.items() if _scalar(value)}
-
-
-def _scalar(value) -> bool:
-    try:
-        float(value)
-        return True
-    except (TypeError, ValueError):
-        return False
+    return {f"{task}/{name}": value for task, scores in results.items()
+            for name, value in scalars(scores).items()}
 
 
 def _check_vocabulary(task, vocabulary) -> None:
