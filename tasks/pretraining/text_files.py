@@ -11,7 +11,6 @@ host its own files (host i reads files i, i + n, ...) and no host opens another'
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Iterable
 
@@ -19,7 +18,7 @@ import seqio
 
 from fields import paths
 from fields.choices import require_choice
-from tasks import settings_scope
+from tasks import json_lines, settings_scope
 from tasks.tf_setup import tf
 
 
@@ -54,24 +53,19 @@ def resolve_files(patterns: Iterable[str]) -> list[str]:
 
 
 def _texts_of(path: str, field: str):
-    jsonl = path.endswith((".jsonl", ".json"))
+    if path.endswith((".jsonl", ".json")):
+        for where, record in json_lines.records(path):
+            if field not in record:
+                raise KeyError(f"{where} has no field {field!r} (fields: {sorted(record)}); "
+                               "set tasks.text_corpus.field")
+            yield str(record[field])
+        return
     try:
         with paths.open_read(path, "rb") as f:
-            for number, raw in enumerate(f, 1):
+            for raw in f:
                 line = raw.decode("utf-8").replace("\r\n", "\n")
-                if not line.strip():
-                    continue
-                if not jsonl:
+                if line.strip():
                     yield line.rstrip("\n")
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{number} is not valid JSON: {e}") from None
-                if field not in record:
-                    raise KeyError(f"{path}:{number} has no field {field!r} (fields: "
-                                   f"{sorted(record)}); set tasks.text_corpus.field")
-                yield str(record[field])
     except UnicodeDecodeError as e:
         raise ValueError(f"corpus file {path} is not UTF-8 text: {e}") from None
 
