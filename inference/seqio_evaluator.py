@@ -64,13 +64,14 @@ class InferenceEvaluator:
         import seqio
 
         from tasks.task_lookup import lookup, require_prepared
-        from tasks.hybrid_features import converter, is_hybrid, mismatch
+        from tasks.hybrid_features import converter, mismatch
 
         self.config = config
         provider = lookup(config.mixture_or_task_name)
         tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
-        if hybrid_model is not None and is_hybrid(provider) != hybrid_model:
-            raise ValueError(mismatch(config.mixture_or_task_name, hybrid_model))
+        problem = mismatch(config.mixture_or_task_name, provider, byte_encoder=hybrid_model)
+        if problem:
+            raise ValueError(problem)
         require_prepared(provider)  # before its splits: an unprepared TFDS task has none
         for task in tasks:
             require_choice("InferenceEvalConfig", "split", config.split, tuple(task.splits),

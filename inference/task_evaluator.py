@@ -43,9 +43,10 @@ def check_vocabulary(task, predictor: Predictor, requested: str | None = None) -
     decoded. `requested`: the task or mixture the user named (the error names its variant)."""
     from tasks.hybrid_features import mismatch
 
-    hybrid_model = predictor.config.byte_encoder is not None
-    if ("byte_inputs" in task.output_features) != hybrid_model:
-        raise ValueError(mismatch(requested or task.name, hybrid_model))
+    problem = mismatch(requested or task.name, task,
+                       byte_encoder=predictor.config.byte_encoder is not None)
+    if problem:
+        raise ValueError(problem)
     for feature in ("inputs", "targets"):
         vocab = task.output_features[feature].vocabulary
         if vocab != predictor.vocab:
