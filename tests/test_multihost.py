@@ -20,6 +20,7 @@ import pytest
 from partitioning.distributed import DistributedConfig, initialize, resolve_mode
 from tests import multihost_worker as worker
 from training.checkpoints.manager import Checkpointer
+from training.metrics_log import read_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,8 +71,7 @@ class GlobalFeed:
 
 
 def losses(model_dir):
-    lines = [json.loads(x) for x in open(os.path.join(model_dir, "metrics.jsonl"))]
-    return {x["step"]: x["loss"] for x in lines if "loss" in x}
+    return {x["step"]: x["loss"] for x in read_records(model_dir) if "loss" in x}
 
 
 def test_two_processes_match_one_and_checkpoints_cross(tmp_path):
