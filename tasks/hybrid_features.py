@@ -93,21 +93,33 @@ def mismatch(name: str, provider, byte_encoder: bool | None = None,
     lengths_wrong = lengths is not None and ("byte_inputs" in lengths) != hybrid
     if not (model_wrong or lengths_wrong):
         return None
-    conflicts, change = [], []
+    agree, conflicts, change = [], [], []
+    if byte_encoder is not None:
+        (conflicts if model_wrong else agree).append(
+            "the model reads them (ModelConfig.byte_encoder set)" if byte_encoder
+            else "the model has no byte encoder (ModelConfig.byte_encoder=None)")
+    if lengths is not None:
+        (conflicts if lengths_wrong else agree).append(
+            f"task_feature_lengths={dict(lengths)} " + ("gives 'byte_inputs'"
+                                                        if "byte_inputs" in lengths
+                                                        else "has no 'byte_inputs' length"))
     if model_wrong:
-        conflicts.append("the model reads them (ModelConfig.byte_encoder set)" if byte_encoder
-                         else "the model has no byte encoder (ModelConfig.byte_encoder=None)")
-        change.append(f"use {variant(name, byte_encoder)} instead, or a model "
-                      + ("without a byte encoder" if byte_encoder else "with a byte_encoder"))
-    if lengths_wrong:
-        conflicts.append(f"task_feature_lengths={dict(lengths)} "
-                         + ("has no 'byte_inputs' length" if hybrid else "gives 'byte_inputs'"))
-        if not model_wrong:
-            change.append("add a 'byte_inputs' length to task_feature_lengths (the inputs "
-                          "as bytes)" if hybrid else
-                          "drop 'byte_inputs' from task_feature_lengths")
+        lengths_too = "" if lengths is None or lengths_wrong else (
+            " with a 'byte_inputs' length" if byte_encoder else
+            " without 'byte_inputs' in task_feature_lengths")
+        other_model = ("a model without a byte encoder" if byte_encoder
+                       else "a model with a byte_encoder")
+        if lengths_wrong:
+            other_model += (" and a 'byte_inputs' length" if hybrid
+                            else " and no 'byte_inputs' length")
+        change.append(f"use {variant(name, byte_encoder)} instead{lengths_too}, or "
+                      f"{other_model}")
+    else:
+        change.append("add a 'byte_inputs' length to task_feature_lengths (the inputs as "
+                      "bytes)" if hybrid else "drop 'byte_inputs' from task_feature_lengths")
     has = "provides byte_inputs (a hybrid task)" if hybrid else "has no byte_inputs"
-    return f"task {name!r} {has}, but " + " and ".join(conflicts) + "; " + "; ".join(change)
+    return (f"task {name!r} {has}" + "".join(f" and {a}" for a in agree) + ", but "
+            + " and ".join(conflicts) + "; " + "; ".join(change))
 
 
 def is_hybrid(provider) -> bool:
