@@ -175,7 +175,7 @@ def test_unreachable_coordinator_fails_clearly_within_the_timeout():
     (dict(num_processes=0, process_id=0), r"num_processes=0 is invalid: expected an integer >= 1"),
     (dict(coordinator_address="localhost", num_processes=2, process_id=0), r"HOST:PORT"),
     (dict(coordinator_address=None, num_processes=2, process_id=0), r"needs a coordinator"),
-    (dict(mode="slurm"), r"mode='slurm'; valid"),
+    (dict(mode="slurm"), r"mode='slurm' is invalid: expected one of \('auto', "),
 ])
 def test_bad_distributed_settings_fail_at_construction(kwargs, match):
     kwargs = {"coordinator_address": "localhost:1234", **kwargs}
