@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from fields.choices import require_choice
 from fields.integers import require_int
 from model_zoo.decoding import DecodeConfig
+from inference.scalar_metrics import scalars
 from inference.seqio_callbacks import predict_fn, score_fn
 
 PREFIX = "infer_eval/"
@@ -62,18 +64,18 @@ class InferenceEvaluator:
         import seqio
 
         from tasks.task_lookup import lookup, require_prepared
-        from tasks.hybrid_features import converter, is_hybrid, mismatch
+        from tasks.hybrid_features import converter, mismatch
 
         self.config = config
         provider = lookup(config.mixture_or_task_name)
         tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
-        if hybrid_model is not None and is_hybrid(provider) != hybrid_model:
-            raise ValueError(mismatch(config.mixture_or_task_name, hybrid_model))
+        problem = mismatch(config.mixture_or_task_name, provider, byte_encoder=hybrid_model)
+        if problem:
+            raise ValueError(problem)
         require_prepared(provider)  # before its splits: an unprepared TFDS task has none
         for task in tasks:
-            if config.split not in task.splits:
-                raise ValueError(f"task {task.name!r} has no split {config.split!r}; its "
-                                 f"splits: {list(task.splits)}")
+            require_choice("InferenceEvalConfig", "split", config.split, tuple(task.splits),
+                           meaning=f"the splits of task {task.name!r}")
             if vocabulary is not None:
                 _check_vocabulary(task, vocabulary)
         if not any(t.metric_objs for t in tasks):
@@ -111,16 +113,8 @@ def _count(dataset) -> int:
 
 def flat(results: dict[str, dict]) -> dict[str, float]:
     """{"task/metric": value} of the scalar metrics, for a metrics writer."""
-    return {f"{task}/{name}": float(value) for task, scores in results.items()
-            for name, value in scores.items() if _scalar(value)}
-
-
-def _scalar(value) -> bool:
-    try:
-        float(value)
-        return True
-    except (TypeError, ValueError):
-        return False
+    return {f"{task}/{name}": value for task, scores in results.items()
+            for name, value in scalars(scores).items()}
 
 
 def _check_vocabulary(task, vocabulary) -> None:

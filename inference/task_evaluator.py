@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from inference.predictor import Predictor
+from inference.scalar_metrics import scalars
 
 FALLBACK_LENGTHS = {"inputs": 512, "targets": 64}   # a model_dir that records none (HF dir)
 
@@ -42,9 +43,10 @@ def check_vocabulary(task, predictor: Predictor, requested: str | None = None) -
     decoded. `requested`: the task or mixture the user named (the error names its variant)."""
     from tasks.hybrid_features import mismatch
 
-    hybrid_model = predictor.config.byte_encoder is not None
-    if ("byte_inputs" in task.output_features) != hybrid_model:
-        raise ValueError(mismatch(requested or task.name, hybrid_model))
+    problem = mismatch(requested or task.name, task,
+                       byte_encoder=predictor.config.byte_encoder is not None)
+    if problem:
+        raise ValueError(problem)
     for feature in ("inputs", "targets"):
         vocab = task.output_features[feature].vocabulary
         if vocab != predictor.vocab:
@@ -112,7 +114,7 @@ class ExactMatchEvaluator:
         scores = {"examples": float(len(examples)), "exact_match": 100.0 * float(np.mean(
             [p == t for p, t in zip(preds, targets, strict=True)]))}
         for fn in task.metric_fns:
-            scores.update({k: float(v) for k, v in fn(targets, preds).items() if _scalar(v)})
+            scores.update(scalars(fn(targets, preds)))
         self.samples[task.name] = [{"input": i[:200], "target": t, "prediction": p}
                                    for i, t, p in zip(inputs[:3], targets[:3], preds[:3],
                                                       strict=True)]
@@ -127,11 +129,3 @@ class ExactMatchEvaluator:
             scores["examples"] = int(scores["examples"])
             out[name] = {**scores, "samples": self.samples.get(name, [])}
         return out
-
-
-def _scalar(value) -> bool:
-    try:
-        float(value)
-        return True
-    except (TypeError, ValueError):
-        return False

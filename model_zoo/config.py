@@ -8,6 +8,7 @@ import re
 
 import jax.numpy as jnp
 
+from fields.choices import require_choice
 from fields.integers import require_int
 from model_zoo.ffn import check_activations
 
@@ -31,9 +32,8 @@ def _fail(field: str, value, expected: str):
 
 def activations_of_feed_forward_proj(value: str) -> tuple[str, ...]:
     """`mlp_activations` for a value of the older `feed_forward_proj` field."""
-    if value not in FEED_FORWARD_PROJ:
-        raise ValueError(f"feed_forward_proj={value!r} is not a known older spelling; expected "
-                         f"one of {tuple(FEED_FORWARD_PROJ)} (or give mlp_activations)")
+    require_choice("", "feed_forward_proj", value, tuple(FEED_FORWARD_PROJ),
+                   meaning="its known older spellings; or give mlp_activations")
     return FEED_FORWARD_PROJ[value]
 
 
@@ -161,9 +161,7 @@ class MoEConfig:
             raise ValueError("MoEConfig.strict_group_size=True is invalid with group_size=None "
                              "(a sequence per group): give the group_size it enforces")
         for name in ("encoder_routing", "decoder_routing"):
-            if getattr(self, name) not in ROUTINGS:
-                raise ValueError(f"MoEConfig.{name}={getattr(self, name)!r} is invalid: "
-                                 f"expected one of {ROUTINGS}")
+            require_choice("MoEConfig", name, getattr(self, name), ROUTINGS)
         if self.decoder_routing == "experts_choose":
             raise ValueError("MoEConfig.decoder_routing='experts_choose' is invalid: experts "
                              "choosing among a sequence's tokens sees future tokens, so it is "
@@ -171,9 +169,7 @@ class MoEConfig:
         choices = {"router_loss_reduction": ROUTER_LOSS_REDUCTIONS,
                    "router_loss_padding": ROUTER_LOSS_PADDINGS}
         for name, valid in choices.items():
-            if getattr(self, name) not in valid:
-                raise ValueError(f"MoEConfig.{name}={getattr(self, name)!r} is invalid: "
-                                 f"expected one of {valid}")
+            require_choice("MoEConfig", name, getattr(self, name), valid)
         rates = {"router_jitter_noise": self.router_jitter_noise,
                  "expert_dropout_rate": self.expert_dropout_rate}
         for name, value in rates.items():
@@ -189,9 +185,7 @@ class MoEConfig:
         self._check_dispatch()
 
     def _check_dispatch(self) -> None:
-        if self.dispatch not in DISPATCHES:
-            raise ValueError(f"MoEConfig.dispatch={self.dispatch!r} is invalid: expected one "
-                             f"of {DISPATCHES}")
+        require_choice("MoEConfig", "dispatch", self.dispatch, DISPATCHES)
         if self.dispatch != "dropless":
             return
         refused = []
@@ -383,14 +377,11 @@ class ModelConfig:
             _fail("dropout_rate", self.dropout_rate, "a float in [0, 1)")
         if not isinstance(self.layer_norm_epsilon, (int, float)) or self.layer_norm_epsilon <= 0:
             _fail("layer_norm_epsilon", self.layer_norm_epsilon, "a positive float")
-        if self.dtype not in DTYPES:
-            _fail("dtype", self.dtype, f"one of {tuple(DTYPES)}")
+        require_choice("ModelConfig", "dtype", self.dtype, tuple(DTYPES))
         if self.param_dtype != "float32":
             _fail("param_dtype", self.param_dtype, "'float32' (master weights stay fp32)")
-        if self.remat_policy not in REMAT_POLICIES:
-            _fail("remat_policy", self.remat_policy, f"one of {REMAT_POLICIES}")
-        if self.attention_impl not in ATTENTION_IMPLS:
-            _fail("attention_impl", self.attention_impl, f"one of {ATTENTION_IMPLS}")
+        require_choice("ModelConfig", "remat_policy", self.remat_policy, REMAT_POLICIES)
+        require_choice("ModelConfig", "attention_impl", self.attention_impl, ATTENTION_IMPLS)
         if isinstance(self.universal, dict):  # from JSON / gin dicts
             object.__setattr__(self, "universal", UniversalConfig(**self.universal))
         if self.universal is not None and not isinstance(self.universal, UniversalConfig):
@@ -430,8 +421,7 @@ class ModelConfig:
                   "own output layer needs an untied head)")
 
     def _check_norm(self):
-        if self.norm not in NORMS:
-            _fail("norm", self.norm, f"one of {NORMS} (T5's RMSNorm, or KL-Norm)")
+        require_choice("ModelConfig", "norm", self.norm, NORMS, meaning="T5's RMSNorm, or KL-Norm")
         for name in ("kl_norm_weight", "kl_norm_init_log_variance"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \

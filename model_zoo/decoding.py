@@ -15,6 +15,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from fields.choices import require_choice
 from fields.integers import require_int
 from model_zoo.axes import per_example
 
@@ -34,9 +35,7 @@ class DecodeConfig:
     eos_id: int = 1
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"DecodeConfig.method={self.method!r} is invalid: expected one of "
-                             f"{METHODS}")
+        require_choice("DecodeConfig", "method", self.method, METHODS)
         if self.max_decode_length < 1:
             raise ValueError(f"DecodeConfig.max_decode_length={self.max_decode_length} must "
                              "be >= 1")

@@ -8,6 +8,7 @@ ByT5: T5 1.1 over UTF-8 bytes (vocab padded to 384), encoder 3x deeper than the 
 
 from __future__ import annotations
 
+from fields.choices import require_choice
 from model_zoo.config import GATED_GELU, ByteEncoderConfig, ModelConfig, MoEConfig, UniversalConfig
 
 _V = 32128
@@ -125,7 +126,6 @@ PRESETS: dict[str, ModelConfig] = {
 
 def preset(name: str, **overrides) -> ModelConfig:
     """The named preset, optionally with fields replaced (validated)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown model preset {name!r}; valid presets: {sorted(PRESETS)}")
+    require_choice("", "preset", name, PRESETS, meaning="the model presets")
     cfg = PRESETS[name]
     return cfg.replace(**overrides) if overrides else cfg

@@ -26,6 +26,7 @@ import time
 
 import jax
 
+from fields.choices import require_choice
 from fields.integers import require_int
 
 MODES = ("auto", "explicit", "cluster", "single")
@@ -50,8 +51,7 @@ class DistributedConfig:
     heartbeat_timeout: int = 100            # seconds before a silent process counts as dead
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"DistributedConfig.mode={self.mode!r}; valid: {MODES}")
+        require_choice("DistributedConfig", "mode", self.mode, MODES)
         for name in ("initialization_timeout", "heartbeat_timeout"):
             if getattr(self, name) < 1:
                 raise ValueError(f"DistributedConfig.{name}={getattr(self, name)} must be >= 1 s")

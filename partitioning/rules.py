@@ -13,6 +13,7 @@ from typing import Sequence
 
 from jax.sharding import PartitionSpec
 
+from fields.choices import require_choice
 from partitioning.mesh import AXES
 
 Rules = tuple[tuple[str, object], ...]
@@ -53,8 +54,8 @@ def rule_set(name: str | Rules) -> Rules:
         if any(len(rule) != 2 for rule in table):
             raise ValueError(f"rules must be (logical_name, mesh_axes) pairs; got {name!r}")
         return table
-    if name not in RULE_SETS:
-        raise ValueError(f"unknown rule set {name!r}; valid: {sorted(RULE_SETS)}")
+    require_choice("", "rules", name, RULE_SETS,
+                   meaning="a named rule set, or (logical_name, mesh_axes) pairs")
     return RULE_SETS[name]
 
 

@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 
+from fields.choices import require_choice
+
 # Each flag's reason is beside it; all of them matter only where there are collectives to
 # overlap (several GPUs), and cost nothing on one.
 GPU_FLAGS = (
@@ -53,8 +55,7 @@ def merge_flags(profile_flags: str, user_flags: str) -> str:
 
 def environment(profile: str, env: dict[str, str] | None = None) -> dict[str, str]:
     """The variables to export for `profile`, given the current environment."""
-    if profile not in PROFILES:
-        raise ValueError(f"unknown XLA profile {profile!r}; valid: {sorted(PROFILES)}")
+    require_choice("", "profile", profile, PROFILES, meaning="the XLA profiles")
     env = os.environ if env is None else env
     out = {}
     for name, value in PROFILES[profile].items():

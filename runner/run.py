@@ -19,7 +19,7 @@ from inference.seqio_evaluator import InferenceEvalConfig
 from tasks.feeding.branch_feed import BranchFeedConfig
 from tasks.feed_config import FeedConfig
 from tasks.task_lookup import lookup
-from tasks.hybrid_features import is_hybrid, mismatch
+from tasks.hybrid_features import mismatch
 from training.loop import LoopConfig
 from training.trainer import TrainConfig
 
@@ -102,10 +102,10 @@ class Run:
             raise TypeError(f"Run.inference_eval={config!r} must be None or a "
                             "run.inference_eval (InferenceEvalConfig)")
         provider = lookup(config.mixture_or_task_name)
-        hybrid_model = self.model.byte_encoder is not None
-        if is_hybrid(provider) != hybrid_model:
-            raise ValueError("run.inference_eval.mixture_or_task_name: "
-                             + mismatch(config.mixture_or_task_name, hybrid_model))
+        problem = mismatch(config.mixture_or_task_name, provider,
+                           byte_encoder=self.model.byte_encoder is not None)
+        if problem:
+            raise ValueError(f"run.inference_eval.mixture_or_task_name: {problem}")
         ours = lookup(self.feed.mixture_or_task_name).output_features["targets"].vocabulary
         theirs = provider.output_features["targets"].vocabulary
         if theirs != ours:
@@ -122,16 +122,10 @@ class Run:
         if vocab > self.model.vocab_size:
             raise ValueError(f"task {name!r} has {vocab} ids but the model's vocab_size is "
                              f"{self.model.vocab_size}; use a model with vocab_size >= {vocab}")
-        hybrid_model = self.model.byte_encoder is not None
-        if is_hybrid(provider) != hybrid_model:
-            raise ValueError(f"task {name!r} " + ("has no byte_inputs, which this hybrid model "
-                             "(ModelConfig.byte_encoder set) reads" if hybrid_model else
-                             "provides byte_inputs, but the model has no byte encoder")
-                             + "; pick a task and model that agree")
-        if ("byte_inputs" in feed.task_feature_lengths) != hybrid_model:
-            raise ValueError(f"task_feature_lengths={dict(feed.task_feature_lengths)} of {name!r}"
-                             + (": add a 'byte_inputs' length (the hybrid model reads bytes)"
-                                if hybrid_model else ": drop 'byte_inputs' (no byte encoder)"))
+        problem = mismatch(name, provider, byte_encoder=self.model.byte_encoder is not None,
+                           lengths=feed.task_feature_lengths)
+        if problem:
+            raise ValueError(problem)
 
     @property
     def lengths(self) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from fields import paths
+from fields.choices import require_choice
 from fields.integers import require_int
 from tasks.settings import TaskSettings, from_mapping
 
@@ -59,8 +60,7 @@ class FeedConfig:
                                  "reader reads local paths and gs:// only; copy the cache to "
                                  "a local disk or gs:// (tools.cache_tasks writes s3:// too)")
             object.__setattr__(self, "cache_dir", cache_dir)
-        if self.resume not in RESUME_MODES:
-            raise ValueError(f"FeedConfig.resume={self.resume!r}; valid: {RESUME_MODES}")
+        require_choice("FeedConfig", "resume", self.resume, RESUME_MODES)
         bad = {k: v for k, v in self.task_feature_lengths.items()
                if not isinstance(v, int) or v < 1}
         keys = set(self.task_feature_lengths)

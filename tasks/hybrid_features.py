@@ -6,6 +6,8 @@ example i has segment id i in the token inputs, the byte inputs and the targets 
 
 A task's hybrid variant is named with HYBRID_SUFFIX (wikispell_hybrid, mmlu_zero_shot_hybrid,
 bbh_cot_hybrid): the token ids of its inputs plus `byte_inputs`, the same text as bytes.
+`mismatch` is the one rule every feed, run and evaluator checks: task, model and lengths
+agree on `byte_inputs`.
 """
 
 from __future__ import annotations
@@ -80,13 +82,44 @@ def variant(name: str, hybrid: bool) -> str:
             else "a task without byte_inputs")
 
 
-def mismatch(name: str, hybrid_model: bool) -> str:
-    """The error for task `name` whose byte_inputs the model disagrees with."""
-    if hybrid_model:
-        return (f"task {name!r} has no byte_inputs, which this hybrid model (ModelConfig."
-                f"byte_encoder set) reads; evaluate {variant(name, True)} instead")
-    return (f"task {name!r} provides byte_inputs, but the model has no byte encoder; "
-            f"evaluate {variant(name, False)} instead")
+def mismatch(name: str, provider, byte_encoder: bool | None = None,
+             lengths: dict | None = None) -> str | None:
+    """The one rule of hybrid inputs: task or mixture `name` (its seqio `provider`), the
+    model (`byte_encoder`: whether ModelConfig.byte_encoder is set; None: no model to check)
+    and `lengths` (task_feature_lengths; None: none given) agree on `byte_inputs`. None
+    where they do, else the error: what each has and what to change."""
+    hybrid = is_hybrid(provider)
+    model_wrong = byte_encoder is not None and byte_encoder != hybrid
+    lengths_wrong = lengths is not None and ("byte_inputs" in lengths) != hybrid
+    if not (model_wrong or lengths_wrong):
+        return None
+    agree, conflicts, change = [], [], []
+    if byte_encoder is not None:
+        (conflicts if model_wrong else agree).append(
+            "the model reads them (ModelConfig.byte_encoder set)" if byte_encoder
+            else "the model has no byte encoder (ModelConfig.byte_encoder=None)")
+    if lengths is not None:
+        (conflicts if lengths_wrong else agree).append(
+            f"task_feature_lengths={dict(lengths)} " + ("gives 'byte_inputs'"
+                                                        if "byte_inputs" in lengths
+                                                        else "has no 'byte_inputs' length"))
+    if model_wrong:
+        lengths_too = "" if lengths is None or lengths_wrong else (
+            " with a 'byte_inputs' length" if byte_encoder else
+            " without 'byte_inputs' in task_feature_lengths")
+        other_model = ("a model without a byte encoder" if byte_encoder
+                       else "a model with a byte_encoder")
+        if lengths_wrong:
+            other_model += (" and a 'byte_inputs' length" if hybrid
+                            else " and no 'byte_inputs' length")
+        change.append(f"use {variant(name, byte_encoder)} instead{lengths_too}, or "
+                      f"{other_model}")
+    else:
+        change.append("add a 'byte_inputs' length to task_feature_lengths (the inputs as "
+                      "bytes)" if hybrid else "drop 'byte_inputs' from task_feature_lengths")
+    has = "provides byte_inputs (a hybrid task)" if hybrid else "has no byte_inputs"
+    return (f"task {name!r} {has}" + "".join(f" and {a}" for a in agree) + ", but "
+            + " and ".join(conflicts) + "; " + "; ".join(change))
 
 
 def is_hybrid(provider) -> bool:

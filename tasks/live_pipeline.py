@@ -8,7 +8,7 @@ import seqio
 
 from tasks import settings_scope
 from tasks.feed_config import FeedConfig
-from tasks.hybrid_features import converter, is_hybrid
+from tasks.hybrid_features import converter, mismatch
 from tasks.task_lookup import lookup, require_prepared
 
 
@@ -18,12 +18,10 @@ def dataset(config: FeedConfig, process_index: int = 0, process_count: int = 1):
     if config.tfds_data_dir:
         seqio.set_tfds_data_dir_override(config.tfds_data_dir)
     require_prepared(provider, config.tfds_data_dir)
-    hybrid = is_hybrid(provider)
-    if hybrid != ("byte_inputs" in config.task_feature_lengths):
-        raise ValueError(f"task {config.mixture_or_task_name!r} "
-                         + ("provides byte_inputs: add a 'byte_inputs' length to "
-                            if hybrid else "has no byte_inputs: drop 'byte_inputs' from ")
-                         + f"task_feature_lengths={dict(config.task_feature_lengths)}")
+    problem = mismatch(config.mixture_or_task_name, provider,
+                       lengths=config.task_feature_lengths)
+    if problem:
+        raise ValueError(problem)
     with settings_scope.active(config.task_settings):
         return seqio.get_dataset(
             provider, task_feature_lengths=dict(config.task_feature_lengths),

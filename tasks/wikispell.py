@@ -25,6 +25,7 @@ import logging
 import numpy as np
 
 from fields import paths
+from fields.choices import require_choice
 
 from tasks import settings_scope
 
@@ -59,8 +60,7 @@ def spell(word: str) -> str:
 
 
 def check_bucket(name: str) -> str:
-    if name not in BUCKET_NAMES:
-        raise ValueError(f"unknown WikiSpell bucket {name!r}; valid buckets: {BUCKET_NAMES}")
+    require_choice("WikiSpell", "bucket", name, BUCKET_NAMES)
     return name
 
 
@@ -168,8 +168,7 @@ def splits(config: WikiSpellConfig) -> dict[str, list[tuple[str, str]]]:
 def examples(split: str, config: WikiSpellConfig | None = None,
              bucket: str | None = None) -> list[dict]:
     """[{'inputs', 'targets', 'bucket'}] of a split, optionally one bucket only."""
-    if split not in SPLITS:
-        raise ValueError(f"WikiSpell has no split {split!r}; valid splits: {SPLITS}")
+    require_choice("WikiSpell", "split", split, SPLITS)
     if bucket is not None:
         check_bucket(bucket)
     rows = splits(config or settings_scope.get("wikispell", WikiSpellConfig))[split]

@@ -110,7 +110,8 @@ def test_one_process_needs_no_collective_and_bad_settings_fail_at_construction()
     assert preemption_mode("auto") == preemption_mode("service") == "local"
     assert preemption_mode("collective") == "collective"
     for kwargs, match in ((dict(prefetch=-1), r"prefetch=-1 is invalid: expected an integer >= 0"),
-                          (dict(preemption_sync="barrier"), r"preemption_sync='barrier'; valid"),
+                          (dict(preemption_sync="barrier"),
+                           r"preemption_sync='barrier' is invalid: expected one of"),
                           (dict(preemption_check_every=0), r"preemption_check_every=0")):
         with pytest.raises(ValueError, match=match):
             LoopConfig(train_steps=1, **kwargs)

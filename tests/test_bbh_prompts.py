@@ -114,8 +114,8 @@ def test_a_malformed_cot_prompt_is_refused_naming_the_file(tmp_path, prompt, mat
 
 
 def test_settings_are_checked():
-    with pytest.raises(ValueError, match=r"direct_prompts='codex'; valid: \('cot_prompts', "
-                                         r"'codex_outputs'\)"):
+    with pytest.raises(ValueError, match=r"direct_prompts='codex' is invalid: expected one of "
+                                         r"\('cot_prompts', 'codex_outputs'\)"):
         settings.from_mapping({"bbh": {"direct_prompts": "codex"}})
 
 

@@ -260,7 +260,8 @@ def test_unset_data_dirs_say_which_macro(tmp_path):
             InferenceEvaluator(InferenceEvalConfig("mmlu_zero_shot", "test"))
         with pytest.raises(ValueError, match="BBH_DIR"):
             InferenceEvaluator(InferenceEvalConfig("bbh_snarks", "test"))
-        with pytest.raises(ValueError, match="has no split 'validation'"):
+        with pytest.raises(ValueError, match=r"split='validation' is invalid: expected one of "
+                           r"\('test',\) \(the splits of task 'bbh_snarks'\)"):
             InferenceEvaluator(InferenceEvalConfig("bbh_snarks", "validation"))
 
 
@@ -348,10 +349,11 @@ def test_plain_benchmarks_are_refused_for_a_hybrid_model_naming_the_hybrid_varia
     _, _, inference = hybrid_model
     for name in ("mmlu_zero_shot", "mmlu_zero_shot_byte"):
         task = seqio.get_mixture_or_task(name).tasks[1]
-        with pytest.raises(ValueError, match=r"'mmlu_zero_shot(_byte)?' has no byte_inputs, "
-                           r"which this hybrid model .* evaluate 'mmlu_zero_shot_hybrid' instead"):
+        with pytest.raises(ValueError, match=r"'mmlu_zero_shot(_byte)?' has no byte_inputs, but "
+                           r"the model reads them \(ModelConfig.byte_encoder set\); use "
+                           r"'mmlu_zero_shot_hybrid' instead, or a model without a byte encoder"):
             check_vocabulary(task, inference, name)  # tools.eval
-    with pytest.raises(ValueError, match=r"evaluate 'bbh_cot_hybrid' instead"):
+    with pytest.raises(ValueError, match=r"use 'bbh_cot_hybrid' instead"):
         InferenceEvaluator(InferenceEvalConfig("bbh_cot", "test"), hybrid_model=True)
     if "test_demo_hybrid" not in seqio.TaskRegistry.names():  # a hybrid run's training task
         seqio.TaskRegistry.add("test_demo_hybrid", source=DEMO_SOURCE, preprocessors=[],
@@ -360,12 +362,13 @@ def test_plain_benchmarks_are_refused_for_a_hybrid_model_naming_the_hybrid_varia
     hybrid = Run(model=HYBRID, mesh=MeshConfig(), trainer=TrainConfig(batch_size=8),
                  loop=LoopConfig(train_steps=2), feed=FeedConfig("test_demo_hybrid", lengths, 8),
                  inference_eval=InferenceEvalConfig("mmlu_zero_shot_hybrid", "test"))
-    with pytest.raises(ValueError, match=r"'mmlu_five_shot' has no byte_inputs.* evaluate "
+    with pytest.raises(ValueError, match=r"'mmlu_five_shot' has no byte_inputs.* use "
                        r"'mmlu_five_shot_hybrid' instead"):
         dataclasses.replace(hybrid, inference_eval=InferenceEvalConfig("mmlu_five_shot"))
     plain = HYBRID.replace(byte_encoder=None)
-    with pytest.raises(ValueError, match=r"'bbh_hybrid' provides byte_inputs, but the model has "
-                       r"no byte encoder; evaluate 'bbh' or 'bbh_byte' instead"):
+    with pytest.raises(ValueError, match=r"'bbh_hybrid' provides byte_inputs \(a hybrid task\), "
+                       r"but the model has no byte encoder \(ModelConfig.byte_encoder=None\); "
+                       r"use 'bbh' or 'bbh_byte' instead, or a model with a byte_encoder"):
         dataclasses.replace(hybrid, model=plain, feed=FeedConfig(
             "demo_span_corruption", {"inputs": 32, "targets": 8}, 8),
             inference_eval=InferenceEvalConfig("bbh_hybrid", "test"))

@@ -235,6 +235,7 @@ def test_whole_and_sliced_replica_writes_restore_the_same_state_anywhere(trainer
             restored, _ = Checkpointer(ckpt.directory, async_save=False).restore(abstract)
             assert restored.params["shared"].sharding == abstract.params["shared"].sharding
             jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), want)
-    with pytest.raises(ValueError, match=r"replica_parallel='whole'; valid: None"):
+    with pytest.raises(ValueError, match=r"replica_parallel='whole' is invalid: expected "
+                       r"one of \(None, True, False\) \(None: t5pod's choice\)"):
         Checkpointer(str(tmp_path / "bad"), replica_parallel="whole")
     assert not (tmp_path / "bad").exists()

@@ -33,7 +33,8 @@ def test_invalid_config_names_field_and_valid_values(field, value, expected):
 
 
 def test_unknown_preset_and_field():
-    with pytest.raises(ValueError, match="valid presets"):
+    with pytest.raises(ValueError, match=r"preset='t5_1_1_huge' is invalid: expected one of \(.*"
+                       r"\(the model presets\); did you mean"):
         preset("t5_1_1_huge")
     with pytest.raises(ValueError, match="no field"):
         preset("t5_1_1_small", n_layers=3)

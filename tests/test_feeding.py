@@ -207,5 +207,6 @@ def test_another_host_count_resumes_only_when_approximate_is_asked_for():
         HostFeed.restore(dataclasses.replace(loose, seed=1), state, process_index=0,
                          process_count=1)
     assert "approximate" not in str(err.value)
-    with pytest.raises(ValueError, match=r"resume='roughly'; valid: \('exact', 'approximate'\)"):
+    with pytest.raises(ValueError, match=r"resume='roughly' is invalid: expected one of "
+                                         r"\('exact', 'approximate'\)"):
         dataclasses.replace(config, resume="roughly")

@@ -196,7 +196,8 @@ def test_bad_exports_fail_before_streaming(tmp_path, bind):
     with pytest.raises(ValueError, match=r"caps=\{'niv2': 10\} is read only with "
                                          r"tasks.flan2022.mixing='flan_rule'"):
         bind(template_types=None, caps={"niv2": 10})
-    with pytest.raises(ValueError, match=r"mixing='flan'; valid: \('as_exported', 'flan_rule'"):
+    with pytest.raises(ValueError, match=r"mixing='flan' is invalid: expected one of "
+                                         r"\('as_exported', 'flan_rule'"):
         bind(caps=None, mixing="flan")
     with pytest.raises(ValueError, match=r"did you mean \['validation_fraction'\]"):
         bind(mixing="as_exported", validation_examples=10)

@@ -2,7 +2,6 @@
 skipped stops with an error instead of stalling."""
 
 import dataclasses
-import json
 
 import jax
 import numpy as np
@@ -14,6 +13,7 @@ from tests.train_helpers import copy_batch, make_trainer
 from training.checkpoints.manager import Checkpointer
 from training.loop import LoopConfig, SkippedStepsError, check_skipped_steps, run
 from training.loss_scale import LegacyLossScaleState, LossScaleConfig
+from training.metrics_log import read_records
 
 WO_SCALE = 2e4  # feed-forward outputs of the tiny T5 1.1 beyond float16's 65504
 
@@ -62,7 +62,7 @@ def _fp16_run(model_dir, steps: int, limit: int):
 def test_overflowing_t5_1_1_trains_in_fp16_with_the_clamp(tmp_path):
     trainer, result = _fp16_run(tmp_path, steps=8, limit=4)
     assert result["metrics"]["skipped"] == 0
-    loss = {r["step"]: r["loss"] for r in map(json.loads, open(tmp_path / "metrics.jsonl"))}
+    loss = {r["step"]: r["loss"] for r in read_records(tmp_path)}
     assert loss[8] < loss[4] - 0.2, loss  # learning: steps 4 and 8 see the same batch
     # the legacy layout (no skipped_in_a_row) of the same state still restores
     state = result["state"]

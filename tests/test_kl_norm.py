@@ -3,7 +3,6 @@ in numpy / plain jnp, the deterministic path, its KL reaching the loss, refused 
 the low-resource comparison sweep (gin/sweeps/klnorm_lowresource.gin) on its smallest setting."""
 
 import csv
-import json
 import os
 
 import jax
@@ -19,6 +18,7 @@ from model_zoo.kl_norm import KLNorm
 from model_zoo.model_def import model_def
 from model_zoo.presets import preset
 from model_zoo.t5 import EncoderDecoder
+from training.metrics_log import read_records
 
 D, EPS = 8, 1e-6
 
@@ -209,8 +209,7 @@ def test_lowresource_sweep_writes_table_csv_and_plot(tmp_path):
     # the KL term reached the objective through aux["loss"] in the KL member only
     logs = {}
     for name in ("norm=rms", "norm=kl"):
-        with open(os.path.join(out, name, "metrics.jsonl")) as f:
-            logs[name] = [json.loads(line) for line in f if '"loss"' in line]
+        logs[name] = [r for r in read_records(os.path.join(out, name)) if "loss" in r]
     assert all(r["aux_loss"] == 0.0 and "kl_norm_loss" not in r for r in logs["norm=rms"])
     assert all(r["kl_norm_loss"] > 0 and r["aux_loss"] == pytest.approx(r["kl_norm_loss"])
                for r in logs["norm=kl"])

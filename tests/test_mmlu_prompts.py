@@ -213,7 +213,8 @@ def test_first_token_scoring_scores_each_letters_first_token_alone(tmp_path):
 
 
 @pytest.mark.parametrize("values,match", [
-    ({"scoring": "logits"}, r"tasks.mmlu.scoring='logits'; valid: \('first_token', 'sequence'"),
+    ({"scoring": "logits"}, r"tasks.mmlu.scoring='logits' is invalid: expected one of "
+                            r"\('first_token', 'sequence'"),
     ({"rank_choices": "options"}, r"rank_choices='options' needs tasks.mmlu.scoring='sequence'"),
     ({"max_prompt_tokens": 0}, r"max_prompt_tokens=0 is invalid: expected an integer >= 1"),
     ({"max_prompt_token": 10}, r"tasks.mmlu has no parameter 'max_prompt_token'; did you mean "

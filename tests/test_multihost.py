@@ -20,6 +20,7 @@ import pytest
 from partitioning.distributed import DistributedConfig, initialize, resolve_mode
 from tests import multihost_worker as worker
 from training.checkpoints.manager import Checkpointer
+from training.metrics_log import read_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,8 +71,7 @@ class GlobalFeed:
 
 
 def losses(model_dir):
-    lines = [json.loads(x) for x in open(os.path.join(model_dir, "metrics.jsonl"))]
-    return {x["step"]: x["loss"] for x in lines if "loss" in x}
+    return {x["step"]: x["loss"] for x in read_records(model_dir) if "loss" in x}
 
 
 def test_two_processes_match_one_and_checkpoints_cross(tmp_path):
@@ -175,7 +175,7 @@ def test_unreachable_coordinator_fails_clearly_within_the_timeout():
     (dict(num_processes=0, process_id=0), r"num_processes=0 is invalid: expected an integer >= 1"),
     (dict(coordinator_address="localhost", num_processes=2, process_id=0), r"HOST:PORT"),
     (dict(coordinator_address=None, num_processes=2, process_id=0), r"needs a coordinator"),
-    (dict(mode="slurm"), r"mode='slurm'; valid"),
+    (dict(mode="slurm"), r"mode='slurm' is invalid: expected one of \('auto', "),
 ])
 def test_bad_distributed_settings_fail_at_construction(kwargs, match):
     kwargs = {"coordinator_address": "localhost:1234", **kwargs}

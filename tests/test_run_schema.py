@@ -35,9 +35,14 @@ def test_a_consistent_run_builds():
     ({"model": TINY.replace(vocab_size=512)}, r"2100 ids but the model's vocab_size is 512"),
     ({"eval_feed": dataclasses.replace(FEED, mixture_or_task_name="wikispell_hybrid")},
      r"'wikispell_hybrid' (provides byte_inputs|has \d+ ids)"),
-    ({"model": TINY.replace(byte_encoder=BYTES)}, r"has no byte_inputs, which this hybrid"),
+    ({"model": TINY.replace(byte_encoder=BYTES)},
+     r"has no byte_inputs and task_feature_lengths=.* has no 'byte_inputs' length, but the "
+     r"model reads them \(ModelConfig.byte_encoder set\); use .* instead with a 'byte_inputs' "
+     r"length, or a model without a byte encoder"),
     ({"feed": dataclasses.replace(FEED, task_feature_lengths={**LENGTHS, "byte_inputs": 64})},
-     r"drop 'byte_inputs' \(no byte encoder\)"),
+     r"has no byte_inputs and the model has no byte encoder \(ModelConfig.byte_encoder=None\), "
+     r"but task_feature_lengths=.* gives 'byte_inputs'; drop 'byte_inputs' from "
+     r"task_feature_lengths"),
     ({"byte_encoder_checkpoint_path": "/byt5"}, r"byte_encoder_checkpoint_path=.*needs a hybrid"),
     ({"feed": "demo_span_corruption"}, r"Run.feed=.*must be a FeedConfig"),
 ])

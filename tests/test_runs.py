@@ -12,6 +12,7 @@ import pytest
 
 from tests.train_helpers import copy_batch, make_trainer
 from training.checkpoints.manager import Checkpointer
+from training.metrics_log import read_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--gin_file=runs/demo_pretrain.gin", "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, "
@@ -48,10 +49,7 @@ def final_state(model_dir):
 
 
 def last_loss(model_dir):
-    import json
-
-    lines = [json.loads(x) for x in open(os.path.join(model_dir, "metrics.jsonl"))]
-    return [x for x in lines if "loss" in x][-1]
+    return [x for x in read_records(model_dir) if "loss" in x][-1]
 
 
 def wait_for(path, proc, timeout=300):

@@ -11,6 +11,7 @@ import pytest
 
 from tools import sweep
 from experiments.sweep_config import member_name
+from training.metrics_log import read_records
 
 # The smallest model and data that still exercise every part of a member.
 TINY = {"TRAIN_STEPS": 3, "CHECKPOINT_EVERY": 3, "EVAL_EVERY": 0, "BATCH_SIZE": 8,
@@ -37,11 +38,6 @@ def write_sweep(path, members=None, grid=None, bindings=None, heldout=1,
     return str(path)
 
 
-def metrics_of(model_dir):
-    with open(os.path.join(model_dir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
 def test_three_member_sweep_runs_resumes_and_reports(tmp_path, capsys, monkeypatch):
     import runner.train
     from runner.run import Run
@@ -64,7 +60,7 @@ def test_three_member_sweep_runs_resumes_and_reports(tmp_path, capsys, monkeypat
     assert dirs[0].name == first
 
     # Fine-tuning from a checkpoint: params from member 1, fresh optimizer, step 0.
-    m1, m3 = metrics_of(dirs[0]), metrics_of(dirs[2])
+    m1, m3 = read_records(dirs[0]), read_records(dirs[2])
     assert [r["step"] for r in m3 if "loss" in r] == [1, 2]
     # same first batch (same seed and mixture) but not the same params as a fresh start
     assert m3[0]["loss"] != pytest.approx(m1[0]["loss"], abs=1e-6)
@@ -86,11 +82,11 @@ def test_three_member_sweep_runs_resumes_and_reports(tmp_path, capsys, monkeypat
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # A second invocation trains nothing: every member is finished.
-    lines = {d: len(metrics_of(d)) for d in dirs}
+    lines = {d: len(read_records(d)) for d in dirs}
     capsys.readouterr()
     again = sweep.main([f"--sweep={path}", f"--out={out}"])
     assert capsys.readouterr().err.count("is finished; skipped") == 3
-    assert again == results and {d: len(metrics_of(d)) for d in dirs} == lines
+    assert again == results and {d: len(read_records(d)) for d in dirs} == lines
 
 
 def test_emit_writes_one_launch_script_per_member(tmp_path):

@@ -1,7 +1,6 @@
 """The loop logs tokens/s, TFLOP/s per device and MFU at every log step, consistent with the
 tokens it was fed and model_zoo/flops.py's count written out here (speed is never asserted)."""
 
-import json
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ import pytest
 from model_zoo.flops import forward_flops_per_example
 from tests.train_helpers import TINY, copy_batch, make_trainer
 from training.loop import LoopConfig, run
+from training.metrics_log import read_records
 from training.throughput import peak_tflops
 
 STEPS, LOG_EVERY, BATCH = 5, 2, 8
@@ -35,7 +35,7 @@ def train(trainer, model_dir, **loop):
     config = LoopConfig(train_steps=STEPS, log_every=LOG_EVERY, checkpoint_every=3,
                         async_checkpoints=False, **loop)
     run(trainer, config, str(model_dir), Feed, progress=False)
-    return [json.loads(x) for x in open(model_dir / "metrics.jsonl")]
+    return read_records(model_dir)
 
 
 def interval_tokens(first, last):

@@ -78,9 +78,11 @@ def test_bad_words_are_skipped_and_counted(word_list, caplog):
 
 def test_bad_names_and_sizes_are_clear_errors(word_list):
     path, _ = word_list
-    with pytest.raises(ValueError, match=r"unknown WikiSpell bucket 'top_5'.*bottom_50"):
+    with pytest.raises(ValueError, match=r"WikiSpell.bucket='top_5' is invalid: expected one of "
+                                         r"\(.*bottom_50.*did you mean 'top_1'"):
         wikispell.examples("test", WikiSpellConfig(word_list=path, **SMALL), bucket="top_5")
-    with pytest.raises(ValueError, match="no split 'dev'"):
+    with pytest.raises(ValueError, match=r"WikiSpell.split='dev' is invalid: expected one of "
+                                         r"\('train', 'validation', 'test'\)"):
         wikispell.examples("dev", WikiSpellConfig(word_list=path, **SMALL))
     with pytest.raises(ValueError, match="bucket 'top_1' holds 50 words"):
         wikispell.splits(WikiSpellConfig(word_list=path, train_size=100, eval_per_bucket=26))

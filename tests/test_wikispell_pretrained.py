@@ -79,7 +79,8 @@ def test_bad_corpus_settings_are_clear_errors():
         ZipfCorpusConfig(repeat_probability=1.0)
     with pytest.raises(ValueError, match="sampling_alpha=-1"):
         ZipfCorpusConfig(sampling_alpha=-1)
-    with pytest.raises(ValueError, match="no split 'test'"):
+    with pytest.raises(ValueError, match=r"zipf_corpus.split='test' is invalid: expected one of "
+                                         r"\('train', 'validation'\)"):
         zipf_corpus.texts(SMALL, "test")
 
 

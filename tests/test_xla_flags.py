@@ -31,7 +31,8 @@ def test_users_flags_and_memory_fraction_win_over_the_profile():
     assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in env  # left as the user set it
     assert xla_flags.profile_of(env["XLA_FLAGS"]) == "custom"
     assert xla_flags.profile_of(" ".join(xla_flags.GPU_FLAGS) + " --xla_dump_to=/x") == "gpu"
-    with pytest.raises(ValueError, match="unknown XLA profile 'tpu7'.*valid"):
+    with pytest.raises(ValueError, match=r"profile='tpu7' is invalid: expected one of "
+                                         r"\(.*\) \(the XLA profiles\)"):
         xla_flags.environment("tpu7", {})
 
 

@@ -26,6 +26,7 @@ import sys
 import tempfile
 
 from fields import paths
+from fields.choices import require_choice
 
 from tools.path_flags import path_flag
 
@@ -97,8 +98,7 @@ def convert(source: str, target: str, to: str = "to_model_dir", *, model=None,
     from training.checkpoints.manager import Checkpointer
     from training.checkpoints.lock import hold
 
-    if to not in TARGETS:
-        raise ValueError(f"to={to!r}: expected one of {TARGETS}")
+    require_choice("", "to", to, TARGETS)
     source, target = paths.user_path(source, what), paths.user_path(target, f"--{to}")
     if to == "to_model_dir":
         from training.checkpoints.manager import refuse_s3

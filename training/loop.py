@@ -36,6 +36,7 @@ from typing import Callable
 import jax
 import numpy as np
 
+from fields.choices import require_choice
 from fields.integers import require_int
 from training.checkpoints.manager import Checkpointer
 from training.evaluator import checked, missing_at, run_one
@@ -76,9 +77,7 @@ class LoopConfig:
     peak_tflops_per_device: float | None = None
 
     def __post_init__(self):
-        if self.preemption_sync not in PREEMPTION_SYNCS:
-            raise ValueError(f"LoopConfig.preemption_sync={self.preemption_sync!r}; valid: "
-                             f"{PREEMPTION_SYNCS}")
+        require_choice("LoopConfig", "preemption_sync", self.preemption_sync, PREEMPTION_SYNCS)
         for name in ("train_steps", "checkpoint_every", "log_every", "keep_checkpoints",
                      "preemption_check_every"):
             require_int("LoopConfig", name, getattr(self, name), 1)

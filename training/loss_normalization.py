@@ -17,15 +17,16 @@ import math
 import jax
 import jax.numpy as jnp
 
+from fields.choices import require_choice
+
 SPECIAL_FACTORS = ("NUM_REAL_TARGET_TOKENS", "NUM_TOTAL_TARGET_TOKENS", "AVERAGE_PER_SEQUENCE")
 
 
 def check_factor(value) -> float | str:
     """The factor as stored: one of SPECIAL_FACTORS, or a positive finite float."""
     if isinstance(value, str):
-        if value not in SPECIAL_FACTORS:
-            raise ValueError(f"loss_normalizing_factor={value!r} is not one of {SPECIAL_FACTORS} "
-                             "(or a positive number, e.g. 233472.0)")
+        require_choice("", "loss_normalizing_factor", value, SPECIAL_FACTORS,
+                       meaning="or a positive number, e.g. 233472.0")
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if math.isfinite(value) and value > 0:

@@ -7,6 +7,7 @@ import dataclasses
 
 import optax
 
+from fields.choices import require_choice
 from training.adafactor import adafactor
 from training.schedules import ScheduleConfig, make_schedule
 
@@ -34,9 +35,7 @@ class OptimizerConfig:
     min_dim_size_to_factor: int = 128
 
     def __post_init__(self):
-        if self.name not in NAMES:
-            raise ValueError(f"OptimizerConfig.name={self.name!r} is invalid: expected one of "
-                             f"{NAMES}")
+        require_choice("OptimizerConfig", "name", self.name, NAMES)
         if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
             raise ValueError(f"OptimizerConfig.grad_clip_norm={self.grad_clip_norm} must be > 0 "
                              "or None")

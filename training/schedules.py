@@ -7,6 +7,7 @@ import dataclasses
 import jax.numpy as jnp
 import optax
 
+from fields.choices import require_choice
 from fields.integers import require_int
 
 KINDS = ("rsqrt", "constant", "linear", "cosine")
@@ -24,9 +25,7 @@ class ScheduleConfig:
     end_value: float = 0.0
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"ScheduleConfig.kind={self.kind!r} is invalid: expected one of "
-                             f"{KINDS}")
+        require_choice("ScheduleConfig", "kind", self.kind, KINDS)
         if not self.learning_rate > 0:
             raise ValueError(f"ScheduleConfig.learning_rate={self.learning_rate} must be > 0")
         require_int("ScheduleConfig", "warmup_steps", self.warmup_steps, 0)

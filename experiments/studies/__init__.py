@@ -1,5 +1,6 @@
 """The registered studies (experiments/study_run.py): `python -m tools.study --study=NAME`."""
 
+from fields.choices import require_choice
 from experiments.study_run import Study
 from experiments.studies import precision
 from experiments.studies import scaling
@@ -19,6 +20,5 @@ STUDIES = {s.name: s for s in (
 
 
 def lookup(name: str) -> Study:
-    if name not in STUDIES:
-        raise ValueError(f"unknown study {name!r}; valid studies: {sorted(STUDIES)}")
+    require_choice("", "--study", name, STUDIES)
     return STUDIES[name]

@@ -43,6 +43,7 @@ from safetensors.numpy import save_file
 
 from model_zoo.config import ModelConfig, MoEConfig
 from model_zoo.ffn import projection_names
+from model_zoo.interop import param_paths
 from model_zoo.model_def import model_def
 from model_zoo.moe.sparse_stack import sparse_position
 from model_zoo.t5 import EncoderDecoder
@@ -343,19 +344,6 @@ def _layer_slots(cfg: ModelConfig, side: str):
             for j in range(step)]
 
 
-def _set(tree: dict, dotted: str, value) -> None:
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-        tree = tree.setdefault(p, {})
-    tree[leaf] = value
-
-
-def _get(tree: dict, dotted: str):
-    for p in dotted.split("."):
-        tree = tree[p]
-    return tree
-
-
 def params_from_hf(tensors: dict[str, np.ndarray], cfg: ModelConfig,
                    scaled: bool | None = None) -> dict:
     """A pure param dict shaped like `nnx.to_pure_dict(nnx.state(EncoderDecoder(cfg)))`.
@@ -395,10 +383,10 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: ModelConfig,
         for prefix, blocks, table in _layer_slots(cfg, side):
             for ours, theirs, kind in table:
                 stacked = np.stack([read(kind, f"{side}.block.{i}.{theirs}") for i in blocks])
-                _set(pure, f"{prefix}.{ours}", stacked)
+                param_paths.put(pure, f"{prefix}.{ours}", stacked)
         relpos = take(f"{side}.block.0.layer.0.SelfAttention.relative_attention_bias.weight")
-        _set(pure, f"{side}.relative_position_bias.embedding", relpos.T)
-        _set(pure, f"{side}.final_norm.scale", take(f"{side}.final_layer_norm.weight"))
+        param_paths.put(pure, f"{side}.relative_position_bias.embedding", relpos.T)
+        param_paths.put(pure, f"{side}.final_norm.scale", take(f"{side}.final_layer_norm.weight"))
     return pure
 
 
@@ -413,7 +401,7 @@ def params_to_hf(pure: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:
     for side in ("encoder", "decoder"):
         for prefix, blocks, table in _layer_slots(cfg, side):
             for ours, theirs, kind in table:
-                stacked = np.asarray(_get(pure, f"{prefix}.{ours}"), np.float32)
+                stacked = np.asarray(param_paths.get(pure, f"{prefix}.{ours}"), np.float32)
                 for b, i in enumerate(blocks):
                     name = f"{side}.block.{i}.{theirs}"
                     if kind == "experts":
@@ -421,10 +409,11 @@ def params_to_hf(pure: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:
                             out[name.format(e=e)] = w.T
                     else:
                         out[name] = _to_hf(kind, stacked[b], cfg)
-        relpos = np.asarray(_get(pure, f"{side}.relative_position_bias.embedding"), np.float32)
+        relpos = np.asarray(param_paths.get(pure, f"{side}.relative_position_bias.embedding"),
+                            np.float32)
         out[f"{side}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = relpos.T
         out[f"{side}.final_layer_norm.weight"] = np.asarray(
-            _get(pure, f"{side}.final_norm.scale"), np.float32)
+            param_paths.get(pure, f"{side}.final_norm.scale"), np.float32)
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
 

@@ -39,6 +39,7 @@ import numpy as np
 from model_zoo.config import GATED_GELU, ModelConfig, MoEConfig
 from model_zoo.ffn import check_activations, projection_names
 from model_zoo.model_def import model_def
+from model_zoo.interop import param_paths
 from model_zoo.interop.hf import model_from_params
 from model_zoo.moe.sparse_stack import sparse_position
 from model_zoo.t5 import EncoderDecoder
@@ -247,10 +248,7 @@ def params_from_t5x(flat: dict[str, np.ndarray], cfg: ModelConfig) -> dict:
     expected = model_def(lambda r: EncoderDecoder(cfg, rngs=r)).abstract_params()
 
     def shape(dotted):
-        node = expected
-        for p in dotted.split("."):
-            node = node[p]
-        return tuple(node.shape)
+        return tuple(param_paths.get(expected, dotted).shape)
 
     if cfg.byte_encoder is not None or cfg.universal is not None or cfg.norm != "rms":
         raise ValueError("t5x checkpoints hold plain T5 / Switch models; a byte_encoder, "
@@ -269,14 +267,14 @@ def params_from_t5x(flat: dict[str, np.ndarray], cfg: ModelConfig) -> dict:
         pure["lm_head"] = target.take(head, [shape("lm_head")], " = (d_model, vocab_size)")
     for side in ("encoder", "decoder"):
         rel = _relpos(target, side, cfg)
-        _set(pure, f"{side}.relative_position_bias.embedding", rel)
+        param_paths.put(pure, f"{side}.relative_position_bias.embedding", rel)
         norm = f"{side}.final_norm.scale"
-        _set(pure, norm, target.take(f"{side}/{side}_norm/scale", [shape(norm)]))
+        param_paths.put(pure, norm, target.take(f"{side}/{side}_norm/scale", [shape(norm)]))
         for prefix, layers, sparse in _layer_slots(cfg, side):
             for ours, theirs, kind in _layer_entries(side, cfg, sparse):
                 want = shape(f"{prefix}.{ours}")[1:]
                 forms = _stored_forms(kind, want)
-                _set(pure, f"{prefix}.{ours}", np.stack(
+                param_paths.put(pure, f"{prefix}.{ours}", np.stack(
                     [target.layer(side, i, theirs, forms).reshape(want) for i in layers]))
     unused = sorted(set(flat) - target.used)
     if unused:
@@ -284,13 +282,6 @@ def params_from_t5x(flat: dict[str, np.ndarray], cfg: ModelConfig) -> dict:
                          f"layout, layer count or architecture differ?): {unused[:8]}"
                          f"{' ...' if len(unused) > 8 else ''}")
     return pure
-
-
-def _set(tree: dict, dotted: str, value) -> None:
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-        tree = tree.setdefault(p, {})
-    tree[leaf] = value
 
 
 # Config ---------------------------------------------------------------------------------

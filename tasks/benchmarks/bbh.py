@@ -29,6 +29,7 @@ import os
 import seqio
 
 from fields import paths
+from fields.choices import require_choice
 
 from tasks import hybrid_features
 from tasks.benchmarks import macro_average
@@ -66,9 +67,7 @@ class BBHConfig:
     direct_prompts: str = "cot_prompts"
 
     def __post_init__(self):
-        if self.direct_prompts not in DIRECT_PROMPTS:
-            raise ValueError(f"tasks.bbh.direct_prompts={self.direct_prompts!r}; valid: "
-                             f"{DIRECT_PROMPTS}")
+        require_choice("tasks.bbh", "direct_prompts", self.direct_prompts, DIRECT_PROMPTS)
 
 
 def bbh(data_dir: str | None = None, direct_prompts: str = "cot_prompts") -> BBHConfig:

@@ -34,6 +34,7 @@ import re
 import seqio
 
 from fields import paths
+from fields.choices import require_choice
 from fields.integers import require_int
 from tasks import hybrid_features
 from tasks.benchmarks import mmlu_files
@@ -60,11 +61,8 @@ class MMLUConfig:
     max_prompt_tokens: int | None = MAX_PROMPT_TOKENS
 
     def __post_init__(self):
-        if self.rank_choices not in RANK_CHOICES:
-            raise ValueError(f"tasks.mmlu.rank_choices={self.rank_choices!r}; valid: "
-                             f"{RANK_CHOICES}")
-        if self.scoring not in SCORING:
-            raise ValueError(f"tasks.mmlu.scoring={self.scoring!r}; valid: {SCORING}")
+        require_choice("tasks.mmlu", "rank_choices", self.rank_choices, RANK_CHOICES)
+        require_choice("tasks.mmlu", "scoring", self.scoring, SCORING)
         if self.scoring == "first_token" and self.rank_choices == "options":
             raise ValueError("tasks.mmlu.rank_choices='options' needs tasks.mmlu.scoring="
                              "'sequence' (first-token scoring compares the letters A-D)")

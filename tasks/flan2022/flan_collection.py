@@ -45,6 +45,7 @@ from typing import Iterator, Mapping
 import seqio
 
 from fields import paths
+from fields.choices import require_choice
 from fields.integers import require_int
 from tasks.flan2022 import flan_collection_files as files_
 from tasks.flan2022 import flan_rule
@@ -85,8 +86,7 @@ class Flan2022:
                                  ">= 0 (0 leaves the sub-mixture out)")
         if not sum(r for _, r in self.rates) > 0:
             raise ValueError(f"tasks.flan2022.rates={dict(self.rates)}: at least one must be > 0")
-        if self.mixing not in MIXINGS:
-            raise ValueError(f"tasks.flan2022.mixing={self.mixing!r}; valid: {MIXINGS}")
+        require_choice("tasks.flan2022", "mixing", self.mixing, MIXINGS)
         for name, cap in self.caps:
             require_int("tasks.flan2022", f"caps[{name!r}]", cap, 1,
                         meaning="Flan's rate of a task and template type is min(n, cap)")

@@ -15,12 +15,10 @@ The sub-mixture of a record is its `task_source`, in any spelling the public exp
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import io
-import json
 from typing import Iterator
 
 from fields import paths
+from tasks import json_lines
 
 SUB_MIXTURES = ("flan", "t0", "niv2", "cot", "dialog")
 SOURCE_SPELLINGS = {"flan2021": "flan", "flan": "flan", "t0": "t0", "p3": "t0",
@@ -114,23 +112,6 @@ def _record(row: dict, where: str) -> Record:
                   template_type_of(template, where) if template is not None else None)
 
 
-def _jsonl_rows(path: str) -> Iterator[tuple[str, dict]]:
-    try:
-        with paths.open_read(path) as raw, (gzip.open(raw, "rt", encoding="utf-8")
-                                            if path.endswith(".gz") else
-                                            io.TextIOWrapper(raw, encoding="utf-8")) as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{number}"
-                try:
-                    yield where, json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{where} is not valid JSON: {e}") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text: {e}") from None
-
-
 def parquet_schema_check(path: str):
     """The ParquetFile, after checking it has the required string columns."""
     import pyarrow as pa
@@ -175,7 +156,7 @@ def _parquet_rows(path: str) -> Iterator[tuple[str, dict]]:
 
 def rows(path: str) -> Iterator[tuple[str, dict]]:
     """(location, raw record) of each record of one shard."""
-    return _parquet_rows(path) if path.endswith(".parquet") else _jsonl_rows(path)
+    return _parquet_rows(path) if path.endswith(".parquet") else json_lines.records(path)
 
 
 def records(files: list[str]) -> Iterator[tuple[str, Record]]:
@@ -210,7 +191,7 @@ def survey(files: list[str]) -> dict[str, set[str] | None]:
         if path.endswith(".parquet"):
             out[path] = parquet_sub_mixtures(path)
             continue
-        first = next(iter(_jsonl_rows(path)), None)
+        first = next(iter(json_lines.records(path)), None)
         if first is None:
             raise ValueError(f"{path} holds no records")
         _record(first[1], first[0])

@@ -15,14 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
-import json
 from typing import Callable
 
-from fields import paths
-
 from tasks.pretraining import corpus, text_files
-from tasks import settings_scope
+from tasks import json_lines, settings_scope
 from tasks import wikispell
 from tasks.instruction_tuning.instructions import InstructionTask, Template
 
@@ -107,20 +103,13 @@ def jsonl_rows(split: str) -> list[dict]:
 def _jsonl_rows(patterns: tuple[str, ...], fields: tuple[tuple[str, str], ...]) -> tuple:
     rows = []
     for path in text_files.resolve_files(patterns):
-        with io.StringIO(paths.read_text(path)) as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{number} is not valid JSON: {e}") from None
-                missing = [key for _, key in fields if key not in record]
-                if missing:
-                    raise KeyError(f"{path}:{number} has no field(s) {missing} mapped by "
-                                   f"tasks.instruction_jsonl.fields={dict(fields)}; the record "
-                                   f"has {sorted(record)}")
-                rows.append({name: text(record[key]) for name, key in fields})
+        for where, record in json_lines.records(path):
+            missing = [key for _, key in fields if key not in record]
+            if missing:
+                raise KeyError(f"{where} has no field(s) {missing} mapped by "
+                               f"tasks.instruction_jsonl.fields={dict(fields)}; the record "
+                               f"has {sorted(record)}")
+            rows.append({name: text(record[key]) for name, key in fields})
     if not rows:
         raise ValueError(f"flan_jsonl files {list(patterns)} hold no records")
     return tuple(rows)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 
+from fields.choices import require_choice
+
 MIN_WORDS = 8
 VALIDATION_EVERY = 20  # 1 paragraph in 20 (by content hash) is held out
 
@@ -34,6 +36,5 @@ def _held_out(text: str) -> bool:
 
 def split(name: str) -> list[str]:
     """The `train` or `validation` paragraphs; disjoint, stable across machines."""
-    if name not in ("train", "validation"):
-        raise ValueError(f"demo corpus split {name!r} does not exist; use 'train' or 'validation'")
+    require_choice("demo corpus", "split", name, ("train", "validation"))
     return [p for p in paragraphs() if _held_out(p) == (name == "validation")]

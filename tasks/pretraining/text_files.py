@@ -11,14 +11,14 @@ host its own files (host i reads files i, i + n, ...) and no host opens another'
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Iterable
 
 import seqio
 
 from fields import paths
-from tasks import settings_scope
+from fields.choices import require_choice
+from tasks import json_lines, settings_scope
 from tasks.tf_setup import tf
 
 
@@ -53,24 +53,19 @@ def resolve_files(patterns: Iterable[str]) -> list[str]:
 
 
 def _texts_of(path: str, field: str):
-    jsonl = path.endswith((".jsonl", ".json"))
+    if path.endswith((".jsonl", ".json")):
+        for where, record in json_lines.records(path):
+            if field not in record:
+                raise KeyError(f"{where} has no field {field!r} (fields: {sorted(record)}); "
+                               "set tasks.text_corpus.field")
+            yield str(record[field])
+        return
     try:
         with paths.open_read(path, "rb") as f:
-            for number, raw in enumerate(f, 1):
+            for raw in f:
                 line = raw.decode("utf-8").replace("\r\n", "\n")
-                if not line.strip():
-                    continue
-                if not jsonl:
+                if line.strip():
                     yield line.rstrip("\n")
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{number} is not valid JSON: {e}") from None
-                if field not in record:
-                    raise KeyError(f"{path}:{number} has no field {field!r} (fields: "
-                                   f"{sorted(record)}); set tasks.text_corpus.field")
-                yield str(record[field])
     except UnicodeDecodeError as e:
         raise ValueError(f"corpus file {path} is not UTF-8 text: {e}") from None
 
@@ -84,9 +79,8 @@ def read_texts(patterns: Iterable[str], field: str = "text") -> list[str]:
 
 def split_patterns(config, split: str, task: str, binding: str, example: str) -> tuple:
     """The file patterns a gin-bound corpus config (with `train`/`validation`) gives `split`."""
-    patterns = {"train": config.train, "validation": config.validation}.get(split)
-    if patterns is None:
-        raise ValueError(f"{task} has no split {split!r}; use 'train' or 'validation'")
+    require_choice(task, "split", split, ("train", "validation"))
+    patterns = {"train": config.train, "validation": config.validation}[split]
     if not patterns:
         raise ValueError(f"no files bound for the {split!r} split of {task}: set "
                          f"{binding}.{split} = '{example}' (gin)")

@@ -31,6 +31,8 @@ import functools
 
 import numpy as np
 
+from fields.choices import require_choice
+
 SPLITS = ("train", "validation")
 
 
@@ -62,8 +64,7 @@ def zipf_corpus(documents: int = 20000, words_per_document: int = 32,
 
 
 def check_split(split: str) -> str:
-    if split not in SPLITS:
-        raise ValueError(f"zipf corpus has no split {split!r}; valid splits: {SPLITS}")
+    require_choice("zipf_corpus", "split", split, SPLITS)
     return split
 
 

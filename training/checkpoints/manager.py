@@ -24,6 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from fields.choices import require_choice
 from fields import paths
 from model_zoo.identity import from_stored
 from training.checkpoints.abandoned_writes import close_abandoned_writes
@@ -76,9 +77,8 @@ def _choose_replica_writes(replica_parallel: bool | None) -> None:
     train state holds raw key data): what is restored is the same. Orbax takes this choice
     only globally, for every jax.Array it saves in this process.
     """
-    if replica_parallel not in (None, True, False):
-        raise ValueError(f"replica_parallel={replica_parallel!r}; valid: None (t5pod's "
-                         "choice), True, False")
+    require_choice("Checkpointer", "replica_parallel", replica_parallel, (None, True, False),
+                   meaning="None: t5pod's choice")
     if replica_parallel is None:
         if jax.default_backend() != "cpu":
             return
