@@ -311,9 +311,9 @@ class Checkpointer:
         path = epath.Path(paths.join(self.step_dir(step), "state"))
         try:
             tree = ocp.StandardCheckpointHandler().metadata(path).tree
+            return old_formats.loss_scale_without_streak(tree)
         except Exception:  # noqa: BLE001
             return False  # no metadata to tell: restore as the current layout
-        return old_formats.loss_scale_without_streak(tree)
 
     def restore_newest_good(self, abstract_state: TrainState):
         """(state, input_state, step) of the newest step that verifies and is finite, or
