@@ -1,12 +1,13 @@
 # Two commands do all the setup on a fresh machine:
 #   make quickstart   char-blind T5 vs char-aware ByT5 on WikiSpell, 8-device CPU mesh
 #   make test         the test suite on 8 fake CPU devices
+#   make test-fast    the same without the slow, parity (torch) and multihost files
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.t5pod-installed
 
-.PHONY: quickstart test lint clean
+.PHONY: quickstart test test-fast lint clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +23,11 @@ quickstart: $(STAMP)
 # two workers, one per core; a file stays on one worker so its module fixtures build once
 test: $(STAMP)
 	XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu $(PY) -m pytest tests -n 2 --dist loadfile
+
+# a quicker loop while editing: without the files tests/markers.py marks slow, parity or
+# multihost (CI runs `make test`, every file)
+test-fast: $(STAMP)
+	XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu $(PY) -m pytest tests -m "not slow and not parity and not multihost" -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

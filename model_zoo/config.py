@@ -14,8 +14,6 @@ from model_zoo.ffn import check_activations
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 GATED_GELU = ("gelu", "linear")  # T5 1.1
-# The older field `feed_forward_proj` (HF's spelling): its values as `mlp_activations`.
-FEED_FORWARD_PROJ = {"relu": ("relu",), "gated-gelu": GATED_GELU, "gated-silu": ("silu", "linear")}
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attention_out")
 ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
 ROUTINGS = ("tokens_choose", "experts_choose")
@@ -28,13 +26,6 @@ BRANCH_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 def _fail(field: str, value, expected: str):
     raise ValueError(f"ModelConfig.{field}={value!r} is invalid: expected {expected}")
-
-
-def activations_of_feed_forward_proj(value: str) -> tuple[str, ...]:
-    """`mlp_activations` for a value of the older `feed_forward_proj` field."""
-    require_choice("", "feed_forward_proj", value, tuple(FEED_FORWARD_PROJ),
-                   meaning="its known older spellings; or give mlp_activations")
-    return FEED_FORWARD_PROJ[value]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,17 +200,6 @@ class MoEConfig:
 
     def batch_prioritized(self, side: str) -> bool:
         return side == "encoder" and self.encoder_batch_prioritized_routing
-
-    @classmethod
-    def from_dict(cls, fields: dict) -> "MoEConfig":
-        """A MoEConfig from its saved fields (model.json, an HF config's `t5pod_moe`),
-        including those written before `batch_prioritized_routing` became per stack (it was
-        encoder-only already) and before `router_loss_reduction` (they summed the stacks)."""
-        fields = dict(fields)
-        if "batch_prioritized_routing" in fields:
-            fields["encoder_batch_prioritized_routing"] = fields.pop("batch_prioritized_routing")
-        fields.setdefault("router_loss_reduction", "stacks_sum")
-        return cls(**fields)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -435,7 +415,7 @@ class ModelConfig:
 
     def _check_moe(self):
         if isinstance(self.moe, dict):  # from JSON / gin dicts
-            object.__setattr__(self, "moe", MoEConfig.from_dict(self.moe))
+            object.__setattr__(self, "moe", MoEConfig(**self.moe))
         if self.moe is None:
             return
         if not isinstance(self.moe, MoEConfig):
@@ -472,13 +452,6 @@ class ModelConfig:
     def replace(self, **changes) -> "ModelConfig":
         """A copy with `changes` applied and validated again."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if "feed_forward_proj" in unknown:
-            old = changes["feed_forward_proj"]
-            new = FEED_FORWARD_PROJ.get(old)
-            raise ValueError(f"ModelConfig.feed_forward_proj={old!r}: the field is now "
-                             "mlp_activations, one activation per input projection"
-                             + (f"; use mlp_activations={new!r}" if new else
-                                f" (e.g. {FEED_FORWARD_PROJ})"))
         if unknown:
             raise ValueError(f"ModelConfig has no field(s) {sorted(unknown)}; "
                              f"valid fields: {[f.name for f in dataclasses.fields(self)]}")

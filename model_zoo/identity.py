@@ -3,15 +3,15 @@
 Checkpoints record it, and every loader (t5pod model_dir, HF directory, a hybrid's parts)
 compares it with the run's model before restoring anything. Numerics that leave the params
 unchanged (dtype, dropout, remat, attention kernel, frozen parts) are not part of it.
-It is JSON-shaped (lists, not tuples), so a stored identity compares equal to a fresh one;
-`from_stored` reads older stored identities (`feed_forward_proj`) as today's.
+It is JSON-shaped (lists, not tuples), so a stored identity compares equal to a fresh one
+(an older stored one is read through fields/old_formats.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from model_zoo.config import ModelConfig, activations_of_feed_forward_proj
+from model_zoo.config import ModelConfig
 
 FIELDS = ("vocab_size", "d_model", "d_ff", "num_heads", "d_kv", "num_encoder_layers",
           "num_decoder_layers", "mlp_activations", "relative_attention_num_buckets",
@@ -44,21 +44,4 @@ def differences(have: dict, want: dict) -> dict:
     out = {k: (have.get(k), want[k]) for k in want if have.get(k) != want[k]}
     if have.get("tree") is not None and "tree" not in want:  # a tree read as a plain T5
         out["tree"] = (have["tree"], None)
-    return out
-
-
-def _renamed(fields: dict) -> dict:
-    if "feed_forward_proj" not in fields:
-        return fields
-    fields = dict(fields)
-    proj = fields.pop("feed_forward_proj")
-    fields["mlp_activations"] = list(activations_of_feed_forward_proj(proj))
-    return fields
-
-
-def from_stored(stored: dict) -> dict:
-    """A stored identity in today's fields (`feed_forward_proj` -> `mlp_activations`)."""
-    out = _renamed(stored)
-    if isinstance(out.get("byte_encoder"), dict):
-        out = {**out, "byte_encoder": _renamed(out["byte_encoder"])}
     return out

@@ -27,12 +27,7 @@ from inference.seqio_evaluator import InferenceEvalConfig
 
 @gin.configurable(module="model_zoo")
 def model(preset_name: str = gin.REQUIRED, **overrides) -> ModelConfig:
-    """A preset with ModelConfig fields replaced, e.g. `model_zoo.model.dtype = 'bfloat16'`.
-
-    `freeze_encoder=True`, the older spelling, reads as `frozen` naming the encoder.
-    """
-    if overrides.pop("freeze_encoder", False):
-        overrides["frozen"] = tuple(overrides.get("frozen", ())) + ("encoder",)
+    """A preset with ModelConfig fields replaced, e.g. `model_zoo.model.dtype = 'bfloat16'`."""
     return preset(preset_name, **overrides)
 
 
@@ -60,19 +55,16 @@ def train(model=gin.REQUIRED, mesh=gin.REQUIRED, trainer=None, loop=gin.REQUIRED
           feed=gin.REQUIRED, eval_feed=None, eval_batches: int = 8,
           initial_checkpoint_path: str | None = None,
           byte_encoder_checkpoint_path: str | None = None,
-          heldout_mixture: str | None = None, train=None, inference_eval=None,
-          branch_feed=None):
-    """The Run a gin file describes (`run.train.trainer = @training.TrainConfig()`; the
-    older spelling `run.train.train` is still read)."""
+          heldout_mixture: str | None = None, inference_eval=None, branch_feed=None):
+    """The Run a gin file describes (`run.train.trainer = @training.TrainConfig()`)."""
     from runner.run import Run
 
-    if (trainer is None) == (train is None):
-        raise ValueError("bind exactly one of run.train.trainer (a training.TrainConfig) and "
-                         "its older name run.train.train")
+    if trainer is None:
+        raise ValueError("bind run.train.trainer (a training.TrainConfig)")
     settings = task_settings()
     feed, eval_feed = (f if f is None else dataclasses.replace(f, task_settings=settings)
                        for f in (feed, eval_feed))
-    return Run(model, mesh, trainer or train, loop, feed, eval_feed, eval_batches,
+    return Run(model, mesh, trainer, loop, feed, eval_feed, eval_batches,
                initial_checkpoint_path, byte_encoder_checkpoint_path, heldout_mixture,
                inference_eval, branch_feed)
 

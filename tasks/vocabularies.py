@@ -34,8 +34,3 @@ def sentencepiece_vocabulary(path: str, extra_ids: int = T5_EXTRA_IDS):
         raise FileNotFoundError(f"SentencePiece model {path} does not exist; train one with "
                                 "`python -m tools.train_vocab --input FILES --out PREFIX`")
     return seqio.SentencePieceVocabulary(paths.downloaded(path), extra_ids=extra_ids)
-
-
-def demo_vocabulary():
-    """The SentencePiece model trained by t5pod on the embedded demo corpus."""
-    return sentencepiece_vocabulary(DEMO_SPM)

@@ -35,3 +35,15 @@ def pytest_sessionfinish(session):
 
     if _OWN_CACHE and not hasattr(session.config, "workerinput"):
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test of a file in tests/markers.py's sets carries that set's marker."""
+    import pytest
+
+    from tests.markers import MARKERS
+
+    for item in items:
+        for name, files in MARKERS.items():
+            if item.path.name in files:
+                item.add_marker(getattr(pytest.mark, name))

@@ -10,11 +10,9 @@ from transformers import T5ForConditionalGeneration
 
 from model_zoo import EncoderDecoder, ModelConfig, flops, preset
 from model_zoo.interop import hf
-from model_zoo.identity import from_stored, identity_of
 from tests.batches import padded_batch
 from tests.hf_reference import hf_logits, make_hf_t5, t5pod_logits
 from tests.train_helpers import copy_batch, make_trainer
-from training.checkpoints.model_json import read_model_json
 
 TOL = 2e-4
 SILU = preset("t5_1_1_silu_tiny", vocab_size=64, d_model=32, d_ff=64, num_heads=4, d_kv=8,
@@ -77,21 +75,6 @@ def test_hf_activation_without_a_t5pod_twin_is_refused():
     cfg = hf.config_to_hf(SILU)  # HF's "gelu" is the exact erf GELU, t5pod's the tanh one
     with pytest.raises(ValueError, match="feed_forward_proj='gated-swish'"):
         hf.config_from_hf({**cfg, "feed_forward_proj": "gated-swish"})
-
-
-def test_older_feed_forward_proj_spelling(tmp_path):
-    """Old model.json files and stored identities read as mlp_activations; an old gin
-    binding (a preset override) is refused with the new spelling."""
-    old = {k: v for k, v in vars(SILU).items() if k != "mlp_activations"}
-    old.update(feed_forward_proj="gated-silu", universal=None, moe=None, byte_encoder=None)
-    (tmp_path / "model.json").write_text(json.dumps({"model": old, "task": None}))
-    assert read_model_json(str(tmp_path))[0] == SILU
-    stored = {**json.loads(json.dumps(identity_of(SILU)))}
-    stored["feed_forward_proj"] = "gated-silu"
-    del stored["mlp_activations"]
-    assert from_stored(stored) == identity_of(SILU)
-    with pytest.raises(ValueError, match=r"use mlp_activations=\('silu', 'linear'\)"):
-        preset("t5_1_1_tiny", feed_forward_proj="gated-silu")
 
 
 def test_flops_count_one_matmul_per_projection():

@@ -1,7 +1,6 @@
 """fp16 guards: T5's residual stream clamped as HF clamps it, and a run whose steps are all
 skipped stops with an error instead of stalling."""
 
-import dataclasses
 
 import jax
 import numpy as np
@@ -10,9 +9,8 @@ import torch
 
 from model_zoo.fp16_clamp import clamp_float16
 from tests.train_helpers import copy_batch, make_trainer
-from training.checkpoints.manager import Checkpointer
 from training.loop import LoopConfig, SkippedStepsError, check_skipped_steps, run
-from training.loss_scale import LegacyLossScaleState, LossScaleConfig
+from training.loss_scale import LossScaleConfig
 from training.metrics_log import read_records
 
 WO_SCALE = 2e4  # feed-forward outputs of the tiny T5 1.1 beyond float16's 65504
@@ -64,18 +62,6 @@ def test_overflowing_t5_1_1_trains_in_fp16_with_the_clamp(tmp_path):
     assert result["metrics"]["skipped"] == 0
     loss = {r["step"]: r["loss"] for r in read_records(tmp_path)}
     assert loss[8] < loss[4] - 0.2, loss  # learning: steps 4 and 8 see the same batch
-    # the legacy layout (no skipped_in_a_row) of the same state still restores
-    state = result["state"]
-    legacy = dataclasses.replace(state, loss_scale=LegacyLossScaleState.of(state.loss_scale))
-    ckpt = Checkpointer(str(tmp_path / "legacy"), async_save=False)
-    ckpt.save(8, legacy)
-    ckpt.wait()
-    abstract = trainer.abstract_state()
-    restored, _ = Checkpointer(str(tmp_path / "legacy"), async_save=False).restore(abstract)
-    assert int(restored.loss_scale.skipped_in_a_row) == 0
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.params),
-                 jax.device_get(state.params))
-    assert float(restored.loss_scale.scale) == float(state.loss_scale.scale)
 
 
 def test_without_the_clamp_every_step_is_skipped_and_the_run_stops(tmp_path, monkeypatch):

@@ -201,13 +201,6 @@ def test_batch_prioritized_routing_is_the_encoders_alone():
     cfg = TINY.replace(moe=moe)
     assert MoEFeedForward(cfg, "encoder", nnx.Rngs(0)).batch_prioritized
     assert not MoEFeedForward(cfg, "decoder", nnx.Rngs(0)).batch_prioritized
-    # a config saved before the flag was per stack (it was refused with decoder MoE layers)
-    old = {**{k: v for k, v in moe.__dict__.items() if not k.startswith("encoder_batch")},
-           "batch_prioritized_routing": True}
-    old.pop("router_loss_reduction")
-    loaded = MoEConfig.from_dict(old)
-    assert loaded.encoder_batch_prioritized_routing
-    assert loaded.router_loss_reduction == "stacks_sum"      # what such a run trained with
 
 
 @pytest.mark.parametrize("value", [0, -4, 2.5, True, "4096"])

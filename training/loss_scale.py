@@ -75,21 +75,3 @@ def update_loss_scale(cfg: LossScaleConfig, state: LossScaleState,
                       jnp.maximum(state.scale / cfg.factor, cfg.floor))
     good = jnp.where(finite & ~grow, state.good_steps + 1, 0)
     return LossScaleState(scale.astype(jnp.float32), good.astype(jnp.int32), skipped, in_a_row)
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass
-class LegacyLossScaleState:
-    """The state as checkpoints before `skipped_in_a_row` hold it (restore reads these)."""
-
-    scale: jax.Array
-    good_steps: jax.Array
-    skipped: jax.Array
-
-    @staticmethod
-    def of(state: LossScaleState) -> "LegacyLossScaleState":
-        return LegacyLossScaleState(state.scale, state.good_steps, state.skipped)
-
-    def upgrade(self, skipped_in_a_row: jax.Array) -> LossScaleState:
-        """The current state, with the streak the old checkpoint did not count (0)."""
-        return LossScaleState(self.scale, self.good_steps, self.skipped, skipped_in_a_row)

@@ -41,6 +41,7 @@ from flax import nnx
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from fields import old_formats
 from model_zoo.config import ModelConfig, MoEConfig
 from model_zoo.ffn import projection_names
 from model_zoo.interop import param_paths
@@ -189,7 +190,7 @@ def _hf_sparse_step(layers: int, sparse_layers: int) -> int:
 
 def _moe_from_hf(hf: dict, source: str) -> MoEConfig:
     if "t5pod_moe" in hf:
-        return MoEConfig.from_dict(hf["t5pod_moe"])
+        return MoEConfig(**old_formats.moe_fields(hf["t5pod_moe"]))
     if hf.get("router_bias", False):
         raise ValueError(f"{source}: router_bias=True is not supported (t5pod routers have no "
                          "bias, like the released Switch checkpoints)")

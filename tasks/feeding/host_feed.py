@@ -19,6 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
+from fields import old_formats
 from tasks import settings_scope
 from tasks.feed_config import RESCALABLE, FeedConfig
 from tasks.feeding.host_shards import host_shards
@@ -100,7 +101,7 @@ def check_position(config: FeedConfig, state: dict, process_count: int) -> int:
     only JSON (and a cache's fingerprint): no dataset is opened."""
     now = {**dataclasses.asdict(config), "process_count": process_count,
            "cache": _cache_fingerprint(config)}
-    saved = {"cache": None, **state}  # a position saved before caches: the live pipeline
+    saved = old_formats.feed_state(state)
     changed = {key: (saved[key], now[key]) for key in (
         "mixture_or_task_name", "seed", "batch_size", "process_count",
         "task_feature_lengths", "pack", "split", "cache")

@@ -6,7 +6,7 @@ write its own file. They are written before orbax commits the step, so the step'
 manifest (verify.py) covers them: a damaged one makes the step damaged, and the restore
 falls back like for any other file. Reading prefers this host's file; a step saved under
 another host count gives host 0's (the batch position is the same on every host), and a
-step saved before per-host files gives orbax's `input/metadata`.
+step saved before per-host files gives orbax's `input/metadata` (fields/old_formats.py).
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from fields import paths
+from fields import old_formats, paths
 
-LEGACY = "metadata"  # the one JSON file orbax's JsonSave wrote
 _NAME = re.compile(r"process_(\d+)-of-(\d+)\.json$")
 
 
@@ -39,8 +38,8 @@ def read(directory: str, index: int, count: int) -> dict:
         path = paths.join(directory, file_name(index, count))
     elif others:
         path = paths.join(directory, others[0].group(0))
-    elif LEGACY in names:
-        path = paths.join(directory, LEGACY)
+    elif old_formats.FEED_STATE_FILE in names:
+        path = paths.join(directory, old_formats.FEED_STATE_FILE)
     else:
         return {}
     return json.loads(paths.read_text(path))

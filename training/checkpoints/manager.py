@@ -14,7 +14,6 @@ through the one path layer (fields/paths.py); s3:// is refused (`refuse_s3`).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import sys
@@ -24,9 +23,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from fields import old_formats, paths
 from fields.choices import require_choice
-from fields import paths
-from model_zoo.identity import from_stored
 from training.checkpoints.abandoned_writes import close_abandoned_writes
 from training.checkpoints.array_rows import array_name, read_rows
 from training.checkpoints.lock import ensure_held
@@ -34,7 +32,6 @@ from training.checkpoints.host_state import HostStateRestore, HostStateSave
 from training.checkpoints.verify import (MANIFEST, DamagedCheckpoint, has_manifest, read_json,
                                        verify_step, write_manifest)
 from training.finite import all_finite, nonfinite_leaves
-from training.loss_scale import LegacyLossScaleState
 from training.train_state import TrainState
 
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"  # where orbax writes a step before renaming it
@@ -186,7 +183,7 @@ class Checkpointer:
         path = paths.join(self.step_dir(step), "identity", "metadata")
         if not paths.exists(path):
             return
-        stored = from_stored(read_json(path))
+        stored = old_formats.identity(read_json(path))
         diff = {k: (stored.get(k), self.identity.get(k)) for k in set(stored) | set(self.identity)
                 if stored.get(k) != self.identity.get(k)}  # a key one side lacks reads as None
         if diff:
@@ -290,9 +287,8 @@ class Checkpointer:
         return state, input_state
 
     def _restore(self, abstract_state, step: int, verified: bool):
-        legacy = not self._counts_skip_streaks(step)
-        target = abstract_state if not legacy else dataclasses.replace(
-            abstract_state, loss_scale=LegacyLossScaleState.of(abstract_state.loss_scale))
+        old = self._without_streak(step)
+        target = old_formats.restore_target(abstract_state) if old else abstract_state
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(target), input=HostStateRestore()))
@@ -306,20 +302,18 @@ class Checkpointer:
         if not all_finite(state):
             raise DamagedCheckpoint(self.step_dir(step), "restored values hold NaN/inf (in "
                                     f"{', '.join(nonfinite_leaves(state))})")
-        if legacy:  # written before LossScaleState.skipped_in_a_row: the streak starts at 0
-            streak = abstract_state.loss_scale.skipped_in_a_row
-            state = dataclasses.replace(state, loss_scale=state.loss_scale.upgrade(
-                jax.device_put(np.zeros(streak.shape, streak.dtype), streak.sharding)))
+        if old:
+            state = old_formats.upgraded(state, abstract_state)
         return state, dict(restored.input or {})
 
-    def _counts_skip_streaks(self, step: int) -> bool:
-        """Whether the checkpoint's loss-scale state has `skipped_in_a_row`."""
+    def _without_streak(self, step: int) -> bool:
+        """Whether the step's loss-scale state lacks `skipped_in_a_row` (old_formats)."""
         path = epath.Path(paths.join(self.step_dir(step), "state"))
         try:
             tree = ocp.StandardCheckpointHandler().metadata(path).tree
-            return "skipped_in_a_row" in tree["loss_scale"]
+            return old_formats.loss_scale_without_streak(tree)
         except Exception:  # noqa: BLE001
-            return True  # no metadata to tell: restore as the current layout
+            return False  # no metadata to tell: restore as the current layout
 
     def restore_newest_good(self, abstract_state: TrainState):
         """(state, input_state, step) of the newest step that verifies and is finite, or

@@ -1,8 +1,7 @@
 """A t5pod model_dir's model.json: the ModelConfig, the task name and its feature lengths.
 
 A run writes it beside checkpoints/ before its first step; loaders read the model from it
-(older spellings of freezing and of the MLP's `feed_forward_proj` included), tools.eval the
-lengths the model was trained with.
+(older files through fields/old_formats.py), tools.eval the lengths it was trained with.
 """
 
 from __future__ import annotations
@@ -10,9 +9,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from fields import paths
+from fields import old_formats, paths
 from model_zoo import ModelConfig
-from model_zoo.config import activations_of_feed_forward_proj
 from training.run_dir import MODEL_JSON, RunDir
 
 
@@ -33,35 +31,9 @@ def _read(model_dir) -> dict:
     return json.loads(paths.read_text(path))
 
 
-def _activations(fields: dict) -> dict:
-    """`fields` with an older `feed_forward_proj` read as `mlp_activations`."""
-    if "feed_forward_proj" not in fields:
-        return fields
-    fields = dict(fields)
-    fields["mlp_activations"] = activations_of_feed_forward_proj(fields.pop("feed_forward_proj"))
-    return fields
-
-
-def _model_config(fields: dict) -> ModelConfig:
-    """ModelConfig from model.json, older spellings (freezing, feed_forward_proj) included."""
-    fields = _activations(dict(fields))
-    frozen = tuple(fields.pop("frozen", ()))
-    if fields.pop("freeze_encoder", False):
-        frozen += ("encoder",)
-    byte = fields.get("byte_encoder")
-    if isinstance(byte, dict):
-        byte = fields["byte_encoder"] = _activations(byte)
-    if isinstance(byte, dict) and "frozen" in byte:
-        byte = dict(byte)
-        if byte.pop("frozen"):
-            frozen += ("byte_shared", "byte_encoder")
-        fields["byte_encoder"] = byte
-    return ModelConfig(**fields, frozen=frozen)
-
-
 def read_model_json(model_dir: str) -> tuple[ModelConfig, str | None]:
     meta = _read(model_dir)
-    return _model_config(meta["model"]), meta.get("task")
+    return ModelConfig(**old_formats.model_fields(meta["model"])), meta.get("task")
 
 
 def branch_task(model_dir: str, branch: str) -> str | None:

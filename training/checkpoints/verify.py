@@ -6,8 +6,8 @@ the step (a rename on a local disk, `commit_success.txt` on a bucket), process 0
 size and CRC-32 of every file in `MANIFEST`, which the commit then covers. Every file is
 read and written through the path layer (fields/paths.py), so steps on gs:// verify alike.
 Before a restore, `verify_step` reads every file back and compares. A step written before
-manifests existed is checked for its required files and readable JSON only, and is reported
-as unverified.
+manifests existed is checked for its required files and readable JSON only
+(fields/old_formats.py), and is reported as unverified.
 """
 
 from __future__ import annotations
@@ -15,17 +15,12 @@ from __future__ import annotations
 import json
 import zlib
 
-from fields import paths
+from fields import old_formats, paths
 
 MANIFEST = "t5pod_manifest.json"
 # Written (or rewritten, with the commit time) by orbax after the manifest: required, and
 # the JSON one readable, but not checksummed.
 _AFTER_MANIFEST = ("commit_success.txt", "_CHECKPOINT_METADATA")
-# What every complete step holds; checked by name where a step has no manifest.
-_REQUIRED = ("_CHECKPOINT_METADATA", "commit_success.txt", "state/_METADATA",
-             "state/manifest.ocdbt")
-# JSON files orbax writes, parsed where a step has no manifest.
-_JSON = ("_CHECKPOINT_METADATA", "state/_METADATA", "identity/metadata", "input/metadata")
 _CHUNK = 8 << 20
 
 
@@ -86,6 +81,10 @@ def _array_data(rel: str) -> bool:
             and any(p.startswith("ocdbt.process_") for p in parts[:-2]))
 
 
+def _missing(step_dir: str, rel: str):
+    raise DamagedCheckpoint(paths.join(step_dir, rel), "missing")
+
+
 def verify_step(step_dir: str, data: bool = True) -> bool:
     """True if every file matches the step's manifest, False if the step has none (written
     before manifests existed; required files present and JSON readable); else raises
@@ -98,15 +97,15 @@ def verify_step(step_dir: str, data: bool = True) -> bool:
     present = set(paths.walk_files(step_dir))
     manifest_path = paths.join(step_dir, MANIFEST)
     has_manifest = MANIFEST in present
-    for rel in _AFTER_MANIFEST if has_manifest else _REQUIRED:
-        if rel not in present:
-            raise DamagedCheckpoint(paths.join(step_dir, rel), "missing")
-    read_json(paths.join(step_dir, "_CHECKPOINT_METADATA"))
-    if not has_manifest:
-        for rel in _JSON:
-            if rel in _REQUIRED or rel in present:
-                read_json(paths.join(step_dir, rel))
+    if not has_manifest:  # saved before manifests (old_formats)
+        old_formats.check_step_without_manifest(
+            step_dir, present, lambda rel: _missing(step_dir, rel),
+            lambda rel: read_json(paths.join(step_dir, rel)))
         return False
+    for rel in _AFTER_MANIFEST:
+        if rel not in present:
+            _missing(step_dir, rel)
+    read_json(paths.join(step_dir, "_CHECKPOINT_METADATA"))
     manifest = read_json(manifest_path)
     try:
         files = dict(manifest["files"])
