@@ -100,7 +100,7 @@ def run_member(cfg: SweepConfig, member: Member, run, records: dict, out: str) -
 
     model_dir = paths.join(out, member.name)
     start = time.time()
-    if train(run, model_dir, progress=False, records=records)["preempted"]:
+    if train(run, model_dir, progress=False, records=records).preempted:
         return None  # unfinished: no result, so the next invocation resumes it
     seconds = time.time() - start
     metrics = sweep_report.final_metrics(model_dir)

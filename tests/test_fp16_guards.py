@@ -61,11 +61,11 @@ def _fp16_run(model_dir, steps: int, limit: int):
 
 def test_overflowing_t5_1_1_trains_in_fp16_with_the_clamp(tmp_path):
     trainer, result = _fp16_run(tmp_path, steps=8, limit=4)
-    assert result["metrics"]["skipped"] == 0
+    assert result.metrics["skipped"] == 0
     loss = {r["step"]: r["loss"] for r in map(json.loads, open(tmp_path / "metrics.jsonl"))}
     assert loss[8] < loss[4] - 0.2, loss  # learning: steps 4 and 8 see the same batch
     # the legacy layout (no skipped_in_a_row) of the same state still restores
-    state = result["state"]
+    state = result.state
     legacy = dataclasses.replace(state, loss_scale=LegacyLossScaleState.of(state.loss_scale))
     ckpt = Checkpointer(str(tmp_path / "legacy"), async_save=False)
     ckpt.save(8, legacy)

@@ -45,7 +45,7 @@ def _main(argv) -> dict:
         p.error("give at least one --gin_file")
     start_distributed(p, args)
     run, records = gin_flags.run_from_gin(files, bindings)
-    summary = train(run, args.model_dir, progress=args.progress, records=records)
+    summary = train(run, args.model_dir, progress=args.progress, records=records).as_json()
     print(json.dumps(summary))
     return summary
 

@@ -39,6 +39,7 @@ import numpy as np
 from fields.integers import require_int
 from training.checkpoints.manager import Checkpointer
 from training.evaluator import checked, missing_at, run_one
+from training.loop_result import LoopResult
 from training.metrics_writer import MetricsWriter
 from training.run_dir import RunDir
 from training.prefetch import DevicePrefetch
@@ -191,7 +192,8 @@ class _Preemption:
 
 def run(trainer: Trainer, config: LoopConfig, model_dir: str,
         make_feed: Callable[[dict | None], object], evaluators=(),
-        identity: dict | None = None, initial_params=None, progress: bool | None = None) -> dict:
+        identity: dict | None = None, initial_params=None, progress: bool | None = None,
+        on_start: Callable[[int], None] | None = None) -> LoopResult:
     """Train to `config.train_steps`, resuming from the newest checkpoint in model_dir that
     verifies. The caller holds model_dir's run lock (training/checkpoints/lock.py; runner.train
     takes it once per run, before its first check). SIGTERM from here on saves the state, or
@@ -202,14 +204,19 @@ def run(trainer: Trainer, config: LoopConfig, model_dir: str,
     they name them. A model_dir already at `train_steps` trains nothing and runs only the
     evaluators whose metrics of that step are missing (a kill cut the final eval off).
     `progress`: None shows a bar on a terminal and a line per log step otherwise; True a bar;
-    False nothing. The result holds the last train and eval metrics.
+    False nothing.
+
+    `on_start(step)` runs once, on every host, after the resume decision and the feed's
+    restore and before the first step: where a run writes its records (runner.train). A run
+    that trains nothing (already at `train_steps`, or SIGTERM before the first step) never
+    calls it.
     """
     evaluators = checked(evaluators)
     preemption = _Preemption(preemption_mode(config.preemption_sync),
                              config.preemption_check_every)
     with preemption:
         return _run(trainer, config, model_dir, make_feed, evaluators, identity,
-                    initial_params, progress, preemption)
+                    initial_params, progress, preemption, on_start)
 
 
 def _evaluate(evaluators, step: int, params, writer: MetricsWriter, lines: bool) -> dict:
@@ -242,7 +249,7 @@ def _final_eval(evaluators, model_dir: str, step: int, params, primary: bool) ->
 
 
 def _run(trainer, config, model_dir, make_feed, evaluators, identity, initial_params,
-         progress, preemption) -> dict:
+         progress, preemption, on_start) -> LoopResult:
     ckpt = Checkpointer(RunDir.of(model_dir).checkpoints, keep=config.keep_checkpoints,
                         async_save=config.async_checkpoints, identity=identity,
                         per_branch=trainer.per_branch)
@@ -260,14 +267,17 @@ def _run(trainer, config, model_dir, make_feed, evaluators, identity, initial_pa
     primary = jax.process_index() == 0  # host 0 alone logs; all hosts write checkpoints
     if step >= config.train_steps:
         ckpt.close()
-        return {"step": step, "preempted": False, "resumed": latest is not None,
-                "eval_metrics": _final_eval(evaluators, model_dir, step, state.params, primary)}
+        return LoopResult(model_dir, step, "already_done", resumed=latest is not None,
+                          eval_metrics=_final_eval(evaluators, model_dir, step, state.params,
+                                                   primary))
     if preemption.agreed(step):  # SIGTERM while restoring or initialising: nothing to save
         ckpt.close()
         print(f"SIGTERM before the first step: nothing was trained yet (at step {step})",
               file=sys.stderr)
-        return {"step": step, "preempted": True, "resumed": latest is not None}
+        return LoopResult(model_dir, step, "preempted", resumed=latest is not None)
     feed = make_feed(input_state)
+    if on_start is not None:
+        on_start(step)
     batches = DevicePrefetch(feed, trainer.shard_batch, config.prefetch)
     writer = MetricsWriter(model_dir, primary=primary, resume_step=step)
     bar = _progress(progress, step, config.train_steps) if primary else None
@@ -325,9 +335,9 @@ def _run(trainer, config, model_dir, make_feed, evaluators, identity, initial_pa
             writer.close()
             if bar is not None:
                 bar.close()
-    return {"step": step, "preempted": preemption.requested, "resumed": latest is not None,
-            "metrics": last, "eval_metrics": last_eval,
-            "state": state}
+    return LoopResult(model_dir, step, "preempted" if preemption.requested else "done",
+                      resumed=latest is not None, metrics=last, eval_metrics=last_eval,
+                      state=state)
 
 
 def _named_branch(trainer: Trainer, metrics: dict) -> dict:
