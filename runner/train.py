@@ -14,8 +14,8 @@ the loop runs it returns with nothing trained (runner/startup_sigterm.py).
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 
 from fields import paths
 from runner.resume_check import checkpointed_step
@@ -25,6 +25,8 @@ from runner.startup_sigterm import requested as sigterm_requested
 from runner.startup_sigterm import startup_sigterm
 from training.loop_result import LoopResult
 from training.run_dir import RunDir
+
+logger = logging.getLogger(__name__)
 
 
 def check_model_dir(model_dir) -> None:
@@ -177,7 +179,6 @@ class RunStart:
 
 
 def _nothing_trained(model_dir: str, step: int | None) -> LoopResult:
-    print(f"SIGTERM before training started: nothing was trained yet and nothing written in "
-          f"{model_dir}" + (f" (its checkpoints stay at step {step})" if step else ""),
-          file=sys.stderr)
+    logger.info(f"SIGTERM before training started: nothing was trained yet and nothing written in "
+                f"{model_dir}" + (f" (its checkpoints stay at step {step})" if step else ""))
     return LoopResult(model_dir, step or 0, "preempted")

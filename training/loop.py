@@ -28,6 +28,7 @@ same step on SIGTERM to any of them; how they agree (`LoopConfig.preemption_sync
 from __future__ import annotations
 
 import dataclasses
+import logging
 import signal
 import sys
 import threading
@@ -45,6 +46,8 @@ from training.run_dir import RunDir
 from training.prefetch import DevicePrefetch
 from training.throughput import Throughput
 from training.trainer import Trainer
+
+logger = logging.getLogger(__name__)
 
 
 PREEMPTION_SYNCS = ("auto", "service", "collective")
@@ -227,20 +230,19 @@ def _evaluate(evaluators, step: int, params, writer: MetricsWriter, lines: bool)
         writer.write(step, metrics)
         if lines:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-            print(f"step {step}: {shown}", file=sys.stderr, flush=True)
+            logger.info(f"step {step}: {shown}")
         out.update(metrics)
     return out
 
 
 def _final_eval(evaluators, model_dir: str, step: int, params, primary: bool) -> dict:
     """At `train_steps` already: the evaluators whose metrics of `step` are missing."""
-    print(f"{model_dir} already holds step {step} = TRAIN_STEPS: nothing to train",
-          file=sys.stderr)
+    logger.info(f"{model_dir} already holds step {step} = TRAIN_STEPS: nothing to train")
     due = missing_at(evaluators, model_dir, step)
     if not due:
         return {}
     names = " and ".join(ev.prefix for ev in due)
-    print(f"its final {names} metrics are missing: evaluating step {step}", file=sys.stderr)
+    logger.info(f"its final {names} metrics are missing: evaluating step {step}")
     writer = MetricsWriter(model_dir, primary=primary, resume_step=step)
     try:
         return _evaluate(due, step, params, writer, primary)
@@ -257,7 +259,7 @@ def _run(trainer, config, model_dir, make_feed, evaluators, identity, initial_pa
     abstract = trainer.abstract_state()
     state, input_state, latest = ckpt.restore_newest_good(abstract)
     if latest is not None:
-        print(f"resumed from {ckpt.directory}/{latest}", file=sys.stderr)
+        logger.info(f"resumed from {ckpt.directory}/{latest}")
     else:
         state, input_state = trainer.init_state(), None
         if initial_params is not None:  # all params, or some top-level ones (hybrid parts)
@@ -272,8 +274,7 @@ def _run(trainer, config, model_dir, make_feed, evaluators, identity, initial_pa
                                                    primary))
     if preemption.agreed(step):  # SIGTERM while restoring or initialising: nothing to save
         ckpt.close()
-        print(f"SIGTERM before the first step: nothing was trained yet (at step {step})",
-              file=sys.stderr)
+        logger.info(f"SIGTERM before the first step: nothing was trained yet (at step {step})")
         return LoopResult(model_dir, step, "preempted", resumed=latest is not None)
     feed = make_feed(input_state)
     if on_start is not None:
@@ -308,11 +309,10 @@ def _run(trainer, config, model_dir, make_feed, evaluators, identity, initial_pa
                     if bar is not None:
                         bar.set_postfix({"loss": f"{last['loss']:.3f}", **_speed(last)})
                     elif lines:
-                        print(f"step {step}/{config.train_steps}: loss {last['loss']:.4f}, "
-                              f"accuracy {last.get('accuracy', float('nan')):.4f}, "
-                              f"{last['seconds_per_step']:.3f} s/step, "
-                              + ", ".join(f"{k} {v}" for k, v in _speed(last).items()),
-                              file=sys.stderr, flush=True)
+                        logger.info(f"step {step}/{config.train_steps}: loss {last['loss']:.4f}, "
+                                    f"accuracy {last.get('accuracy', float('nan')):.4f}, "
+                                    f"{last['seconds_per_step']:.3f} s/step, "
+                                    + ", ".join(f"{k} {v}" for k, v in _speed(last).items()))
                     check_skipped_steps(trainer, config.max_consecutive_skipped_steps, step,
                                         last)
                 if bar is not None:
@@ -328,7 +328,7 @@ def _run(trainer, config, model_dir, make_feed, evaluators, identity, initial_pa
                 if step < config.train_steps and preemption.agreed(step, logs or saves or evals):
                     if step not in saved:
                         ckpt.save(step, state, feed_state, force=True)
-                    print(f"SIGTERM: saved step {step} to {ckpt.directory}", file=sys.stderr)
+                    logger.info(f"SIGTERM: saved step {step} to {ckpt.directory}")
                     break
         finally:
             ckpt.close()
