@@ -169,7 +169,8 @@ def test_failed_save_stops_the_run_at_the_next_step(trainer, tmp_path, monkeypat
         train(trainer, tmp_path, 20, before=lambda p: (fed.append(p), before(p)))
     assert fed[-1] == 5 + ahead  # stopped after the first step that followed the failure
     assert steps_of(tmp_path) == [2]
-    assert capfd.readouterr().err.count("No space left on device") <= 3  # orbax logs twice
+    # said at most 3 times (orbax logs it twice, with tracebacks that quote the raise line)
+    assert capfd.readouterr().err.count("[Errno 28] No space left on device") <= 3
 
 
 def _tensorboard_events(model_dir):

@@ -3,7 +3,7 @@
 A CLI imports this module first: importing it sets the environment TensorFlow reads at its
 import (tasks/tf_setup.py also hides TensorFlow's C++ start-up lines) and sends the library's
 log lines (`logging.getLogger(__name__)` in every package) to stderr: warnings and progress,
-while results (tables, the final JSON line) are the CLI's own prints. `parse` splits off the
+while results (tables, the final JSON line) stay prints on stdout. `parse` splits off the
 t5x-style gin flags (`--gin_file=F`, `--gin.NAME=VALUE`) before argparse reads the rest.
 """
 
