@@ -2,9 +2,9 @@
 
 TensorFlow's C++ writes its start-up lines ("All log messages before absl::InitializeLog()",
 "oneDNN custom operations are on", "Could not find cuda drivers") to file descriptor 2
-before it reads TF_CPP_MIN_LOG_LEVEL, so at level 3 (the default here) the import runs with
-descriptor 2 on /dev/null; a Python error raised by the import still surfaces, with its
-message, once stderr is back. TF_CPP_MIN_LOG_LEVEL below 3 shows everything.
+before it reads TF_CPP_MIN_LOG_LEVEL, so the import runs with descriptor 2 on /dev/null; a
+Python error raised by the import still surfaces, with its message, once stderr is back.
+TF_CPP_MIN_LOG_LEVEL=0 shows everything (any other level hides them: jax sets 1 by default).
 """
 
 import contextlib
@@ -32,7 +32,7 @@ def _quiet_fd2(quiet: bool):
         os.close(null)
 
 
-with _quiet_fd2(os.environ["TF_CPP_MIN_LOG_LEVEL"] >= "3"):
+with _quiet_fd2(os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0"):
     import tensorflow as tf  # noqa: E402
 
     # TF must never grab accelerator memory that JAX needs.

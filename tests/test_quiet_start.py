@@ -60,3 +60,4 @@ def test_an_import_error_still_says_why(tmp_path):
 def test_all_of_tensorflow_when_asked(tmp_path):
     out = _run(tmp_path, TF_CPP_MIN_LOG_LEVEL="0")
     assert out.returncode == 0 and all(n in out.stderr for n in NOISE), out.stderr
+    assert _run(tmp_path, TF_CPP_MIN_LOG_LEVEL="1").stderr.splitlines() == ["step 1/2: loss 8.1"]

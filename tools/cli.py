@@ -54,9 +54,12 @@ def _not_noise(record: logging.LogRecord) -> bool:
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """One stderr handler on the root logger (so absl adds none of its own), t5pod's
-    packages at `level`, other libraries at WARNING. Idempotent."""
+    """One stderr handler on the root logger (so absl adds none of its own; one it added
+    already goes), t5pod's packages at `level`, other libraries at WARNING. Idempotent."""
     root = logging.getLogger()
+    for h in list(root.handlers):  # absl's logging.basicConfig() on its first log line
+        if type(h) is logging.StreamHandler and h.stream in (sys.stderr, sys.__stderr__):
+            root.removeHandler(h)
     if not any(isinstance(h, _Stderr) for h in root.handlers):
         handler = _Stderr()
         handler.setFormatter(_Format())
