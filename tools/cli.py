@@ -20,8 +20,11 @@ import sys  # noqa: E402
 # t5pod's packages: their INFO lines are shown, as the message alone
 PACKAGES = ("fields", "model_zoo", "partitioning", "training", "tasks", "runner", "inference",
             "experiments")
-# other libraries' advice that is noise on every run of a CLI
-NOISE = ("Using an uncached FunctionDataset for training is not recommended",)  # seqio
+# other libraries' lines that are noise on every run of a CLI: seqio's advice on an uncached
+# task, orbax on the read-only look at a model_dir's checkpoints before a run (resume checks)
+NOISE = ("Using an uncached FunctionDataset for training is not recommended",
+         "CheckpointManagerOptions.read_only=True, setting save_interval_steps=0",
+         "Given directory is read only=")
 
 
 class _Stderr(logging.StreamHandler):
