@@ -129,7 +129,7 @@ def train(process_id: int, port: str, model_dir: str, reference_dir: str, out: s
     service = run(trainer, LoopConfig(train_steps=SERVICE_STEPS, checkpoint_every=1000,
                                       log_every=1000, prefetch=PREFETCH),
                   f"{model_dir}-service", lambda _: feed, progress=False)
-    _phase(f"service mode run stopped at {service['step']}")
+    _phase(f"service mode run stopped at {service.step}")
     service_gathers = list(gathers)
 
     rows = partitioning.process_rows(trainer.batch_sharding, FEED["batch_size"])
