@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import logging
 import os
-import sys
 from typing import Callable
 
 import numpy as np
@@ -24,6 +24,8 @@ from experiments import sweep_run as sweep_lib
 from runner.gin_flags import resolve_gin_file
 from experiments.sweep_config import read
 from training.metrics_log import read_records
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +171,7 @@ def run_study(study: Study, out: str, bindings: list[str] = (), only: list[str] 
         return None
     found = curves(path, out, list(bindings), only)
     if found is None:
-        print(f"study {study.name}: members are missing; run again to finish them", file=sys.stderr)
+        logger.warning(f"study {study.name}: members are missing; run again to finish them")
         return None
     report = write_report(study, found, out)
     print(f"\n{open(os.path.join(out, 'study.md')).read()}\n{out}/study.md, study.csv, study.png")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shlex
 import sys
@@ -22,6 +23,8 @@ from fields import paths
 from runner import gin_flags
 from experiments import sweep_report
 from experiments.sweep_config import Member, SweepConfig, read
+
+logger = logging.getLogger(__name__)
 
 RESULT = "sweep_result.json"
 
@@ -99,7 +102,7 @@ def run_member(cfg: SweepConfig, member: Member, run, records: dict, out: str) -
 
     model_dir = paths.join(out, member.name)
     start = time.time()
-    if train(run, model_dir, progress=False, records=records)["preempted"]:
+    if train(run, model_dir, progress=False, records=records).preempted:
         return None  # unfinished: no result, so the next invocation resumes it
     seconds = time.time() - start
     metrics = sweep_report.final_metrics(model_dir)
@@ -200,24 +203,24 @@ def sweep(sweep_path: str, out: str, bindings: list[str] = (), only: str | list 
         local_cache = None if paths.is_bucket(out) else os.path.join(out, ".jax_cache")
         with compilation_cache(local_cache):
             for member in pending:
-                print(f"sweep: training member {member.name}", file=sys.stderr)
+                logger.info(f"sweep: training member {member.name}")
                 start = time.process_time()
                 run, records = parsed[member.name]
                 result = run_member(cfg, member, run, records, out)
                 if result is None:
-                    print(f"sweep: SIGTERM: stopped in member {member.name}; run the sweep "
-                          "again to resume it", file=sys.stderr)
+                    logger.info(f"sweep: SIGTERM: stopped in member {member.name}; run the sweep "
+                                "again to resume it")
                     break
                 print(json.dumps(result))
-                print(f"sweep: member {member.name} took {time.process_time() - start:.1f} "
-                      "CPU seconds", file=sys.stderr)
+                logger.info(f"sweep: member {member.name} took {time.process_time() - start:.1f} "
+                            "CPU seconds")
         for member in chosen:
             if member not in pending:
-                print(f"sweep: member {member.name} is finished; skipped", file=sys.stderr)
+                logger.info(f"sweep: member {member.name} is finished; skipped")
     results = [r for r in (finished(out, m) for m in members) if r is not None]
     missing = [m.name for m in members if finished(out, m) is None]
     if missing:
-        print(f"sweep: not finished yet: {missing}", file=sys.stderr)
+        logger.warning(f"sweep: not finished yet: {missing}")
     if results:
         md = sweep_report.write_all(out, cfg.swept_keys(), results)
         print(f"\n{md}\n\n{out}/results.csv, results.md, results.png")

@@ -8,7 +8,7 @@ global rows, each places only its devices' slices, and every process gets the wh
 
 from __future__ import annotations
 
-import sys
+import logging
 
 import jax
 import numpy as np
@@ -18,6 +18,8 @@ from model_zoo.axes import activation_rules
 from model_zoo.decoding import DecodeConfig, decode
 from model_zoo.scoring import sequence_log_likelihood
 from inference.host_rows import global_rows, padded, replicated
+
+logger = logging.getLogger(__name__)
 
 
 class Inference:
@@ -86,8 +88,8 @@ class Inference:
         for text in texts:
             ids = vocab.encode(text)
             if len(ids) > max_length - 1:
-                print(f"{what} {text[:40]!r}...: {len(ids)} tokens + EOS, truncated to "
-                      f"max_{what}_length={max_length}", file=sys.stderr)
+                logger.warning(f"{what} {text[:40]!r}...: {len(ids)} tokens + EOS, truncated to "
+                               f"max_{what}_length={max_length}")
             rows.append(ids[: max_length - 1] + [1])
         width = max(len(r) for r in rows)
         out = np.zeros((len(rows), width), np.int32)

@@ -14,8 +14,8 @@ the loop runs it returns with nothing trained (runner/startup_sigterm.py).
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 
 from fields import paths
 from runner.resume_check import checkpointed_step
@@ -23,7 +23,10 @@ from runner.run import Run
 from runner.startup_sigterm import forward as forward_sigterm
 from runner.startup_sigterm import requested as sigterm_requested
 from runner.startup_sigterm import startup_sigterm
+from training.loop_result import LoopResult
 from training.run_dir import RunDir
+
+logger = logging.getLogger(__name__)
 
 
 def check_model_dir(model_dir) -> None:
@@ -97,8 +100,8 @@ def _write(model_dir: str, texts: dict[str, str]) -> None:
 
 
 def train(run: Run, model_dir: str, progress: bool | None = None,
-          records: dict[str, str] | None = None) -> dict:
-    """Train `run` in model_dir; returns a JSON-able summary (last train and eval metrics).
+          records: dict[str, str] | None = None) -> LoopResult:
+    """Train `run` in model_dir; returns how the loop ended (`.as_json()`: the summary).
 
     `records` ({file name: text}, e.g. the gin config) are written into model_dir by host 0,
     a value that is a function after training. `progress`: see training.loop.run.
@@ -127,12 +130,11 @@ def train(run: Run, model_dir: str, progress: bool | None = None,
             raise
 
 
-def _train(run: Run, model_dir: str, progress, records: dict, primary: bool) -> dict:
+def _train(run: Run, model_dir: str, progress, records: dict, primary: bool) -> LoopResult:
     import partitioning
     from model_zoo.identity import identity_of
     from runner.evaluators import evaluators
     from runner.initial_params import initial_params
-    from training.checkpoints.model_json import write_model_json
     from training.loop import run as run_loop
     from training.trainer import Trainer
 
@@ -145,40 +147,38 @@ def _train(run: Run, model_dir: str, progress, records: dict, primary: bool) -> 
     initial = initial_params(run, trainer) if resume_step is None else None
     if sigterm_requested():
         return _nothing_trained(model_dir, resume_step)
-    make_input_feed = make_feed_of(run)
-    started = []
-
-    def make_feed(input_state):
-        """Called by the loop once it restored (or initialised) the state and before it
-        writes anything: the saved input position is checked here, then the records go."""
-        feed = make_input_feed(input_state)
-        started.append(True)
-        if primary:
-            _write(model_dir, {k: v for k, v in records.items() if isinstance(v, str)})
-            write_model_json(model_dir, run.model, run.feed.mixture_or_task_name, run.lengths,
-                             run.branch_feed.tasks if run.branch_feed else None)
-        forward_sigterm()  # one that came after the last check goes to the loop's handler
-        return feed
-
+    on_start = RunStart(run, model_dir, records, primary)
     evals = evaluators(run, trainer)  # each reads (and checks) its data here, before any write
-    result = run_loop(trainer, run.loop, model_dir, make_feed, evals, identity=identity,
-                      initial_params=initial, progress=progress)
-    if primary and started:
+    result = run_loop(trainer, run.loop, model_dir, make_feed_of(run), evals, identity=identity,
+                      initial_params=initial, progress=progress, on_start=on_start)
+    if primary and on_start.started:
         _write(model_dir, {k: v() for k, v in records.items() if callable(v)})
-    return _summary(model_dir, result)
+    return result
 
 
-def _summary(model_dir: str, result: dict) -> dict:
-    train_metrics = {k: v for k, v in result.get("metrics", {}).items()
-                     if k in ("loss", "accuracy")}
-    return {"model_dir": model_dir, "step": result["step"],
-            "preempted": result["preempted"], "resumed": result["resumed"],
-            **train_metrics, **result.get("eval_metrics", {})}
+class RunStart:
+    """The loop's `on_start(step)`: host 0 writes the records that are text (config.gin)
+    and model.json once the run is accepted (the loop restored a step that verifies, the
+    feed took its saved position), before the first step; a resume rewrites them. Then a
+    SIGTERM that came after the last check goes to the loop's handler."""
+
+    def __init__(self, run: Run, model_dir: str, records: dict, primary: bool):
+        self.run, self.model_dir, self.records, self.primary = run, model_dir, records, primary
+        self.started = False
+
+    def __call__(self, step: int) -> None:
+        from training.checkpoints.model_json import write_model_json
+
+        self.started = True
+        run = self.run
+        if self.primary:
+            _write(self.model_dir, {k: v for k, v in self.records.items() if isinstance(v, str)})
+            write_model_json(self.model_dir, run.model, run.feed.mixture_or_task_name,
+                             run.lengths, run.branch_feed.tasks if run.branch_feed else None)
+        forward_sigterm()
 
 
-def _nothing_trained(model_dir: str, step: int | None) -> dict:
-    print(f"SIGTERM before training started: nothing was trained yet and nothing written in "
-          f"{model_dir}" + (f" (its checkpoints stay at step {step})" if step else ""),
-          file=sys.stderr)
-    return {"model_dir": model_dir, "step": step or 0, "preempted": True,
-            "resumed": False}
+def _nothing_trained(model_dir: str, step: int | None) -> LoopResult:
+    logger.info(f"SIGTERM before training started: nothing was trained yet and nothing written in "
+                f"{model_dir}" + (f" (its checkpoints stay at step {step})" if step else ""))
+    return LoopResult(model_dir, step or 0, "preempted")

@@ -26,7 +26,10 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import jax  # noqa: E402
 
+from tools.cli import setup_logging  # noqa: E402
+
 jax.config.update("jax_default_matmul_precision", "highest")
+setup_logging()  # the library's log lines on stderr, as the CLIs show them
 
 
 def pytest_sessionfinish(session):

@@ -129,7 +129,7 @@ def train(process_id: int, port: str, model_dir: str, reference_dir: str, out: s
     service = run(trainer, LoopConfig(train_steps=SERVICE_STEPS, checkpoint_every=1000,
                                       log_every=1000, prefetch=PREFETCH),
                   f"{model_dir}-service", lambda _: feed, progress=False)
-    _phase(f"service mode run stopped at {service['step']}")
+    _phase(f"service mode run stopped at {service.step}")
     service_gathers = list(gathers)
 
     rows = partitioning.process_rows(trainer.batch_sharding, FEED["batch_size"])
@@ -143,20 +143,20 @@ def train(process_id: int, port: str, model_dir: str, reference_dir: str, out: s
     _phase("trained")
     # The reverse direction: a checkpoint written by 1 process x 8 devices, restored here.
     abstract = trainer.abstract_state()
-    restored, _ = Checkpointer(reference_dir, async_save=False).restore(abstract, result["step"])
+    restored, _ = Checkpointer(reference_dir, async_save=False).restore(abstract, result.step)
     with open(out, "w") as f:
         json.dump({"process_index": jax.process_index(), "process_count": jax.process_count(),
                    "devices": jax.device_count(), "rows": [rows.start, rows.stop],
                    "feed_process_index": feed.feed.process_index,
                    "first_batch": feed.first["encoder_input_tokens"].tolist(),
-                   "step": result["step"],
-                   "preempted": result["preempted"],
-                   "service": {"mode": mode, "step": service["step"],
-                               "preempted": service["preempted"], "gathers": service_gathers},
+                   "step": result.step,
+                   "preempted": result.preempted,
+                   "service": {"mode": mode, "step": service.step,
+                               "preempted": service.preempted, "gathers": service_gathers},
                    "collective_gathers": len(gathers) - len(service_gathers),
-                   "reference_params_diff": max_abs_diff(restored.params, result["state"].params),
+                   "reference_params_diff": max_abs_diff(restored.params, result.state.params),
                    "reference_opt_diff": max_abs_diff(restored.opt_state,
-                                                      result["state"].opt_state)}, f)
+                                                      result.state.opt_state)}, f)
     _phase("done")
 
 

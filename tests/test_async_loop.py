@@ -38,10 +38,11 @@ class Feed:
         return {"position": self.position}
 
 
-def train(trainer, model_dir, steps=6, term=None, **loop):
+def train(trainer, model_dir, steps=6, term=None, started=None, **loop):
     config = LoopConfig(train_steps=steps, checkpoint_every=loop.pop("checkpoint_every", 100),
                         log_every=loop.pop("log_every", 1), async_checkpoints=False, **loop)
-    return run(trainer, config, str(model_dir), lambda s: Feed(s, steps, term), progress=False)
+    return run(trainer, config, str(model_dir), lambda s: Feed(s, steps, term), progress=False,
+               on_start=None if started is None else started.append)
 
 
 def losses(model_dir):
@@ -64,22 +65,24 @@ def test_prefetch_gives_the_batches_and_losses_of_the_loop_without_it(trainer, t
     for key in (0, 3):
         np.testing.assert_array_equal(np.stack(seen[key]), np.stack(want))
     assert losses(tmp_path / "0") == losses(tmp_path / "3")
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(results[0]["state"].params),
-                 jax.device_get(results[3]["state"].params))
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(results[0].state.params),
+                 jax.device_get(results[3].state.params))
 
     # SIGTERM while batch 3 is read, which with prefetch=2 is during step 1: step 1 is saved
     # with the position of the batch it consumed (1, not 3), and the resumed run matches.
-    cut = tmp_path / "cut"
-    first = train(trainer, cut, term=3, prefetch=2)
-    assert first["preempted"] and first["step"] == 1
+    cut, started = tmp_path / "cut", []
+    first = train(trainer, cut, term=3, prefetch=2, started=started)
+    assert first.preempted and first.step == 1 and started == [0]
     ckpt = Checkpointer(str(cut / "checkpoints"), async_save=False)
     assert ckpt.all_steps() == [1]
     assert ckpt.restore(trainer.abstract_state())[1] == {"position": 1}
-    rest = train(trainer, cut, prefetch=2)
-    assert rest["resumed"] and rest["step"] == 6
+    rest = train(trainer, cut, prefetch=2, started=started)
+    assert rest.resumed and rest.step == 6 and rest.stopped == "done" and started == [0, 1]
     assert losses(cut) == losses(tmp_path / "0")
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(rest["state"].params),
-                 jax.device_get(results[0]["state"].params))
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(rest.state.params),
+                 jax.device_get(results[0].state.params))
+    done = train(trainer, cut, prefetch=2, started=started)  # already there: no start
+    assert done.stopped == "already_done" and done.state is None and started == [0, 1]
 
 
 def test_collective_agreement_only_on_log_checkpoint_and_every_nth_step(trainer, tmp_path,
@@ -98,11 +101,11 @@ def test_collective_agreement_only_on_log_checkpoint_and_every_nth_step(trainer,
     result = train(trainer, tmp_path / "a", steps=9, **loop)
     # before the first step, then after log step 4, the 5th, checkpoint step 6, log step 8;
     # the last step saves and ends the run without one
-    assert calls == [0, 4, 5, 6, 8] and not result["preempted"]
+    assert calls == [0, 4, 5, 6, 8] and not result.preempted
     calls.clear()
     steps.clear()
     result = train(trainer, tmp_path / "b", steps=9, term=3, **loop)  # SIGTERM in step 1
-    assert calls == [0, 4] and result["preempted"] and result["step"] == 4
+    assert calls == [0, 4] and result.preempted and result.step == 4
     assert Checkpointer(str(tmp_path / "b" / "checkpoints")).all_steps() == [4]
 
 
@@ -146,7 +149,7 @@ def test_the_loop_runs_any_evaluator_at_eval_every_with_the_live_params(trainer,
     norms = [sum(float(np.sum(np.square(x))) for x in jax.tree.leaves(p)) for _, p in probe.calls]
     assert [s for s, _ in logged] == [2, 4]
     assert [n for _, n in logged] == pytest.approx(norms, rel=1e-6)
-    assert result["eval_metrics"]["probe/norm"] == logged[-1][1]
+    assert result.eval_metrics["probe/norm"] == logged[-1][1]
 
     # A kill during the final eval: the rerun trains nothing and runs only that evaluator.
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
@@ -154,8 +157,8 @@ def test_the_loop_runs_any_evaluator_at_eval_every_with_the_live_params(trainer,
         x + "\n" for x in lines if not ('"probe/norm"' in x and json.loads(x)["step"] == 4)))
     again = Recording()
     rerun = run(trainer, config, str(tmp_path), lambda s: Feed(s, 4), [again], progress=False)
-    assert [s for s, _ in again.calls] == [4] and rerun["step"] == 4
-    assert rerun["eval_metrics"]["probe/norm"] == result["eval_metrics"]["probe/norm"]
+    assert [s for s, _ in again.calls] == [4] and rerun.step == 4
+    assert rerun.eval_metrics["probe/norm"] == result.eval_metrics["probe/norm"]
 
 
 @pytest.mark.parametrize("evaluator, error", [

@@ -59,7 +59,7 @@ def _fp16_run(model_dir, steps: int, limit: int):
 
 def test_overflowing_t5_1_1_trains_in_fp16_with_the_clamp(tmp_path):
     trainer, result = _fp16_run(tmp_path, steps=8, limit=4)
-    assert result["metrics"]["skipped"] == 0
+    assert result.metrics["skipped"] == 0
     loss = {r["step"]: r["loss"] for r in read_records(tmp_path)}
     assert loss[8] < loss[4] - 0.2, loss  # learning: steps 4 and 8 see the same batch
 

@@ -157,7 +157,7 @@ def test_rooms_inside_a_package_import_one_way():
 
 
 # tools/ holds command lines and the preamble they share, nothing a library would import
-PREAMBLE = {"tools.path_flags", "tools.distributed_flags"}
+PREAMBLE = {"tools.path_flags", "tools.distributed_flags", "tools.cli"}
 
 
 def test_tools_holds_only_command_lines():

@@ -82,7 +82,7 @@ def test_two_processes_match_one_and_checkpoints_cross(tmp_path):
     result = run(reference, LoopConfig(train_steps=worker.PREEMPT_AT,
                                        checkpoint_every=worker.CHECKPOINT_EVERY, log_every=1),
                  str(tmp_path / "one"), lambda _: GlobalFeed(), progress=False)
-    want = jax.device_get(result["state"])
+    want = jax.device_get(result.state)
 
     port = free_port()
     logs = [tmp_path / f"host{i}.log" for i in range(2)]

@@ -196,5 +196,5 @@ def test_sigterm_during_a_checkpoint_step_exits_cleanly(tmp_path):
     result = run_loop(trainer, LoopConfig(train_steps=10, checkpoint_every=2, log_every=1,
                                           prefetch=prefetch),
                       str(tmp_path), lambda _: Feed(), progress=False)
-    assert result["preempted"] and result["step"] == 4
+    assert result.preempted and result.step == 4
     assert Checkpointer(str(tmp_path / "checkpoints")).all_steps() == [2, 4]

@@ -175,17 +175,17 @@ def test_a_stopped_and_resumed_tree_run_equals_the_uninterrupted_run(tmp_path):
                         make_feed(), progress=False)
     first = run_loop(make_trainer(model_cfg=THREE), loop, str(tmp_path / "stopped"),
                      make_feed(stop_at=6), progress=False)
-    assert first["preempted"] and 0 < first["step"] < 8
+    assert first.preempted and 0 < first.step < 8
     second = run_loop(make_trainer(model_cfg=THREE), loop, str(tmp_path / "stopped"),
                       make_feed(), progress=False)
-    assert second["resumed"] and second["step"] == 8
+    assert second.resumed and second.step == 8
     name = THREE.tree.branches[branch_at(7, (3.0, 1.0, 2.0), 7)]
-    assert f"{name}/loss" in straight["metrics"]
-    for a, b in zip(jax.tree.leaves(jax.device_get(straight["state"].params)),
-                    jax.tree.leaves(jax.device_get(second["state"].params)), strict=True):
+    assert f"{name}/loss" in straight.metrics
+    for a, b in zip(jax.tree.leaves(jax.device_get(straight.state.params)),
+                    jax.tree.leaves(jax.device_get(second.state.params)), strict=True):
         assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
     saved = Checkpointer(str(tmp_path / "stopped" / "checkpoints")).all_steps()
-    assert first["step"] in saved
+    assert first.step in saved
 
 
 def test_a_run_refuses_a_tree_without_a_task_per_branch():

@@ -37,6 +37,8 @@ import statistics
 import sys
 import time
 
+from tools import cli  # first: the quiet start and the log lines
+
 import jax
 import numpy as np
 
@@ -181,7 +183,7 @@ def versus_hf(args, preset_name: str, ours: dict) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     add_step_flags(p)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)

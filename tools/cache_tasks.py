@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
+from tools import cli  # first: the quiet start and the log lines
 from tools.path_flags import path_flag
 
 
@@ -41,11 +41,7 @@ def _request(p, args, files, bindings):
 
 
 def main(argv=None) -> dict:
-    from runner import gin_flags
-
-    argv = sys.argv[1:] if argv is None else argv
-    files, bindings, rest = gin_flags.split_gin_args(argv)
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("--cache_dir", required=True, type=path_flag)
     p.add_argument("--num_shards", type=int, default=16)
     p.add_argument("--seed", type=int, default=0, help="seeds the random preprocessing")
@@ -55,7 +51,7 @@ def main(argv=None) -> dict:
     p.add_argument("--byte_inputs", type=int, help="a hybrid task's byte inputs length")
     p.add_argument("--split", default="train")
     p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=True)
-    args, beam_args = p.parse_known_args(rest)
+    args, files, bindings, beam_args = cli.parse(p, argv, known=True)
     request = _request(p, args, files, bindings)
     if not any(a.startswith("--runner") for a in beam_args):
         beam_args = ["--runner=DirectRunner", *beam_args]

@@ -22,9 +22,9 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import os
-import sys
 import tempfile
 
+from tools import cli  # first: the quiet start and the log lines
 from fields import paths
 from fields.choices import require_choice
 
@@ -158,11 +158,7 @@ def _model(p: argparse.ArgumentParser, args, gin_files, gin_bindings):
 
 
 def main(argv=None):
-    from runner import gin_flags
-
-    gin_files, gin_bindings, argv = gin_flags.split_gin_args(
-        sys.argv[1:] if argv is None else list(argv))
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("--hf_dir", type=path_flag,
                    help="source: an HF T5 / Switch directory (either era)")
     p.add_argument("--t5x_checkpoint", type=path_flag,
@@ -178,7 +174,7 @@ def main(argv=None):
     p.add_argument("--branch", help="a TreeDNN tree's branch to write as a plain T5")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the model files of a target directory that is not empty")
-    args = p.parse_args(argv)
+    args, gin_files, gin_bindings = cli.parse(p, argv)
     given = [k for k in SOURCES if getattr(args, k)]
     targets = [k for k in TARGETS if getattr(args, k)]
     if len(given) != 1 or len(targets) != 1:

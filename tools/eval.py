@@ -25,12 +25,11 @@ batch, and host 0 alone prints and writes the results.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 
+from tools import cli  # first: the quiet start and the log lines
 from model_zoo.decoding import DecodeConfig
-from tools.distributed_flags import add_distributed_flags, start_distributed
+from tools.distributed_flags import start_distributed
 from tools.path_flags import path_flag
 
 
@@ -42,9 +41,7 @@ def main(argv=None):
     from training.checkpoints.model_json import branch_task, read_model_json
     from runner.gin_flags import model_from_gin_for
 
-    gin_files, gin_bindings, argv = gin_flags.split_gin_args(
-        sys.argv[1:] if argv is None else list(argv))
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__, distributed=True)
     p.add_argument("--model_dir", required=True, type=path_flag)
     p.add_argument("--task", help="default: the task the model (or --branch) was trained on")
     p.add_argument("--branch", help="a TreeDNN tree's branch: its trunk and branch, as a T5")
@@ -65,8 +62,7 @@ def main(argv=None):
     p.add_argument("--metrics_dir", type=path_flag,
                    help="also write the metrics here (JSONL, TensorBoard)")
     p.add_argument("--step", type=int, default=0, help="the step --metrics_dir records")
-    add_distributed_flags(p)
-    args = p.parse_args(argv)
+    args, gin_files, gin_bindings = cli.parse(p, argv)
     if args.examples is not None and args.examples < 1:
         p.error(f"--examples={args.examples} must be >= 1 (leave it out for the default: "
                 "every example, or 256 for a task without metrics)")

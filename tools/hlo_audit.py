@@ -17,11 +17,11 @@ scanned stack's loop body are counted once, though they run once per layer.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import sys
 
+from tools import cli  # first: the quiet start and the log lines
 from experiments.perf import train_step as bench_step, hlo_text
 from experiments.perf.hlo_text import collectives
 
@@ -115,7 +115,7 @@ def _print(report: dict) -> None:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     bench_step.add_step_flags(p)
     p.add_argument("--min_mib", type=float, default=1.0,
                    help="ignore upcasts and transposes smaller than this")

@@ -17,8 +17,9 @@ import argparse
 import json
 import sys
 
+from tools import cli  # first: the quiet start and the log lines
 from model_zoo.decoding import METHODS, DecodeConfig
-from tools.distributed_flags import add_distributed_flags, start_distributed
+from tools.distributed_flags import start_distributed
 from tools.path_flags import path_flag
 
 
@@ -39,12 +40,9 @@ def decode_config_from(p: argparse.ArgumentParser, args, gin_files,
 
 def main(argv=None):
     from fields import paths
-    from runner import gin_flags
     from inference.predictor import Predictor
 
-    gin_files, gin_bindings, argv = gin_flags.split_gin_args(
-        sys.argv[1:] if argv is None else list(argv))
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__, distributed=True)
     p.add_argument("--model_dir", required=True, type=path_flag)
     p.add_argument("--branch", help="a TreeDNN tree's branch: its trunk and branch, as a T5")
     p.add_argument("--prompt", action="append", default=[])
@@ -65,8 +63,7 @@ def main(argv=None):
     p.add_argument("--mesh", default="data=1")
     p.add_argument("--dcn", default="", help="mesh degrees across hosts/slices, e.g. data=2")
     p.add_argument("--rules", default="data_parallel")
-    add_distributed_flags(p)
-    args = p.parse_args(argv)
+    args, gin_files, gin_bindings = cli.parse(p, argv)
     if bool(args.prompt) == bool(args.input):
         p.error("give --prompt TEXT or --input FILE.jsonl")
     empty = [t for t in args.prompt if not t.strip()]

@@ -14,10 +14,10 @@ expert for every row, so its CPU figure is about E times the experts' FLOPs.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 
+from tools import cli  # first: the quiet start and the log lines
 import jax
 import jax.numpy as jnp
 
@@ -58,7 +58,7 @@ def layer_flops(preset_name: str, group: int, dispatch: str, dtype: str = "float
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("--preset", default="switch_base_128")
     p.add_argument("--group", type=int, default=4096, help="tokens in the routing group")
     p.add_argument("--dispatch", action="append", choices=DISPATCHES,

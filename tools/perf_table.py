@@ -7,9 +7,10 @@ An existing file keeps its prose: only the table between the BEGIN/END markers i
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+
+from tools import cli  # first: the quiet start and the log lines
 
 HEADER = ("| model | precision | batch | inputs/targets | attention | tokens/s | MFU | "
           "HF peer tokens/s | ratio | compile s | peak GiB | XLA flags | device | date | "
@@ -54,7 +55,7 @@ def update(doc: str, lines: list[dict]) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("jsonl", nargs="+")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)

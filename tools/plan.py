@@ -25,6 +25,7 @@ import os
 import re
 import sys
 
+from tools import cli  # first: the quiet start and the log lines
 from partitioning.mesh_spec import parse_degrees
 
 HBM = {"tpu_v4_32GiB": 32 * 2**30, "gpu_80GB": 80 * 10**9}  # per chip / per GPU
@@ -188,7 +189,7 @@ def render(report: dict) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     # --gin_file=MODEL.gin (repeatable) and --gin.NAME=VALUE are taken as in tools.train.
     p.add_argument("--mesh", required=True, help="ICI degrees, e.g. fsdp=64,tensor=4")
     p.add_argument("--dcn", default="", help="DCN degrees across slices/hosts, e.g. data=2")
@@ -216,12 +217,9 @@ def _reexec_with_devices(count: int, argv: list[str]) -> None:
 
 
 def main(argv=None, reexec: bool = False) -> dict:
-    from runner import gin_flags  # gin only: no TensorFlow
-
     argv = sys.argv[1:] if argv is None else list(argv)
-    files, bindings, rest = gin_flags.split_gin_args(argv)
     p = parser()
-    args = p.parse_args(rest)
+    args, files, bindings = cli.parse(p, argv)  # gin only: no TensorFlow
     if not files:
         p.error("give the model as --gin_file=models/...gin")
     args.gin_file, args.gin = files, bindings

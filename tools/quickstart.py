@@ -10,22 +10,19 @@ resumes or, when trained, only evaluates.
 
 from __future__ import annotations
 
-import argparse
 
+from tools import cli  # first: the quiet start and the log lines
 from tools.path_flags import local_path_flag
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("--out", default="runs/quickstart", type=local_path_flag)
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--per_bucket", type=int, default=200, help="test words per bucket")
     args = p.parse_args(argv)
-    from absl import logging  # seqio's advice on caching tasks is noise for this demo
-
     from experiments.wikispell_gap import compare
 
-    logging.set_verbosity(logging.ERROR)
     return compare(args.out, ["t5", "byt5"], args.steps, args.per_bucket,
                    ["EVAL_EVERY = 0", "CHECKPOINT_EVERY = 300",
                     "training.ScheduleConfig.warmup_steps = 50"])

@@ -14,29 +14,27 @@ OUT/study.csv, OUT/study.png (and the sweep's OUT/results.*). See docs/research.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from tools import cli  # first: the quiet start and the log lines
 from tools.path_flags import local_path_flag
 
 
 def main(argv=None):
-    from runner import gin_flags
     from runner.startup_sigterm import startup_sigterm
     from experiments.studies import STUDIES, lookup
     from experiments.study_run import run_study
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    _, bindings, rest = gin_flags.split_gin_args(argv)
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("--study", required=True, help="; ".join(
         f"{name}: {s.summary}" for name, s in sorted(STUDIES.items())))
     p.add_argument("--out", required=True, type=local_path_flag)
     p.add_argument("--only", action="append", default=[], help="run this member (repeatable)")
     p.add_argument("--emit", action="store_true", help="write launch scripts, run nothing")
     p.add_argument("--collect", action="store_true", help="only write the report")
-    args = p.parse_args(rest)
-    if any(a.startswith("--gin_file") for a in argv):
+    args, files, bindings = cli.parse(p, argv)
+    if files:
         p.error("a study's gin files are in its sweep file (gin/studies/NAME.gin)")
     study = lookup(args.study)
     with startup_sigterm():  # SIGTERM stops the member in training (saved) and the study

@@ -21,27 +21,25 @@ experiments/sweep_run.py does the work.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from tools import cli  # first: the quiet start and the log lines
 from tools.path_flags import path_flag
 
 
 def main(argv=None) -> list[dict]:
-    from runner import gin_flags
     from runner.startup_sigterm import startup_sigterm
     from experiments.sweep_run import sweep
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    _, bindings, rest = gin_flags.split_gin_args(argv)
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("--sweep", required=True, help="sweep gin file (gin/sweeps/NAME.gin)")
     p.add_argument("--out", required=True, type=path_flag)
     p.add_argument("--emit", action="store_true", help="write launch scripts, run nothing")
     p.add_argument("--only", help="run this member only")
     p.add_argument("--collect", action="store_true", help="only write the report")
-    args = p.parse_args(rest)
-    if any(a.startswith("--gin_file") for a in argv):
+    args, files, bindings = cli.parse(p, argv)
+    if files:
         p.error("give gin files in the sweep file (sweep.SweepConfig.gin_files)")
     with startup_sigterm():  # SIGTERM stops the member in training (saved) and the sweep
         return sweep(args.sweep, args.out, bindings, only=args.only, emit_only=args.emit,

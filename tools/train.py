@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from tools.distributed_flags import add_distributed_flags, start_distributed
+from tools import cli  # before any library: the quiet start and the log lines
+from tools.distributed_flags import start_distributed
 from tools.path_flags import path_flag
 
 
@@ -33,19 +33,16 @@ def _main(argv) -> dict:
     from runner import gin_flags
     from runner.train import train
 
-    argv = sys.argv[1:] if argv is None else argv
-    files, bindings, rest = gin_flags.split_gin_args(argv)
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__, distributed=True)
     p.add_argument("--model_dir", required=True, type=path_flag)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="default: a bar on a terminal, a line per log step otherwise")
-    add_distributed_flags(p)
-    args = p.parse_args(rest)
+    args, files, bindings = cli.parse(p, argv)
     if not files:
         p.error("give at least one --gin_file")
     start_distributed(p, args)
     run, records = gin_flags.run_from_gin(files, bindings)
-    summary = train(run, args.model_dir, progress=args.progress, records=records)
+    summary = train(run, args.model_dir, progress=args.progress, records=records).as_json()
     print(json.dumps(summary))
     return summary
 

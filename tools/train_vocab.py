@@ -9,8 +9,8 @@ Text files give one example per line; .jsonl files take the --field of each line
 
 from __future__ import annotations
 
-import argparse
 
+from tools import cli  # first: the quiet start and the log lines
 from tasks.pretraining.corpus import split
 from tasks.sentencepiece_training import train_sentencepiece
 from tasks.pretraining.text_files import read_texts
@@ -19,7 +19,7 @@ from tools.path_flags import local_path_flag
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("--input", action="append", default=[], help="file or glob (repeatable)")
     p.add_argument("--field", default="text", help="JSONL field holding the text")
     p.add_argument("--demo", action="store_true", help="use the embedded demo corpus")

@@ -19,8 +19,8 @@ The CPU-sized run (docs/research.md):
 
 from __future__ import annotations
 
-import argparse
 
+from tools import cli  # first: the quiet start and the log lines
 from tools.path_flags import local_path_flag
 
 
@@ -43,7 +43,7 @@ def main(argv=None) -> dict:
     from runner.gin_flags import split_gin_args
     from experiments.wikispell_gap import compare
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("--out", default="runs/wikispell", type=local_path_flag)
     p.add_argument("--models", default="t5,byt5")
     p.add_argument("--steps", default=None,

@@ -8,15 +8,15 @@ other variables are only set where unset.
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 
+from tools import cli  # first: the quiet start and the log lines
 from partitioning.xla_profiles import PROFILES, environment, unknown_flags
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("profile", choices=sorted(PROFILES))
     p.add_argument("--check", action="store_true",
                    help="exit 1, naming them, if the installed jaxlib lacks any flag")

@@ -28,6 +28,7 @@ same step on SIGTERM to any of them; how they agree (`LoopConfig.preemption_sync
 from __future__ import annotations
 
 import dataclasses
+import logging
 import signal
 import sys
 import threading
@@ -40,11 +41,14 @@ from fields.choices import require_choice
 from fields.integers import require_int
 from training.checkpoints.manager import Checkpointer
 from training.evaluator import checked, missing_at, run_one
+from training.loop_result import LoopResult
 from training.metrics_writer import MetricsWriter
 from training.run_dir import RunDir
 from training.prefetch import DevicePrefetch
 from training.throughput import Throughput
 from training.trainer import Trainer
+
+logger = logging.getLogger(__name__)
 
 
 PREEMPTION_SYNCS = ("auto", "service", "collective")
@@ -190,7 +194,8 @@ class _Preemption:
 
 def run(trainer: Trainer, config: LoopConfig, model_dir: str,
         make_feed: Callable[[dict | None], object], evaluators=(),
-        identity: dict | None = None, initial_params=None, progress: bool | None = None) -> dict:
+        identity: dict | None = None, initial_params=None, progress: bool | None = None,
+        on_start: Callable[[int], None] | None = None) -> LoopResult:
     """Train to `config.train_steps`, resuming from the newest checkpoint in model_dir that
     verifies. The caller holds model_dir's run lock (training/checkpoints/lock.py; runner.train
     takes it once per run, before its first check). SIGTERM from here on saves the state, or
@@ -201,14 +206,19 @@ def run(trainer: Trainer, config: LoopConfig, model_dir: str,
     they name them. A model_dir already at `train_steps` trains nothing and runs only the
     evaluators whose metrics of that step are missing (a kill cut the final eval off).
     `progress`: None shows a bar on a terminal and a line per log step otherwise; True a bar;
-    False nothing. The result holds the last train and eval metrics.
+    False nothing.
+
+    `on_start(step)` runs once, on every host, after the resume decision and the feed's
+    restore and before the first step: where a run writes its records (runner.train). A run
+    that trains nothing (already at `train_steps`, or SIGTERM before the first step) never
+    calls it.
     """
     evaluators = checked(evaluators)
     preemption = _Preemption(preemption_mode(config.preemption_sync),
                              config.preemption_check_every)
     with preemption:
         return _run(trainer, config, model_dir, make_feed, evaluators, identity,
-                    initial_params, progress, preemption)
+                    initial_params, progress, preemption, on_start)
 
 
 def _evaluate(evaluators, step: int, params, writer: MetricsWriter, lines: bool) -> dict:
@@ -219,20 +229,19 @@ def _evaluate(evaluators, step: int, params, writer: MetricsWriter, lines: bool)
         writer.write(step, metrics)
         if lines:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-            print(f"step {step}: {shown}", file=sys.stderr, flush=True)
+            logger.info(f"step {step}: {shown}")
         out.update(metrics)
     return out
 
 
 def _final_eval(evaluators, model_dir: str, step: int, params, primary: bool) -> dict:
     """At `train_steps` already: the evaluators whose metrics of `step` are missing."""
-    print(f"{model_dir} already holds step {step} = TRAIN_STEPS: nothing to train",
-          file=sys.stderr)
+    logger.info(f"{model_dir} already holds step {step} = TRAIN_STEPS: nothing to train")
     due = missing_at(evaluators, model_dir, step)
     if not due:
         return {}
     names = " and ".join(ev.prefix for ev in due)
-    print(f"its final {names} metrics are missing: evaluating step {step}", file=sys.stderr)
+    logger.info(f"its final {names} metrics are missing: evaluating step {step}")
     writer = MetricsWriter(model_dir, primary=primary, resume_step=step)
     try:
         return _evaluate(due, step, params, writer, primary)
@@ -241,7 +250,7 @@ def _final_eval(evaluators, model_dir: str, step: int, params, primary: bool) ->
 
 
 def _run(trainer, config, model_dir, make_feed, evaluators, identity, initial_params,
-         progress, preemption) -> dict:
+         progress, preemption, on_start) -> LoopResult:
     ckpt = Checkpointer(RunDir.of(model_dir).checkpoints, keep=config.keep_checkpoints,
                         async_save=config.async_checkpoints, identity=identity,
                         per_branch=trainer.per_branch)
@@ -249,7 +258,7 @@ def _run(trainer, config, model_dir, make_feed, evaluators, identity, initial_pa
     abstract = trainer.abstract_state()
     state, input_state, latest = ckpt.restore_newest_good(abstract)
     if latest is not None:
-        print(f"resumed from {ckpt.directory}/{latest}", file=sys.stderr)
+        logger.info(f"resumed from {ckpt.directory}/{latest}")
     else:
         state, input_state = trainer.init_state(), None
         if initial_params is not None:  # all params, or some top-level ones (hybrid parts)
@@ -259,14 +268,16 @@ def _run(trainer, config, model_dir, make_feed, evaluators, identity, initial_pa
     primary = jax.process_index() == 0  # host 0 alone logs; all hosts write checkpoints
     if step >= config.train_steps:
         ckpt.close()
-        return {"step": step, "preempted": False, "resumed": latest is not None,
-                "eval_metrics": _final_eval(evaluators, model_dir, step, state.params, primary)}
+        return LoopResult(model_dir, step, "already_done", resumed=latest is not None,
+                          eval_metrics=_final_eval(evaluators, model_dir, step, state.params,
+                                                   primary))
     if preemption.agreed(step):  # SIGTERM while restoring or initialising: nothing to save
         ckpt.close()
-        print(f"SIGTERM before the first step: nothing was trained yet (at step {step})",
-              file=sys.stderr)
-        return {"step": step, "preempted": True, "resumed": latest is not None}
+        logger.info(f"SIGTERM before the first step: nothing was trained yet (at step {step})")
+        return LoopResult(model_dir, step, "preempted", resumed=latest is not None)
     feed = make_feed(input_state)
+    if on_start is not None:
+        on_start(step)
     batches = DevicePrefetch(feed, trainer.shard_batch, config.prefetch)
     writer = MetricsWriter(model_dir, primary=primary, resume_step=step)
     bar = _progress(progress, step, config.train_steps) if primary else None
@@ -297,11 +308,10 @@ def _run(trainer, config, model_dir, make_feed, evaluators, identity, initial_pa
                     if bar is not None:
                         bar.set_postfix({"loss": f"{last['loss']:.3f}", **_speed(last)})
                     elif lines:
-                        print(f"step {step}/{config.train_steps}: loss {last['loss']:.4f}, "
-                              f"accuracy {last.get('accuracy', float('nan')):.4f}, "
-                              f"{last['seconds_per_step']:.3f} s/step, "
-                              + ", ".join(f"{k} {v}" for k, v in _speed(last).items()),
-                              file=sys.stderr, flush=True)
+                        logger.info(f"step {step}/{config.train_steps}: loss {last['loss']:.4f}, "
+                                    f"accuracy {last.get('accuracy', float('nan')):.4f}, "
+                                    f"{last['seconds_per_step']:.3f} s/step, "
+                                    + ", ".join(f"{k} {v}" for k, v in _speed(last).items()))
                     check_skipped_steps(trainer, config.max_consecutive_skipped_steps, step,
                                         last)
                 if bar is not None:
@@ -317,16 +327,16 @@ def _run(trainer, config, model_dir, make_feed, evaluators, identity, initial_pa
                 if step < config.train_steps and preemption.agreed(step, logs or saves or evals):
                     if step not in saved:
                         ckpt.save(step, state, feed_state, force=True)
-                    print(f"SIGTERM: saved step {step} to {ckpt.directory}", file=sys.stderr)
+                    logger.info(f"SIGTERM: saved step {step} to {ckpt.directory}")
                     break
         finally:
             ckpt.close()
             writer.close()
             if bar is not None:
                 bar.close()
-    return {"step": step, "preempted": preemption.requested, "resumed": latest is not None,
-            "metrics": last, "eval_metrics": last_eval,
-            "state": state}
+    return LoopResult(model_dir, step, "preempted" if preemption.requested else "done",
+                      resumed=latest is not None, metrics=last, eval_metrics=last_eval,
+                      state=state)
 
 
 def _named_branch(trainer: Trainer, metrics: dict) -> dict:

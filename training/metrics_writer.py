@@ -13,9 +13,9 @@ DIR/tensorboard/.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -23,6 +23,8 @@ import time
 from fields import paths
 from training.metrics_log import part_name
 from training.run_dir import RunDir
+
+logger = logging.getLogger(__name__)
 
 
 class MetricsWriter:
@@ -77,7 +79,7 @@ class MetricsWriter:
                 if f is not None:
                     f.close()
             except OSError as e:
-                print(f"could not flush the metrics of {self.where}: {e}", file=sys.stderr)
+                logger.warning(f"could not flush the metrics of {self.where}: {e}")
         if self._uploader is not None:
             self._uploader.close()
             shutil.rmtree(self._staging, ignore_errors=True)
@@ -128,8 +130,8 @@ class _Uploader:
             except Exception as e:  # noqa: BLE001 - logged, the run goes on
                 if not self._warned:
                     self._warned = True
-                    print(f"could not upload the metrics to {remote}: {type(e).__name__}: {e} "
-                          "(retried at the next log step)", file=sys.stderr)
+                    logger.warning(f"could not upload the metrics to {remote}: "
+                                   f"{type(e).__name__}: {e} (retried at the next log step)")
 
 
 def _drop_after(path: str, step: int) -> None:

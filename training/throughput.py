@@ -16,7 +16,7 @@ The first interval includes compiling the step.
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 
 import jax
@@ -24,6 +24,8 @@ import jax.numpy as jnp
 
 from model_zoo.config import ModelConfig
 from model_zoo.flops import train_flops_per_step
+
+logger = logging.getLogger(__name__)
 
 TOKEN_FEATURES = ("encoder_input_tokens", "byte_encoder_input_tokens", "decoder_target_tokens")
 
@@ -74,10 +76,9 @@ class Throughput:
         peak = peak_override or peak_tflops(device.device_kind, trainer.compute_dtype)
         if peak is None and primary and device.device_kind not in _told:
             _told.add(device.device_kind)
-            print(f"MFU is not logged: no peak FLOP/s known for device kind "
-                  f"{device.device_kind!r}; set LoopConfig.peak_tflops_per_device (gin: "
-                  "training.LoopConfig.peak_tflops_per_device = TFLOP/s per device)",
-                  file=sys.stderr)
+            logger.info(f"MFU is not logged: no peak FLOP/s known for device kind "
+                        f"{device.device_kind!r}; set LoopConfig.peak_tflops_per_device (gin: "
+                        "training.LoopConfig.peak_tflops_per_device = TFLOP/s per device)")
         return cls(trainer.model, trainer.mesh.devices.size, peak)
 
     def start(self) -> None:

@@ -48,7 +48,7 @@ def bench_loop(args, preset_name: str) -> dict:
     with tempfile.TemporaryDirectory() as model_dir:
         result = run(trainer, loop, model_dir, lambda state: HostFeed(feed, position=0),
                      progress=False)
-    loop_s = result["metrics"]["seconds_per_step"]
+    loop_s = result.metrics["seconds_per_step"]
     tokens = args.batch * (args.inputs + args.targets)
     return {"impl": "t5pod", "mode": "loop", "model": preset_name, "task": args.loop,
             "dtype": args.dtype, "batch": args.batch, "inputs": args.inputs,

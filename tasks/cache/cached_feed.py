@@ -22,6 +22,8 @@ from tasks.cache.cache_layout import (IncompleteCache, decoder, fingerprint, rea
                                 read_mixture_info)
 from tasks.cache.cache_spec import differences, task_spec
 
+logger = logging.getLogger(__name__)
+
 _SAID: set = set()
 
 
@@ -49,10 +51,10 @@ def host_files(info: dict, process_index: int, process_count: int, where: str):
         return shards[process_index::process_count], False
     if where not in _SAID:
         _SAID.add(where)
-        logging.warning("%s has %d shard file(s) for %d hosts: every host reads every file "
-                        "and takes every %d-th record (cache with --num_shards >= the host "
-                        "count to split by file)", where, len(shards), process_count,
-                        process_count)
+        logger.warning("%s has %d shard file(s) for %d hosts: every host reads every file "
+                       "and takes every %d-th record (cache with --num_shards >= the host "
+                       "count to split by file)", where, len(shards), process_count,
+                       process_count)
     return shards, True
 
 

@@ -27,6 +27,8 @@ from tasks.live_pipeline import dataset
 from tasks.task_lookup import lookup
 from tasks.tf_setup import tf
 
+logger = logging.getLogger(__name__)
+
 
 class HostFeed:
     """Iterator of this host's rows of each global batch, as dicts of numpy arrays."""
@@ -54,9 +56,9 @@ class HostFeed:
                 threads=config.read_threads or 4)
             return
         if self.position:
-            logging.warning("resuming the live input pipeline of %s replays its first %d "
-                            "batches; cache the task (python -m tools.cache_tasks) to resume "
-                            "in constant time", config.mixture_or_task_name, self.position)
+            logger.warning("resuming the live input pipeline of %s replays its first %d "
+                           "batches; cache the task (python -m tools.cache_tasks) to resume "
+                           "in constant time", config.mixture_or_task_name, self.position)
         ds = dataset(config, self.process_index, self.process_count)
         with settings_scope.active(config.task_settings):
             self.files = host_shards(lookup(config.mixture_or_task_name), config.split,
@@ -118,8 +120,8 @@ def check_position(config: FeedConfig, state: dict, process_count: int) -> int:
                                     if rescalable else "") + " or start a new model_dir.")
     if changed:
         position = position * state.get("batch_size", config.batch_size) // config.batch_size
-        logging.warning("input position saved under %s resumes approximately at batch %d "
-                        "of this run's shards", changed, position)
+        logger.warning("input position saved under %s resumes approximately at batch %d "
+                       "of this run's shards", changed, position)
     return position
 
 

@@ -11,6 +11,8 @@ import logging
 
 import seqio
 
+logger = logging.getLogger(__name__)
+
 _SAID: set = set()
 
 
@@ -33,8 +35,8 @@ def host_shards(provider, split: str, index: int, count: int) -> list[str]:
         out += shards
         if count > 1 and (task.name, split) not in _SAID:
             _SAID.add((task.name, split))
-            logging.warning("%s (%s) has %d input shard(s) for %d hosts: every host reads "
-                            "all of them and keeps every %d-th example; give it at least %d "
-                            "files, or cache it (python -m tools.cache_tasks), to split it by "
-                            "file", task.name, split, len(shards), count, count, count)
+            logger.warning("%s (%s) has %d input shard(s) for %d hosts: every host reads "
+                           "all of them and keeps every %d-th example; give it at least %d "
+                           "files, or cache it (python -m tools.cache_tasks), to split it by "
+                           "file", task.name, split, len(shards), count, count, count)
     return out

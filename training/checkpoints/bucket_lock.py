@@ -13,6 +13,7 @@ interleave steps.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -22,6 +23,8 @@ import uuid
 
 from fields import conditional_writes as cw
 from training.checkpoints.process_alive import dead_pid, start_ticks
+
+logger = logging.getLogger(__name__)
 
 REFRESH_S, STALE_AFTER_S = 60.0, 600.0
 
@@ -92,8 +95,7 @@ class Lease:
                 taken = cw.replace(self.url, _me(), version)
             except cw.Conflict:
                 continue  # another run took it over first: look again
-            print(f"taking over the stale lock {self.url} of {_describe(data)}: {why}",
-                  file=sys.stderr)
+            logger.warning(f"taking over the stale lock {self.url} of {_describe(data)}: {why}")
             return taken
         raise locked_error(f"could not take the lock {self.url} (it kept changing)")
 
@@ -111,7 +113,7 @@ class Lease:
                 holder = _describe(current[0]) if current else "nobody (it was deleted)"
                 self.lost = (f"the lock {self.url} was taken over by {holder}; this run "
                              "writes nothing more into the model_dir")
-                print(self.lost, file=sys.stderr)
+                logger.error(self.lost)
                 return
             except Exception as e:  # noqa: BLE001 - the bucket unreachable: retry, then give up
                 if time.monotonic() - last_ok > STALE_AFTER_S / 2:
@@ -119,7 +121,7 @@ class Lease:
                                  f"{time.monotonic() - last_ok:.0f} s ({type(e).__name__}: "
                                  f"{e}); another run may take it over, so this run stops "
                                  "writing")
-                    print(self.lost, file=sys.stderr)
+                    logger.error(self.lost)
                     return
 
     def release(self) -> None:

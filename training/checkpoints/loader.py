@@ -19,7 +19,7 @@ parts), `load` (inference) and tools.convert all load through here.
 from __future__ import annotations
 
 import dataclasses
-import sys
+import logging
 
 import jax
 import numpy as np
@@ -36,6 +36,8 @@ from training.checkpoints.model_json import MODEL_JSON, branch_task, read_model_
 from training.checkpoints.verify import DamagedCheckpoint
 from training.checkpoints.manager import Checkpointer, abstract_with_shardings
 from training.run_dir import CHECKPOINTS, RunDir
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,7 +230,7 @@ def restore_branch(ckpt: Checkpoint, mesh, rules, branch: str) -> tuple[ModelDef
                                                   partitioning.rule_set(rules), mesh)
     params = jax.device_put(tree_lib.branch_params(params, cfg, 0), plain_shardings)
     if jax.process_index() == 0:
-        print(branch_read_note(step_dir, cfg, branch, read, row_chunked), file=sys.stderr)
+        logger.info(branch_read_note(step_dir, cfg, branch, read, row_chunked))
     return mdef, params
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import socket
 import sys
@@ -27,6 +28,8 @@ from fields import paths
 from training.checkpoints import bucket_lock
 from training.checkpoints.process_alive import dead_pid, start_ticks
 from training.run_dir import RunDir
+
+logger = logging.getLogger(__name__)
 
 REFRESH_S, STALE_AFTER_S = 60.0, 600.0
 
@@ -117,8 +120,7 @@ def _take(path: str, model_dir: str) -> None:
             raise RunLocked(f"{model_dir} is being written by another run: "
                             f"{_describe(holder)}, lock {path}. Stop that run or use "
                             f"another model_dir; if it is dead, delete {path}.")
-        print(f"taking over the stale lock {path} of {_describe(holder)}: {why}",
-              file=sys.stderr)
+        logger.warning(f"taking over the stale lock {path} of {_describe(holder)}: {why}")
         os.remove(path)
     raise RunLocked(f"could not take the lock {path}")
 

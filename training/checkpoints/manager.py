@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 import jax
 import numpy as np
@@ -33,6 +32,8 @@ from training.checkpoints.verify import (MANIFEST, DamagedCheckpoint, has_manife
                                        verify_step, write_manifest)
 from training.finite import all_finite, nonfinite_leaves
 from training.train_state import TrainState
+
+logger = logging.getLogger(__name__)
 
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"  # where orbax writes a step before renaming it
 COMMIT_MARKER = "commit_success.txt"  # orbax's commit of a step on a bucket
@@ -326,7 +327,7 @@ class Checkpointer:
                 state, input_state = self._restore(abstract_state, step, verified)
             except DamagedCheckpoint as e:
                 if self._primary:
-                    print(f"checkpoint step {step} skipped: {e}", file=sys.stderr)
+                    logger.warning(f"checkpoint step {step} skipped: {e}")
                 damaged.append((step, e))
                 continue
             if damaged and not self.read_only:
@@ -355,7 +356,7 @@ class Checkpointer:
                 if paths.is_bucket(target):
                     paths.write_text(paths.join(target, DAMAGED_NOTE),
                                      f"step {step} was set aside by t5pod: {why}\n")
-                print(f"moved the damaged step {step} to {target}", file=sys.stderr)
+                logger.warning(f"moved the damaged step {step} to {target}")
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
 
@@ -364,8 +365,8 @@ class Checkpointer:
 
     def _note_unverified(self, step: int, verified: bool) -> None:
         if not verified and self._primary:
-            print(f"note: checkpoint {self.step_dir(step)} has no checksums (written before "
-                  "t5pod verified checkpoints); restored unverified", file=sys.stderr)
+            logger.warning(f"checkpoint {self.step_dir(step)} has no checksums (written "
+                           "before t5pod verified checkpoints); restored unverified")
 
     def restore_params(self, abstract_params, step: int | None = None):
         """Only the params (fine-tuning): the optimizer state is never read.
