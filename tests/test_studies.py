@@ -98,7 +98,7 @@ def test_steps_to_a_loss_interpolate_between_evals():
 
 
 def test_unknown_study_lists_the_valid_ones(tmp_path):
-    valid = r"\['precision', 'scaling', 'switch_vs_dense', 'treednn'\]"
+    valid = r"\('precision', 'scaling', 'switch_vs_dense', 'treednn'\); did you mean 'scaling'"
     with pytest.raises(ValueError, match=r"'scalin'.*" + valid):
         study.main(["--study=scalin", f"--out={tmp_path}"])
     assert not os.listdir(tmp_path)
