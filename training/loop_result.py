@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from fields.choices import require_choice
+
 STOPS = ("done", "preempted", "already_done")
 
 
@@ -24,8 +26,7 @@ class LoopResult:
     state: Any = None
 
     def __post_init__(self):
-        if self.stopped not in STOPS:
-            raise ValueError(f"LoopResult.stopped={self.stopped!r}; valid: {STOPS}")
+        require_choice("LoopResult", "stopped", self.stopped, STOPS)
 
     @property
     def preempted(self) -> bool:
