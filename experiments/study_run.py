@@ -174,5 +174,5 @@ def run_study(study: Study, out: str, bindings: list[str] = (), only: list[str] 
         logger.warning(f"study {study.name}: members are missing; run again to finish them")
         return None
     report = write_report(study, found, out)
-    print(f"\n{open(os.path.join(out, 'study.md')).read()}\n{out}/study.md, study.csv, study.png")
+    logger.info(f"study {study.name}: {out}/study.md, study.csv, study.png")
     return report

@@ -198,7 +198,7 @@ def sweep(sweep_path: str, out: str, bindings: list[str] = (), only: str | list 
         parsed = check(cfg, pending, list(bindings), out)   # each member parsed once
         if emit_only:
             for path in emit(sweep_path, out, members, list(relaunch_flags)):
-                print(path)
+                logger.info(f"sweep: launch script {path}")
             return []
         local_cache = None if paths.is_bucket(out) else os.path.join(out, ".jax_cache")
         with compilation_cache(local_cache):
@@ -211,7 +211,7 @@ def sweep(sweep_path: str, out: str, bindings: list[str] = (), only: str | list 
                     logger.info(f"sweep: SIGTERM: stopped in member {member.name}; run the sweep "
                                 "again to resume it")
                     break
-                print(json.dumps(result))
+                logger.info(f"sweep: member {member.name}: {json.dumps(result)}")
                 logger.info(f"sweep: member {member.name} took {time.process_time() - start:.1f} "
                             "CPU seconds")
         for member in chosen:
@@ -222,6 +222,6 @@ def sweep(sweep_path: str, out: str, bindings: list[str] = (), only: str | list 
     if missing:
         logger.warning(f"sweep: not finished yet: {missing}")
     if results:
-        md = sweep_report.write_all(out, cfg.swept_keys(), results)
-        print(f"\n{md}\n\n{out}/results.csv, results.md, results.png")
+        sweep_report.write_all(out, cfg.swept_keys(), results)
+        logger.info(f"sweep: {out}/results.md, results.csv, results.png")
     return results

@@ -9,10 +9,13 @@ OUT/results.json and OUT/table.md.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 
 from experiments.model_size import param_count
+
+logger = logging.getLogger(__name__)
 
 RUNS = {"t5": ("runs/wikispell_t5.gin", 24), "byt5": ("runs/wikispell_byt5.gin", 48),
         "hybrid": ("runs/wikispell_hybrid.gin", 24)}
@@ -92,12 +95,11 @@ def compare(out: str, models: list[str], steps: int | None = None, per_bucket: i
         results[name] = train_and_evaluate(
             [gin_file], os.path.join(out, name), targets_length, per_bucket,
             ([f"TRAIN_STEPS = {steps}"] if steps else []) + list(bindings))
-        print(json.dumps({name: results[name]}))
+        logger.info(f"wikispell: {json.dumps({name: results[name]})}")
     md = table(results)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump({"per_bucket": per_bucket, "steps": steps, **results}, f, indent=2)
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(md + "\n")
-    print(f"\nWikiSpell test exact match (%), {per_bucket} words per bucket:\n\n{md}\n")
     return results

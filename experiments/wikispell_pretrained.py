@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 
 from experiments.wikispell_gap import LABELS, RUNS, check_models, table, train_and_evaluate
+
+logger = logging.getLogger(__name__)
 
 PRETRAIN_RUNS = {"t5": "runs/wikispell_pretrain_t5.gin",
                  "byt5": "runs/wikispell_pretrain_byt5.gin"}
@@ -49,7 +52,7 @@ def compare_pretrained(out: str, models: list[str], steps: int | dict | None,
         results[name] = train_and_evaluate([gin_file], os.path.join(out, name),
                                            targets_length, per_bucket, finetune)
         labels[name] = f"{LABELS[name]}, no pretraining"
-        print(json.dumps({name: results[name]}))
+        logger.info(f"wikispell: {json.dumps({name: results[name]})}")
         pretrain_dir = os.path.abspath(os.path.join(out, f"pretrain_{name}"))
         pretrain = train_and_evaluate(
             [PRETRAIN_RUNS[name]], pretrain_dir, None, per_bucket,
@@ -60,7 +63,7 @@ def compare_pretrained(out: str, models: list[str], steps: int | dict | None,
             finetune + [f"INITIAL_CHECKPOINT_PATH = {pretrain_dir!r}"])
         results[key]["pretrain_seconds"] = pretrain["train_seconds"]
         labels[key] = f"{LABELS[name]}, pretrained {pretrain_steps} steps"
-        print(json.dumps({key: results[key]}))
+        logger.info(f"wikispell: {json.dumps({key: results[key]})}")
     write(out, results, labels, {"per_bucket": per_bucket, "steps": steps,
                                  "pretrain_steps": pretrain_steps})
     return results
@@ -120,5 +123,3 @@ def write(out: str, results: dict, labels: dict, settings: dict) -> None:
     plot(results, labels, os.path.join(out, "wikispell_pretrained.png"),
          f"WikiSpell after pretraining ({settings['pretrain_steps']} steps), "
          f"{settings['per_bucket']} test words per bucket")
-    print(f"\nWikiSpell test exact match (%), {settings['per_bucket']} words per bucket:"
-          f"\n\n{md}\n")

@@ -85,7 +85,10 @@ def test_three_member_sweep_runs_resumes_and_reports(tmp_path, capsys, monkeypat
     lines = {d: len(read_records(d)) for d in dirs}
     capsys.readouterr()
     again = sweep.main([f"--sweep={path}", f"--out={out}"])
-    assert capsys.readouterr().err.count("is finished; skipped") == 3
+    shown = capsys.readouterr()
+    assert shown.err.count("is finished; skipped") == 3
+    # the CLI's result on stdout is the table it wrote; the library's lines go to stderr
+    assert shown.out.strip().startswith((out / "results.md").read_text().strip())
     assert again == results and {d: len(read_records(d)) for d in dirs} == lines
 
 

@@ -96,4 +96,13 @@ def parse(p: argparse.ArgumentParser, argv: list[str] | None = None, known: bool
     return p.parse_args(rest), files, bindings
 
 
+def show_report(path: str, heading: str = "") -> None:
+    """Print a report a library function wrote (a markdown table) on stdout, the CLI's
+    result; nothing when it was not written (members still missing)."""
+    from fields import paths
+
+    if paths.isfile(path):
+        print(f"\n{heading}{paths.read_text(path).rstrip()}\n\n{path}")
+
+
 setup_logging()

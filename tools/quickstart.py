@@ -10,6 +10,7 @@ resumes or, when trained, only evaluates.
 
 from __future__ import annotations
 
+import os
 
 from tools import cli  # first: the quiet start and the log lines
 from tools.path_flags import local_path_flag
@@ -23,9 +24,12 @@ def main(argv=None):
     args = p.parse_args(argv)
     from experiments.wikispell_gap import compare
 
-    return compare(args.out, ["t5", "byt5"], args.steps, args.per_bucket,
-                   ["EVAL_EVERY = 0", "CHECKPOINT_EVERY = 300",
-                    "training.ScheduleConfig.warmup_steps = 50"])
+    results = compare(args.out, ["t5", "byt5"], args.steps, args.per_bucket,
+                      ["EVAL_EVERY = 0", "CHECKPOINT_EVERY = 300",
+                       "training.ScheduleConfig.warmup_steps = 50"])
+    cli.show_report(os.path.join(args.out, "table.md"),
+                    f"WikiSpell test exact match (%), {args.per_bucket} words per bucket:\n\n")
+    return results
 
 
 if __name__ == "__main__":

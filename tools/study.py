@@ -14,6 +14,7 @@ OUT/study.csv, OUT/study.png (and the sweep's OUT/results.*). See docs/research.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from tools import cli  # first: the quiet start and the log lines
@@ -38,9 +39,12 @@ def main(argv=None):
         p.error("a study's gin files are in its sweep file (gin/studies/NAME.gin)")
     study = lookup(args.study)
     with startup_sigterm():  # SIGTERM stops the member in training (saved) and the study
-        return run_study(study, args.out, bindings, only=args.only, emit_only=args.emit,
-                         collect=args.collect,
-                         relaunch_flags=[a for a in argv if a.startswith("--gin.")])
+        report = run_study(study, args.out, bindings, only=args.only, emit_only=args.emit,
+                           collect=args.collect,
+                           relaunch_flags=[a for a in argv if a.startswith("--gin.")])
+    if report is not None:
+        cli.show_report(os.path.join(args.out, "study.md"))
+    return report
 
 
 if __name__ == "__main__":

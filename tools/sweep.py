@@ -42,9 +42,14 @@ def main(argv=None) -> list[dict]:
     if files:
         p.error("give gin files in the sweep file (sweep.SweepConfig.gin_files)")
     with startup_sigterm():  # SIGTERM stops the member in training (saved) and the sweep
-        return sweep(args.sweep, args.out, bindings, only=args.only, emit_only=args.emit,
-                     collect=args.collect,
-                     relaunch_flags=[a for a in argv if a.startswith("--gin.")])
+        results = sweep(args.sweep, args.out, bindings, only=args.only, emit_only=args.emit,
+                        collect=args.collect,
+                        relaunch_flags=[a for a in argv if a.startswith("--gin.")])
+    if results:
+        from fields import paths
+
+        cli.show_report(paths.join(args.out, "results.md"))
+    return results
 
 
 if __name__ == "__main__":

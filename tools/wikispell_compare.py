@@ -19,6 +19,7 @@ The CPU-sized run (docs/research.md):
 
 from __future__ import annotations
 
+import os
 
 from tools import cli  # first: the quiet start and the log lines
 from tools.path_flags import local_path_flag
@@ -71,9 +72,13 @@ def main(argv=None) -> dict:
     if args.pretrain_steps:
         from experiments.wikispell_pretrained import compare_pretrained
 
-        return compare_pretrained(args.out, models, steps, args.pretrain_steps,
-                                  args.per_bucket, gin(args.gin), gin(args.pretrain_gin))
-    return compare(args.out, models, steps, args.per_bucket, gin(args.gin))
+        results = compare_pretrained(args.out, models, steps, args.pretrain_steps,
+                                     args.per_bucket, gin(args.gin), gin(args.pretrain_gin))
+    else:
+        results = compare(args.out, models, steps, args.per_bucket, gin(args.gin))
+    cli.show_report(os.path.join(args.out, "table.md"),
+                    f"WikiSpell test exact match (%), {args.per_bucket} words per bucket:\n\n")
+    return results
 
 
 if __name__ == "__main__":
