@@ -2,13 +2,11 @@
 parsed into config objects (a Run, a ModelConfig, a DecodeConfig) with gin cleared again,
 so nothing past here reads global gin state. runner/configurables.py says what gin can bind.
 
-VALUE is a gin literal (`3`, `'text'`, `{'inputs': 512}`, `@ref()`, `%MACRO`); a bare word
-such as a task name is taken as a string, so no escaped quotes are needed.
+The flags themselves are split off argv by runner/gin_args.py (no TensorFlow, no registry).
 """
 
 from __future__ import annotations
 
-import ast
 import difflib
 import functools
 import importlib.util
@@ -50,34 +48,6 @@ def __getattr__(name: str):
     if name == "GIN_ROOT":
         return shipped_gin_root()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def split_gin_args(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
-    """(gin files, gin bindings, remaining argv)."""
-    files, bindings, rest = [], [], []
-    it = iter(argv)
-    for arg in it:
-        if arg.startswith("--gin_file"):
-            files.append(arg.split("=", 1)[1] if "=" in arg else next(it))
-        elif arg.startswith("--gin."):
-            name, sep, value = arg[len("--gin."):].partition("=")
-            if not sep:
-                raise ValueError(f"gin binding {arg!r} needs a value: --gin.{name}=VALUE")
-            bindings.append(f"{name} = {as_gin_value(value)}")
-        else:
-            rest.append(arg)
-    return files, bindings, rest
-
-
-def as_gin_value(value: str) -> str:
-    value = value.strip()
-    if value[:1] in "@%" or value in ("True", "False", "None"):
-        return value
-    try:
-        ast.literal_eval(value)
-        return value
-    except (ValueError, SyntaxError):
-        return repr(value)
 
 
 def resolve_gin_file(path: str) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from model_zoo import EncoderDecoder
-from runner import configurables, gin_flags
+from runner import configurables, gin_args, gin_flags
 from tools import train as train_tool
 
 GIN = gin_flags.GIN_ROOT
@@ -97,9 +97,9 @@ def test_decoding_gin_builds_a_decode_config(name):
 
 
 def test_bare_words_need_no_quotes():
-    assert gin_flags.as_gin_value("demo_span_corruption") == "'demo_span_corruption'"
-    assert gin_flags.as_gin_value("3") == "3" and gin_flags.as_gin_value("%X") == "%X"
-    assert gin_flags.as_gin_value("{'inputs': 8}") == "{'inputs': 8}"
+    assert gin_args.as_gin_value("demo_span_corruption") == "'demo_span_corruption'"
+    assert gin_args.as_gin_value("3") == "3" and gin_args.as_gin_value("%X") == "%X"
+    assert gin_args.as_gin_value("{'inputs': 8}") == "{'inputs': 8}"
 
 
 def test_unknown_parameter_suggests_the_closest():

@@ -61,3 +61,21 @@ def test_all_of_tensorflow_when_asked(tmp_path):
     out = _run(tmp_path, TF_CPP_MIN_LOG_LEVEL="0")
     assert out.returncode == 0 and all(n in out.stderr for n in NOISE), out.stderr
     assert _run(tmp_path, TF_CPP_MIN_LOG_LEVEL="1").stderr.splitlines() == ["step 1/2: loss 8.1"]
+
+
+def test_help_and_flag_errors_come_before_the_libraries():
+    """`--help` (and a flag error) of the daily CLIs answers without importing TensorFlow,
+    seqio or the task registry: the libraries load after the flags are read."""
+    code = """import sys
+from tools import eval, infer, train
+for cli in (train, eval, infer):
+    try:
+        cli.main(["--help"])
+    except SystemExit:
+        pass
+print(sorted({"tensorflow", "seqio", "tasks"} & set(sys.modules)))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-2000:]

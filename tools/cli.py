@@ -86,7 +86,7 @@ def parser(doc: str, distributed: bool = False) -> argparse.ArgumentParser:
 def parse(p: argparse.ArgumentParser, argv: list[str] | None = None, known: bool = False):
     """(args, gin files, gin bindings) from `argv` (default sys.argv[1:]); `known`: also the
     arguments argparse does not know, for the CLI to pass on (args, files, bindings, extra)."""
-    from runner.gin_flags import split_gin_args
+    from runner.gin_args import split_gin_args
 
     argv = sys.argv[1:] if argv is None else list(argv)
     files, bindings, rest = split_gin_args(argv)

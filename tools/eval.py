@@ -34,13 +34,6 @@ from tools.path_flags import path_flag
 
 
 def main(argv=None):
-    from partitioning.distributed import is_primary
-    from runner import gin_flags
-    from tasks import settings_scope
-    from inference.task_evaluator import default_lengths
-    from training.checkpoints.model_json import branch_task, read_model_json
-    from runner.gin_flags import model_from_gin_for
-
     p = cli.parser(__doc__, distributed=True)
     p.add_argument("--model_dir", required=True, type=path_flag)
     p.add_argument("--task", help="default: the task the model (or --branch) was trained on")
@@ -66,6 +59,14 @@ def main(argv=None):
     if args.examples is not None and args.examples < 1:
         p.error(f"--examples={args.examples} must be >= 1 (leave it out for the default: "
                 "every example, or 256 for a task without metrics)")
+    # the libraries after the flags: --help and flag errors come at once
+    from partitioning.distributed import is_primary
+    from runner import gin_flags
+    from tasks import settings_scope
+    from inference.task_evaluator import default_lengths
+    from training.checkpoints.model_json import branch_task, read_model_json
+    from runner.gin_flags import model_from_gin_for
+
     start_distributed(p, args)
     task = args.task or (args.branch and branch_task(args.model_dir, args.branch)) \
         or read_model_json(args.model_dir)[1]

@@ -39,9 +39,6 @@ def decode_config_from(p: argparse.ArgumentParser, args, gin_files,
 
 
 def main(argv=None):
-    from fields import paths
-    from inference.predictor import Predictor
-
     p = cli.parser(__doc__, distributed=True)
     p.add_argument("--model_dir", required=True, type=path_flag)
     p.add_argument("--branch", help="a TreeDNN tree's branch: its trunk and branch, as a T5")
@@ -64,6 +61,8 @@ def main(argv=None):
     p.add_argument("--dcn", default="", help="mesh degrees across hosts/slices, e.g. data=2")
     p.add_argument("--rules", default="data_parallel")
     args, gin_files, gin_bindings = cli.parse(p, argv)
+    from fields import paths  # the libraries after the flags: --help comes at once
+    from inference.predictor import Predictor
     if bool(args.prompt) == bool(args.input):
         p.error("give --prompt TEXT or --input FILE.jsonl")
     empty = [t for t in args.prompt if not t.strip()]

@@ -30,9 +30,6 @@ def main(argv=None) -> dict:
 
 
 def _main(argv) -> dict:
-    from runner import gin_flags
-    from runner.train import train
-
     p = cli.parser(__doc__, distributed=True)
     p.add_argument("--model_dir", required=True, type=path_flag)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -40,6 +37,9 @@ def _main(argv) -> dict:
     args, files, bindings = cli.parse(p, argv)
     if not files:
         p.error("give at least one --gin_file")
+    from runner import gin_flags  # after the flags: --help and flag errors come at once
+    from runner.train import train
+
     start_distributed(p, args)
     run, records = gin_flags.run_from_gin(files, bindings)
     summary = train(run, args.model_dir, progress=args.progress, records=records).as_json()

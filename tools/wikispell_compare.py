@@ -41,7 +41,7 @@ def parse_steps(p, text: str | None, per_model: bool):
 
 
 def main(argv=None) -> dict:
-    from runner.gin_flags import split_gin_args
+    from runner.gin_args import split_gin_args
     from experiments.wikispell_gap import compare
 
     p = cli.parser(__doc__)
