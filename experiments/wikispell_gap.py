@@ -85,6 +85,11 @@ def check_models(models: list[str], per_bucket: int) -> None:
         raise ValueError(f"per_bucket={per_bucket} must be in [1, 1000]")
 
 
+def title(per_bucket: int) -> str:
+    """The heading a CLI prints above table.md."""
+    return f"WikiSpell test exact match (%), {per_bucket} words per bucket:"
+
+
 def compare(out: str, models: list[str], steps: int | None = None, per_bucket: int = 1000,
             bindings: list[str] = ()) -> dict:
     """Train and evaluate `models` (keys of RUNS); `bindings` are gin bindings for all."""

@@ -22,13 +22,12 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--per_bucket", type=int, default=200, help="test words per bucket")
     args = p.parse_args(argv)
-    from experiments.wikispell_gap import compare
+    from experiments.wikispell_gap import compare, title
 
     results = compare(args.out, ["t5", "byt5"], args.steps, args.per_bucket,
                       ["EVAL_EVERY = 0", "CHECKPOINT_EVERY = 300",
                        "training.ScheduleConfig.warmup_steps = 50"])
-    cli.show_report(os.path.join(args.out, "table.md"),
-                    f"WikiSpell test exact match (%), {args.per_bucket} words per bucket:\n\n")
+    cli.show_report(os.path.join(args.out, "table.md"), title(args.per_bucket) + "\n\n")
     return results
 
 

@@ -42,7 +42,7 @@ def parse_steps(p, text: str | None, per_model: bool):
 
 def main(argv=None) -> dict:
     from runner.gin_args import split_gin_args
-    from experiments.wikispell_gap import compare
+    from experiments.wikispell_gap import compare, title
 
     p = cli.parser(__doc__)
     p.add_argument("--out", default="runs/wikispell", type=local_path_flag)
@@ -76,8 +76,7 @@ def main(argv=None) -> dict:
                                      args.per_bucket, gin(args.gin), gin(args.pretrain_gin))
     else:
         results = compare(args.out, models, steps, args.per_bucket, gin(args.gin))
-    cli.show_report(os.path.join(args.out, "table.md"),
-                    f"WikiSpell test exact match (%), {args.per_bucket} words per bucket:\n\n")
+    cli.show_report(os.path.join(args.out, "table.md"), title(args.per_bucket) + "\n\n")
     return results
 
 
